@@ -1,0 +1,41 @@
+# oms: PGXS build, install, tests, demo and benchmark.
+
+EXTENSION   = oms
+EXTVERSION  = 0.1.0
+MODULE_big  = oms
+OBJS        = src/oms.o src/guc.o src/state.o src/money.o
+
+# The extension script is generated from src/sql/ in this order.
+SQL_PARTS   = src/sql/schema.sql \
+              src/sql/money.sql \
+              src/sql/state.sql \
+              src/sql/idempotency.sql \
+              src/sql/orders.sql \
+              src/sql/api.sql \
+              src/sql/privileges.sql
+DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
+
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+ISOLATION      = idempotency_race cancel_race
+ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+
+PG_CONFIG  ?= pg_config
+PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
+EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out test/results test/output_iso output_iso
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+.PHONY: demo test bench
+demo:
+	bash test/demo.sh
+
+test:
+	bash test/run.sh
+
+bench:
+	bash bench/run.sh

@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ *
+ * oms.c
+ *	  Library entry point: refuses to load outside shared_preload_libraries
+ *	  and defines the oms.* settings.
+ *
+ * oms is loaded once per server so that its settings, and later its
+ * background worker, exist in every backend from the start.  Loading it
+ * any other way would leave sessions with different views of the settings,
+ * so it is refused with a hint saying how to fix it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "oms.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("oms must be loaded via shared_preload_libraries"),
+				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	oms_define_gucs();
+}

@@ -1,0 +1,169 @@
+-- api.sql: the public order API.  Each function is one transaction's worth
+-- of work: validate every argument, claim the idempotency key, change the
+-- order, write its timeline entry and outbox event, store the response.
+-- SECURITY DEFINER so that applications need EXECUTE only, never direct
+-- table privileges; search_path is pinned and every name is qualified.
+
+CREATE FUNCTION @extschema@.oms_create_order(
+	customer_id text,
+	items jsonb,
+	currency text DEFAULT 'USD',
+	idempotency_key text DEFAULT NULL,
+	metadata jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_priced jsonb;
+	v_order oms.orders;
+	v_document jsonb;
+BEGIN
+	PERFORM oms._check_text_argument('customer_id', oms_create_order.customer_id, 255);
+	PERFORM oms._check_not_null('items', oms_create_order.items);
+	PERFORM oms._currency_exponent(oms_create_order.currency);
+	PERFORM oms._check_not_null('metadata', oms_create_order.metadata);
+	IF jsonb_typeof(oms_create_order.metadata) <> 'object' THEN
+		RAISE EXCEPTION 'metadata must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Got a JSON %s.', jsonb_typeof(oms_create_order.metadata));
+	END IF;
+	PERFORM oms._check_idempotency_key(oms_create_order.idempotency_key);
+	v_priced := oms._price_items(oms_create_order.items);
+
+	v_document := oms._idempotency_begin(oms_create_order.idempotency_key, 'oms_create_order',
+		jsonb_build_array(oms_create_order.customer_id, oms_create_order.items,
+						  oms_create_order.currency, oms_create_order.metadata));
+	IF v_document IS NOT NULL THEN
+		RETURN v_document;
+	END IF;
+
+	INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
+	VALUES (oms_create_order.customer_id, oms_create_order.currency,
+			(v_priced ->> 'total')::bigint, oms_create_order.metadata, 1, 1)
+	RETURNING * INTO v_order;
+
+	INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
+	SELECT v_order.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
+	FROM jsonb_to_recordset(v_priced -> 'items')
+		AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint);
+
+	v_document := oms._order_document(v_order, v_priced -> 'items');
+	PERFORM oms._record_change(v_order, 'order.created', NULL,
+		jsonb_build_object('total', v_order.total, 'currency', v_order.currency,
+						   'item_count', jsonb_array_length(v_priced -> 'items'),
+						   'idempotency_key', oms_create_order.idempotency_key),
+		v_document);
+
+	IF oms_create_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_create_order.idempotency_key, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_create_order(text, jsonb, text, text, jsonb) IS
+	'Creates a pending order from items [{sku, quantity, unit_price}] and returns the order document';
+
+CREATE FUNCTION @extschema@.oms_get_order(order_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+BEGIN
+	PERFORM oms._check_not_null('order_id', oms_get_order.order_id);
+	SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = oms_get_order.order_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'order "%" does not exist', oms_get_order.order_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	RETURN oms._order_document(v_order, oms._order_items_json(v_order.id));
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_get_order(uuid) IS 'Returns the order document of an order';
+
+CREATE FUNCTION @extschema@.oms_cancel_order(
+	order_id uuid,
+	reason text DEFAULT NULL,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_from oms.order_status;
+	v_document jsonb;
+BEGIN
+	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
+	IF oms_cancel_order.reason IS NOT NULL AND length(oms_cancel_order.reason) > 1000 THEN
+		RAISE EXCEPTION 'reason is too long'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = format('reason has at most 1000 characters, got %s.', length(oms_cancel_order.reason));
+	END IF;
+	PERFORM oms._check_idempotency_key(oms_cancel_order.idempotency_key);
+
+	v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order',
+		jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
+	IF v_document IS NOT NULL THEN
+		RETURN v_document;
+	END IF;
+
+	v_order := oms._lock_order(oms_cancel_order.order_id);
+	v_from := v_order.status;
+	IF NOT @extschema@.oms_transition_allowed(v_from, 'canceled') THEN
+		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('The order is %s.', v_from),
+				  HINT = CASE WHEN v_from = 'canceled' THEN 'The order is already canceled.'
+							  ELSE 'Only pending orders can be canceled.' END;
+	END IF;
+
+	UPDATE oms.orders AS o
+	SET status = 'canceled',
+		timeline_seq = o.timeline_seq + 1,
+		event_seq = o.event_seq + 1
+	WHERE o.id = v_order.id
+	RETURNING * INTO v_order;
+
+	v_document := oms._order_document(v_order, oms._order_items_json(v_order.id));
+	PERFORM oms._record_change(v_order, 'order.canceled', v_from,
+		jsonb_build_object('reason', oms_cancel_order.reason,
+						   'idempotency_key', oms_cancel_order.idempotency_key),
+		v_document);
+
+	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_cancel_order.idempotency_key, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) IS
+	'Cancels a pending order and returns the order document';
+
+CREATE FUNCTION @extschema@.oms_order_timeline(order_id uuid)
+RETURNS TABLE (seq integer, occurred_at timestamptz, event_type text,
+			   from_status oms.order_status, to_status oms.order_status, data jsonb)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._check_not_null('order_id', oms_order_timeline.order_id);
+	IF NOT EXISTS (SELECT FROM oms.orders AS o WHERE o.id = oms_order_timeline.order_id) THEN
+		RAISE EXCEPTION 'order "%" does not exist', oms_order_timeline.order_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	RETURN QUERY
+		SELECT e.seq, e.occurred_at, e.event_type, e.from_status, e.to_status, e.data
+		FROM oms.order_events AS e
+		WHERE e.order_id = oms_order_timeline.order_id
+		ORDER BY e.seq;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_order_timeline(uuid) IS
+	'The timeline of an order: every change, oldest first';

@@ -1,0 +1,119 @@
+-- orders.sql: internals shared by the order API: argument checks, the order
+-- document, and the timeline + outbox pair written with every change.
+
+-- NULL, empty and over-long text arguments, each with its own SQLSTATE.
+CREATE FUNCTION oms._check_text_argument(p_name text, p_value text, p_max_chars integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_value IS NULL THEN
+		RAISE EXCEPTION '% must not be null', p_name
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF btrim(p_value) = '' THEN
+		RAISE EXCEPTION '% must not be empty', p_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF length(p_value) > p_max_chars THEN
+		RAISE EXCEPTION '% is too long', p_name
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = format('%s has at most %s characters, got %s.', p_name, p_max_chars, length(p_value));
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._check_text_argument(text, text, integer) IS
+	'Raises 22004 for NULL, 22023 for empty and 22001 for over-long text arguments';
+
+CREATE FUNCTION oms._check_not_null(p_name text, p_value anyelement)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_value IS NULL THEN
+		RAISE EXCEPTION '% must not be null', p_name
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._check_not_null(text, anyelement) IS 'Raises 22004 when a required argument is NULL';
+
+CREATE FUNCTION oms._order_items_json(p_order_id uuid)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(jsonb_agg(jsonb_build_object(
+				'line_no', i.line_no,
+				'sku', i.sku,
+				'quantity', i.quantity,
+				'unit_price', i.unit_price,
+				'line_total', i.line_total) ORDER BY i.line_no), '[]'::jsonb)
+	FROM oms.order_items AS i
+	WHERE i.order_id = p_order_id;
+$$;
+COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order as a JSON array';
+
+-- The order document returned by the API and carried by events.
+CREATE FUNCTION oms._order_document(p_order oms.orders, p_items jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object(
+		'order_id', p_order.id,
+		'customer_id', p_order.customer_id,
+		'status', p_order.status,
+		'currency', p_order.currency,
+		'total', p_order.total,
+		'items', p_items,
+		'version', p_order.version,
+		'metadata', p_order.metadata,
+		'created_at', p_order.created_at,
+		'updated_at', p_order.updated_at);
+$$;
+COMMENT ON FUNCTION oms._order_document(oms.orders, jsonb) IS 'Builds the JSON order document from an order row and its items';
+
+-- Locks and returns an order, or raises P0002 when there is none.
+CREATE FUNCTION oms._lock_order(p_order_id uuid)
+RETURNS oms.orders
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+BEGIN
+	SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = p_order_id FOR NO KEY UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'order "%" does not exist', p_order_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	RETURN v_order;
+END;
+$$;
+COMMENT ON FUNCTION oms._lock_order(uuid) IS 'Locks an order row for a change; P0002 when it does not exist';
+
+/*
+ * Writes the timeline entry and the outbox event of one change.  The
+ * caller has already advanced p_order.timeline_seq and p_order.event_seq in
+ * the same transaction, under the order's row lock, which keeps both
+ * sequences gap-free per order.
+ */
+CREATE FUNCTION oms._record_change(p_order oms.orders, p_event_type text,
+								   p_from_status oms.order_status, p_data jsonb, p_document jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data)
+	VALUES (p_order.id, p_order.timeline_seq, p_event_type, p_from_status, p_order.status, p_data);
+
+	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq)
+	VALUES ('order', p_order.id, p_event_type,
+			p_data || jsonb_build_object('previous_status', p_from_status, 'order', p_document),
+			p_order.event_seq);
+$$;
+COMMENT ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) IS
+	'Appends the timeline entry and the outbox event of an order change';

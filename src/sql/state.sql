@@ -1,0 +1,73 @@
+-- state.sql: the order state machine, exposed from the C transition table
+-- in src/state.c, and the trigger that enforces it on oms.orders.
+
+CREATE FUNCTION @extschema@.oms_transition_allowed(from_status oms.order_status, to_status oms.order_status)
+RETURNS boolean
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'oms_transition_allowed';
+COMMENT ON FUNCTION @extschema@.oms_transition_allowed(oms.order_status, oms.order_status) IS
+	'True when the state machine allows an order to move from from_status to to_status';
+
+CREATE FUNCTION @extschema@.oms_state_machine_dot()
+RETURNS text
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'oms_state_machine_dot';
+COMMENT ON FUNCTION @extschema@.oms_state_machine_dot() IS
+	'The order state machine as a Graphviz digraph, generated from the C transition table';
+
+CREATE FUNCTION oms._order_states(OUT status text, OUT initial boolean, OUT terminal boolean, OUT meaning text)
+RETURNS SETOF record
+LANGUAGE c STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'oms_order_states';
+COMMENT ON FUNCTION oms._order_states() IS 'The statuses of the C transition table';
+
+CREATE FUNCTION oms._order_transitions(OUT from_status text, OUT to_status text, OUT event text)
+RETURNS SETOF record
+LANGUAGE c STRICT IMMUTABLE
+AS 'MODULE_PATHNAME', 'oms_order_transitions';
+COMMENT ON FUNCTION oms._order_transitions() IS 'The transitions of the C transition table';
+
+CREATE VIEW oms.order_states AS
+	SELECT s.status::oms.order_status AS status, s.initial, s.terminal, s.meaning
+	FROM oms._order_states() AS s;
+COMMENT ON VIEW oms.order_states IS 'Every order status, whether it is initial or final, and what it means';
+
+CREATE VIEW oms.order_transitions AS
+	SELECT t.from_status::oms.order_status AS from_status,
+		   t.to_status::oms.order_status AS to_status,
+		   t.event
+	FROM oms._order_transitions() AS t;
+COMMENT ON VIEW oms.order_transitions IS 'Every allowed order status transition and the event that causes it';
+
+CREATE FUNCTION oms._order_status_guard()
+RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'oms_order_status_guard';
+COMMENT ON FUNCTION oms._order_status_guard() IS
+	'Trigger: enforces the transition table on every write to oms.orders.status and maintains version';
+
+CREATE TRIGGER order_status_guard
+	BEFORE INSERT OR UPDATE ON oms.orders
+	FOR EACH ROW EXECUTE FUNCTION oms._order_status_guard();
+-- ALWAYS: also under session_replication_role = replica, so that no
+-- session setting lets a status write bypass the state machine.
+ALTER TABLE oms.orders ENABLE ALWAYS TRIGGER order_status_guard;
+
+-- The timeline is append-only: history is never rewritten.
+CREATE FUNCTION oms._refuse_timeline_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'the order timeline is append-only'
+		USING ERRCODE = 'object_not_in_prerequisite_state',
+			  DETAIL = pg_catalog.format('Entry %s of order %s cannot be changed.', OLD.seq, OLD.order_id);
+END;
+$$;
+COMMENT ON FUNCTION oms._refuse_timeline_update() IS 'Trigger: refuses updates of timeline entries';
+
+CREATE TRIGGER order_events_append_only
+	BEFORE UPDATE ON oms.order_events
+	FOR EACH ROW EXECUTE FUNCTION oms._refuse_timeline_update();
+ALTER TABLE oms.order_events ENABLE ALWAYS TRIGGER order_events_append_only;
