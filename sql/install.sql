@@ -22,6 +22,7 @@ EXCEPTION WHEN OTHERS THEN
 	RETURN SQLSTATE || ': ' || SQLERRM || coalesce(nullif(' (' || detail || ')', ' ()'), '');
 END;
 $$;
+GRANT USAGE ON SCHEMA t TO PUBLIC;
 
 -- Every extension function pins its search_path.
 SELECT p.oid::regprocedure AS function_without_pinned_search_path
