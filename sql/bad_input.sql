@@ -15,6 +15,7 @@ INSERT INTO cases (label, call) VALUES
 	-- customer_id
 	('customer_id null', $$SELECT oms_create_order(NULL, '[{"sku": "A", "quantity": 1, "unit_price": 1}]', 'USD', 'bad-key')$$),
 	('customer_id empty', $$SELECT oms_create_order('', '[{"sku": "A", "quantity": 1, "unit_price": 1}]', 'USD', 'bad-key')$$),
+	('customer_id tab', $$SELECT oms_create_order(E'\t', '[{"sku": "A", "quantity": 1, "unit_price": 1}]', 'USD', 'bad-key')$$),
 	('customer_id blank', $$SELECT oms_create_order('   ', '[{"sku": "A", "quantity": 1, "unit_price": 1}]', 'USD', 'bad-key')$$),
 	('customer_id 256 chars', format($$SELECT oms_create_order(%L, '[{"sku": "A", "quantity": 1, "unit_price": 1}]', 'USD', 'bad-key')$$, repeat('c', 256))),
 	-- items document

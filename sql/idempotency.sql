@@ -19,6 +19,8 @@ FROM oms.idempotency_keys WHERE key = 'key-1';
 SELECT oms_create_order('idem-1', '[{"sku": "A", "quantity": 1, "unit_price": 100}]', 'USD', 'key-1') = :'first'::jsonb AS replayed;
 -- Argument order inside JSON does not make a different request.
 SELECT oms_create_order('idem-1', '[{"unit_price": 100, "quantity": 1, "sku": "A"}]', 'USD', 'key-1') = :'first'::jsonb AS replayed_reordered;
+-- Nor does the spelling of a number.
+SELECT oms_create_order('idem-1', '[{"sku": "A", "quantity": 1.0, "unit_price": 1e2}]', 'USD', 'key-1') = :'first'::jsonb AS replayed_respelled;
 SELECT e.orders - :before_orders AS orders, e.items - :before_items AS items,
 	   e.timeline - :before_timeline AS timeline, e.outbox - :before_outbox AS outbox,
 	   e.keys - :before_keys AS keys

@@ -30,10 +30,12 @@ BEGIN
 				  DETAIL = format('Got a JSON %s.', jsonb_typeof(oms_create_order.metadata));
 	END IF;
 	PERFORM oms._check_idempotency_key(oms_create_order.idempotency_key);
+	-- The request is identified by its priced, normalized items, so that
+	-- 2 and 2.0 or reordered keys are the same request.
 	v_priced := oms._price_items(oms_create_order.items);
 
 	v_document := oms._idempotency_begin(oms_create_order.idempotency_key, 'oms_create_order',
-		jsonb_build_array(oms_create_order.customer_id, oms_create_order.items,
+		jsonb_build_array(oms_create_order.customer_id, v_priced -> 'items',
 						  oms_create_order.currency, oms_create_order.metadata));
 	IF v_document IS NOT NULL THEN
 		RETURN v_document;

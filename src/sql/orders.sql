@@ -12,7 +12,7 @@ BEGIN
 		RAISE EXCEPTION '% must not be null', p_name
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF btrim(p_value) = '' THEN
+	IF p_value ~ '^[[:space:]]*$' THEN
 		RAISE EXCEPTION '% must not be empty', p_name
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;

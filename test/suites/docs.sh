@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# test/suites/docs.sh: the docs follow the code.
+# The state diagram in docs/ is the output of the C transition table, every
+# SQLSTATE the sources raise is listed in docs/errors.md, every public
+# function in docs/api.md and every setting in docs/configuration.md.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+cd "$OMS_ROOT"
+
+db=oms_docs_check
+oms_fresh_db "$db" >/dev/null
+rc=0
+
+report() {
+	local name=$1 missing=$2
+	if [[ -z "$missing" ]]; then
+		echo "ok - $name"
+	else
+		echo "not ok - $name"
+		sed 's/^/# missing: /' <<<"$missing"
+		rc=1
+	fi
+}
+
+dot_now=$(oms_psql -d "$db" -At -c 'SELECT oms_state_machine_dot()')
+if [[ -f docs/state-machine.dot ]] && diff <(printf '%s\n' "$dot_now") docs/state-machine.dot >/dev/null; then
+	echo "ok - docs/state-machine.dot is the output of oms_state_machine_dot()"
+else
+	echo "not ok - docs/state-machine.dot is the output of oms_state_machine_dot()"
+	echo "# regenerate: psql -AtX -c 'SELECT oms_state_machine_dot()' > docs/state-machine.dot"
+	rc=1
+fi
+
+# SQLSTATEs raised in SQL (ERRCODE = 'name' or 'XXXXX') and in C (ERRCODE_NAME).
+sql_codes=$(grep -ohE "ERRCODE = '[a-z_0-9A-Z]+'" src/sql/*.sql | sed -E "s/ERRCODE = '(.*)'/\1/" | sort -u)
+c_codes=$(grep -ohE 'errcode\(ERRCODE_[A-Z_]+\)' src/*.c | sed -E 's/errcode\(ERRCODE_(.*)\)/\1/' | tr 'A-Z' 'a-z' | sort -u)
+missing=""
+for code in $sql_codes $c_codes; do
+	# A condition name is documented with its five-character SQLSTATE;
+	# resolve names through plpgsql's own table.
+	state=$(oms_psql -d "$db" -At -c "DO \$\$ BEGIN RAISE EXCEPTION USING ERRCODE = '$code'; EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -nE 's/.*NOTICE: +([0-9A-Z]{5}).*/\1/p')
+	grep -q "$state" docs/errors.md || missing+="$code ($state)"$'\n'
+done
+report "every SQLSTATE raised by src/ is in docs/errors.md" "${missing%$'\n'}"
+
+missing=""
+for fn in $(oms_psql -d "$db" -At -c "SELECT DISTINCT proname FROM pg_proc WHERE proname LIKE 'oms\_%' ORDER BY 1"); do
+	grep -q "$fn" docs/api.md || missing+="$fn"$'\n'
+done
+report "every oms_* function is in docs/api.md" "${missing%$'\n'}"
+
+missing=""
+for guc in $(oms_psql -d "$db" -At -c "SELECT name FROM pg_settings WHERE name LIKE 'oms.%' ORDER BY 1"); do
+	grep -q "$guc" docs/configuration.md || missing+="$guc"$'\n'
+done
+report "every oms.* setting is in docs/configuration.md" "${missing%$'\n'}"
+
+oms_psql -d postgres -c "DROP DATABASE $db" >/dev/null
+exit $rc
