@@ -40,6 +40,7 @@ SELECT oms_create_order('priv-1', '[{"sku": "A", "quantity": 1, "unit_price": 1}
 SELECT oms_get_order(:'id') ->> 'status' AS status;
 SELECT oms_cancel_order(:'id', 'by app') ->> 'status' AS status;
 SELECT count(*) AS timeline_entries FROM oms_order_timeline(:'id');
+SELECT oms_format_money(1999, 'USD') AS formatted;
 -- ...but cannot write or read the tables directly.
 SELECT t.err($$INSERT INTO oms.orders (customer_id, currency, total) VALUES ('x', 'USD', 0)$$);
 SELECT t.err(format('UPDATE oms.orders SET status = %L WHERE id = %L', 'confirmed', :'id'));

@@ -61,6 +61,8 @@ GRANT EXECUTE ON FUNCTION
 	oms._currency_exponent(text)
 TO oms_reader;
 GRANT EXECUTE ON FUNCTION oms._currency_exponent(text) TO oms_app;
+-- Reference data: oms_format_money runs with the caller's rights.
+GRANT SELECT ON oms.currencies TO oms_app;
 
 GRANT oms_app, oms_reader TO oms_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_purge_idempotency_keys() TO oms_admin;

@@ -98,3 +98,11 @@ CREATE TABLE oms.idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expires_idx ON oms.idempotency_keys (expires_at);
 COMMENT ON TABLE oms.idempotency_keys IS 'One row per idempotency key: which call used it, a hash of its arguments and its stored response';
+
+-- pg_dump must save the data of these tables: the extension creates them,
+-- so without this a dump would restore an empty order book.
+SELECT pg_catalog.pg_extension_config_dump('oms.orders', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.order_items', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.order_events', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.idempotency_keys', '');

@@ -22,8 +22,8 @@ report() {
 	fi
 }
 
-dot_now=$(oms_psql -d "$db" -At -c 'SELECT oms_state_machine_dot()')
-if [[ -f docs/state-machine.dot ]] && diff <(printf '%s\n' "$dot_now") docs/state-machine.dot >/dev/null; then
+if [[ -f docs/state-machine.dot ]] &&
+	diff <(oms_psql -d "$db" -At -c 'SELECT oms_state_machine_dot()') docs/state-machine.dot >/dev/null; then
 	echo "ok - docs/state-machine.dot is the output of oms_state_machine_dot()"
 else
 	echo "not ok - docs/state-machine.dot is the output of oms_state_machine_dot()"

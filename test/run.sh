@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# test/run.sh: the runner behind "make test" (and .ci/run).
+# Owns: starting one throwaway cluster and running every test suite in it:
+#   regress    pg_regress, REGRESS list from the Makefile (sql/, expected/)
+#   isolation  pg_isolation_regress, ISOLATION list (test/specs, test/expected)
+#   client     every test/client/*.py with Debian's /usr/bin/python3
+#   suites     every executable test/suites/*.sh
+# Every individual test is counted; the last line is "N passed, N failed".
+# Usage: test/run.sh [regress|isolation|client|suites ...]   (default: all)
+set -euo pipefail
+# Let failures inside $(...) stop the script too.
+shopt -s inherit_errexit
+shopt -s extglob
+
+# shellcheck source=test/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Wall-clock limit per client script or suite, so a hang cannot eat the CI budget.
+SCRIPT_TIMEOUT=${OMS_TEST_TIMEOUT:-900}
+PG_REGRESS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress"
+PG_ISOLATION_REGRESS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress"
+RUN_LOG_DIR="$OMS_LOG_DIR/test"
+
+PASSED=0
+FAILED=0
+FAILURES=()
+SUITE_PASSED=0
+SUITE_FAILED=0
+
+pass() {
+	PASSED=$((PASSED + 1))
+	SUITE_PASSED=$((SUITE_PASSED + 1))
+}
+
+fail() {
+	FAILED=$((FAILED + 1))
+	SUITE_FAILED=$((SUITE_FAILED + 1))
+	FAILURES+=("$1")
+}
+
+suite_begin() {
+	SUITE_PASSED=0
+	SUITE_FAILED=0
+	oms_header "$1"
+}
+
+suite_end() {
+	printf -- '-- %s: %d passed, %d failed\n' "$1" "$SUITE_PASSED" "$SUITE_FAILED"
+}
+
+# Exit hook, registered before the cluster's so it runs after the cluster
+# stopped: the summary is then really the last line.  An abort outside any
+# test (build failure, unexpected error) counts as one failure.
+print_summary() {
+	if ((OMS_EXIT_RC != 0 && FAILED == 0)); then
+		fail "test/run.sh stopped early (exit status $OMS_EXIT_RC)"
+	fi
+	printf '\n'
+	local f
+	for f in "${FAILURES[@]}"; do
+		printf 'FAILED: %s\n' "$f"
+	done
+	printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
+	if ((FAILED > 0 && OMS_EXIT_RC == 0)); then
+		OMS_EXIT_RC=1
+	fi
+}
+
+# ------------------------------------------------------------ result parsing
+# Prints "NAME ok|FAILED" per test from pg_regress output.  PG15 prints
+# "test NAME ... ok 12 ms" (serial) or "     NAME ... FAILED" (parallel
+# group); PG16+ prints TAP ("ok 1 - NAME", "not ok 2 + NAME").
+parse_pg_regress() {
+	awk '
+	/^(test +| +)[^ ]+ +\.\.\. / {
+		line = $0
+		sub(/^test +/, "", line); sub(/^ +/, "", line)
+		name = line; sub(/ .*/, "", name)
+		st = line; sub(/^[^ ]+ +\.\.\. +/, "", st)
+		print name, (st ~ /^ok/ || st ~ /^failed \(ignored\)/) ? "ok" : "FAILED"
+		next
+	}
+	/^(not )?ok [0-9]+ +[-+] / {
+		line = $0
+		failed = (line ~ /^not /)
+		sub(/^(not )?ok [0-9]+ +[-+] +/, "", line)
+		name = line; sub(/ .*/, "", name)
+		print name, failed ? "FAILED" : "ok"
+	}' "$1"
+}
+
+# Counts one pg_regress-style run.  Listed tests without a result line (the
+# driver could not connect, crashed, ...) count as failed.
+count_pg_regress() {
+	local suite=$1 log=$2 rc=$3
+	shift 3
+	local -A seen=()
+	local name status t failed_before=$FAILED
+	while read -r name status; do
+		seen[$name]=1
+		if [[ "$status" == ok ]]; then pass; else fail "$suite/$name"; fi
+	done < <(parse_pg_regress "$log")
+	for t in "$@"; do
+		[[ -n "${seen[$t]:-}" ]] || fail "$suite/$t (no result: driver failed)"
+	done
+	if ((rc != 0 && FAILED == failed_before)); then
+		fail "$suite (driver exited with status $rc)"
+	fi
+}
+
+# Counts TAP-like lines ("ok - name", "not ok - name", optional numbers).
+# A non-zero exit without any "not ok" line counts as one failure.
+count_tap() {
+	local label=$1 log=$2 rc=$3 line name failed_before=$FAILED
+	local counted_before=$((PASSED + FAILED))
+	while IFS= read -r line; do
+		if [[ "$line" =~ ^not\ ok([[:space:]]+[0-9]+)?([[:space:]]*-[[:space:]]*(.*))?$ ]]; then
+			name=${BASH_REMATCH[3]:-$line}
+			# TAP: a failing "# TODO" test is expected to fail.
+			if [[ "$line" =~ \#[[:space:]]*TODO ]]; then pass; else fail "$label: $name"; fi
+		elif [[ "$line" =~ ^ok([[:space:]]+[0-9]+)?([[:space:]]*-[[:space:]]*.*)?$ ]]; then
+			pass
+		fi
+	done <"$log"
+	if ((rc != 0 && FAILED == failed_before)); then
+		fail "$label (exited with status $rc$( ((rc == 124)) && echo ': timed out'))"
+	elif ((rc == 0 && PASSED + FAILED == counted_before)); then
+		# A test program that checked nothing is broken, not green.
+		fail "$label (printed no ok/not ok lines)"
+	fi
+}
+
+# Filters the driver's per-database chatter from the screen (the log keeps
+# it).  Always succeeds, so the pipeline's status is the driver's.
+hide_driver_chatter() {
+	grep -Ev '^(SET|DROP DATABASE|CREATE DATABASE|ALTER DATABASE|CREATE EXTENSION)$|^=+ (dropping|creating|installing) ' || true
+}
+
+show_diffs() {
+	local diffs=$1
+	[[ -s "$diffs" ]] || return 0
+	printf '\n---- %s (first 200 lines) ----\n' "$diffs"
+	head -n 200 "$diffs"
+	printf -- '---- end of diffs ----\n'
+}
+
+# A suite may stop or crash the server; the next suite still needs it.
+ensure_cluster() {
+	oms_cluster_alive && return 0
+	oms_warn "server not accepting connections after $1; restarting it"
+	oms_server_log_tail 30
+	oms_restart_cluster
+}
+
+# ------------------------------------------------------------------ suites
+# Runs pg_regress or pg_isolation_regress; both take the same options.
+run_pg_regress_suite() {
+	local suite=$1 driver=$2 list_var=$3 opts_var=$4 db=$5 outdir=$6
+	local list opts tests=() optv=() rc=0
+	list=$(oms_make_var "$list_var")
+	opts=$(oms_make_var "$opts_var")
+	read -ra tests <<<"$list"
+	# PGXS appends its own --dbname (contrib_regression); we choose the database.
+	read -ra optv <<<"${opts//--dbname=+([^ ])/}"
+	if ((${#tests[@]} == 0)); then
+		oms_say "skipping $suite: $list_var is empty"
+		return 0
+	fi
+	suite_begin "$suite: ${#tests[@]} tests ($list_var in Makefile)"
+	rm -rf "$outdir/results" "$outdir/regression.diffs" "$outdir/regression.out"
+	mkdir -p "$outdir"
+	local log="$RUN_LOG_DIR/$suite.log"
+	"$driver" --bindir="$OMS_PG_BINDIR" "${optv[@]}" --outputdir="$outdir" \
+		--host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="$db" \
+		"${tests[@]}" 2>&1 | tee "$log" | hide_driver_chatter || rc=$?
+	printf -- '(full output: %s)\n' "$log"
+	count_pg_regress "$suite" "$log" "$rc" "${tests[@]}"
+	((SUITE_FAILED == 0)) || show_diffs "$outdir/regression.diffs"
+	suite_end "$suite"
+	ensure_cluster "$suite"
+}
+
+run_regress() {
+	run_pg_regress_suite regress "$PG_REGRESS" REGRESS REGRESS_OPTS oms_regression "$OMS_ROOT"
+}
+
+run_isolation() {
+	run_pg_regress_suite isolation "$PG_ISOLATION_REGRESS" ISOLATION ISOLATION_OPTS \
+		oms_isolation "$OMS_ROOT/test/output_iso"
+}
+
+# Runs one TAP-printing program and counts its lines.  timeout(1) puts the
+# program in its own process group, out of reach of Ctrl-C; so it runs in the
+# background and we wait for it: a signal then interrupts the wait at once,
+# and the exit hook stops the program by its pid.
+CHILD_PID=""
+
+stop_child() {
+	if [[ -n "$CHILD_PID" ]]; then
+		kill -TERM "$CHILD_PID" 2>/dev/null || true
+	fi
+}
+
+run_tap_program() {
+	local label=$1 rc=0
+	shift
+	local log
+	log="$RUN_LOG_DIR/$(basename "$label").log"
+	timeout --kill-after=30 "$SCRIPT_TIMEOUT" "$@" > >(tee "$log") 2>&1 &
+	CHILD_PID=$!
+	wait "$CHILD_PID" || rc=$?
+	CHILD_PID=""
+	# No pid: waits for the tee above, so the log is complete before counting.
+	wait
+	count_tap "$label" "$log" "$rc"
+}
+
+run_client() {
+	local scripts=() s
+	shopt -s nullglob
+	scripts=("$OMS_ROOT"/test/client/*.py)
+	shopt -u nullglob
+	if ((${#scripts[@]} == 0)); then
+		oms_say "skipping client: no test/client/*.py"
+		return 0
+	fi
+	suite_begin "client: ${#scripts[@]} scripts (/usr/bin/python3, database oms_client)"
+	for s in "${scripts[@]}"; do
+		printf -- '-- %s\n' "${s#"$OMS_ROOT"/}"
+		# A fresh database per script, so scripts cannot depend on each other.
+		if ! oms_fresh_db oms_client; then
+			fail "client/$(basename "$s") (could not create database oms_client)"
+			continue
+		fi
+		PGDATABASE=oms_client run_tap_program "client/$(basename "$s")" /usr/bin/python3 "$s"
+		ensure_cluster "$(basename "$s")"
+	done
+	suite_end client
+}
+
+run_suites() {
+	local scripts=() s
+	shopt -s nullglob
+	scripts=("$OMS_ROOT"/test/suites/*.sh)
+	shopt -u nullglob
+	if ((${#scripts[@]} == 0)); then
+		oms_say "skipping suites: no test/suites/*.sh"
+		return 0
+	fi
+	suite_begin "suites: ${#scripts[@]} scripts (test/suites)"
+	for s in "${scripts[@]}"; do
+		if [[ ! -x "$s" ]]; then
+			oms_say "-- ${s#"$OMS_ROOT"/}: not executable, skipped"
+			continue
+		fi
+		printf -- '-- %s\n' "${s#"$OMS_ROOT"/}"
+		run_tap_program "suites/$(basename "$s")" "$s"
+		ensure_cluster "$(basename "$s")"
+	done
+	suite_end suites
+}
+
+# -------------------------------------------------------------------- main
+main() {
+	local suites=("$@") s
+	((${#suites[@]})) || suites=(regress isolation client suites)
+	for s in "${suites[@]}"; do
+		case $s in
+		regress | isolation | client | suites) ;;
+		*) oms_die "unknown suite '$s' (regress, isolation, client, suites)" ;;
+		esac
+	done
+	oms_on_exit print_summary
+	cd "$OMS_ROOT"
+	oms_ensure_packages
+	oms_build_install
+	mkdir -p "$RUN_LOG_DIR"
+	# fsync off: test data is thrown away, and it keeps the run short.
+	oms_start_cluster --no-fsync
+	# Registered last, so it runs first: the program goes before its server.
+	oms_on_exit stop_child
+	for s in "${suites[@]}"; do
+		"run_$s"
+	done
+}
+
+main "$@"
