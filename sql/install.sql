@@ -24,12 +24,15 @@ END;
 $$;
 GRANT USAGE ON SCHEMA t TO PUBLIC;
 
--- Every extension function pins its search_path.
+-- Every SECURITY DEFINER function and every public API function pins its
+-- search_path.  Internal helpers (schema oms, not executable by PUBLIC)
+-- run inside the pinned API functions and inherit their path.
 SELECT p.oid::regprocedure AS function_without_pinned_search_path
 FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'oms')
   AND d.classid = 'pg_proc'::regclass
   AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+  AND (p.prosecdef OR p.pronamespace <> 'oms'::regnamespace)
   AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
 ORDER BY 1;
 

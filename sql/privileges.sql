@@ -50,7 +50,7 @@ SELECT t.err($$UPDATE oms.idempotency_keys SET response = '{}'$$);
 SELECT t.err($$SELECT count(*) FROM oms.orders$$);
 SELECT t.err($$SELECT oms_purge_idempotency_keys()$$);
 -- Nor can it reach the internal helpers the API is built from.
-SELECT t.err($$SELECT oms._idempotency_finish('priv-key', '{}')$$);
+SELECT t.err($$SELECT oms._idempotency_finish('priv-key', 'oms_create_order', '\x00', '{}')$$);
 SELECT t.err($$SELECT oms._record_change(NULL, 'x', NULL, '{}', '{}')$$);
 RESET ROLE;
 

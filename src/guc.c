@@ -20,6 +20,9 @@
 /* How long an idempotency key replays its response, in seconds. */
 int			oms_idempotency_ttl = 24 * 60 * 60;
 
+/* Set by a superuser while restoring a dump: rows arrive in their final status. */
+bool		oms_restoring = false;
+
 /* Input limits: guard against absurd orders before any arithmetic. */
 int			oms_max_order_items = 1000;
 int			oms_max_item_quantity = 1000000;
@@ -54,6 +57,16 @@ oms_define_gucs(void)
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("oms.restoring",
+							 "Accepts orders inserted in any status, for restoring a dump.",
+							 "While on, inserted orders keep the status and version they carry. "
+							 "Status changes by UPDATE stay guarded.",
+							 &oms_restoring,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("oms");
 }

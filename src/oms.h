@@ -12,6 +12,7 @@
 
 /* guc.c: settings under the reserved "oms." prefix */
 extern int	oms_idempotency_ttl;
+extern bool oms_restoring;
 extern int	oms_max_order_items;
 extern int	oms_max_item_quantity;
 

@@ -19,11 +19,16 @@ DECLARE
 	v_priced jsonb;
 	v_order oms.orders;
 	v_document jsonb;
+	v_hash bytea;
 BEGIN
 	PERFORM oms._check_text_argument('customer_id', oms_create_order.customer_id, 255);
-	PERFORM oms._check_not_null('items', oms_create_order.items);
+	IF oms_create_order.items IS NULL THEN
+		RAISE EXCEPTION 'items must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	PERFORM oms._currency_exponent(oms_create_order.currency);
-	PERFORM oms._check_not_null('metadata', oms_create_order.metadata);
+	IF oms_create_order.metadata IS NULL THEN
+		RAISE EXCEPTION 'metadata must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	IF jsonb_typeof(oms_create_order.metadata) <> 'object' THEN
 		RAISE EXCEPTION 'metadata must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value',
@@ -34,11 +39,13 @@ BEGIN
 	-- 2 and 2.0 or reordered keys are the same request.
 	v_priced := oms._price_items(oms_create_order.items);
 
-	v_document := oms._idempotency_begin(oms_create_order.idempotency_key, 'oms_create_order',
-		jsonb_build_array(oms_create_order.customer_id, v_priced -> 'items',
-						  oms_create_order.currency, oms_create_order.metadata));
-	IF v_document IS NOT NULL THEN
-		RETURN v_document;
+	IF oms_create_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(jsonb_build_array(oms_create_order.customer_id, v_priced -> 'items',
+													  oms_create_order.currency, oms_create_order.metadata));
+		v_document := oms._idempotency_begin(oms_create_order.idempotency_key, 'oms_create_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
 	END IF;
 
 	INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
@@ -59,7 +66,7 @@ BEGIN
 		v_document);
 
 	IF oms_create_order.idempotency_key IS NOT NULL THEN
-		PERFORM oms._idempotency_finish(oms_create_order.idempotency_key, v_document);
+		PERFORM oms._idempotency_finish(oms_create_order.idempotency_key, 'oms_create_order', v_hash, v_document);
 	END IF;
 	RETURN v_document;
 END;
@@ -100,6 +107,7 @@ DECLARE
 	v_order oms.orders;
 	v_from oms.order_status;
 	v_document jsonb;
+	v_hash bytea;
 BEGIN
 	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
 	IF oms_cancel_order.reason IS NOT NULL AND length(oms_cancel_order.reason) > 1000 THEN
@@ -109,10 +117,12 @@ BEGIN
 	END IF;
 	PERFORM oms._check_idempotency_key(oms_cancel_order.idempotency_key);
 
-	v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order',
-		jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
-	IF v_document IS NOT NULL THEN
-		RETURN v_document;
+	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
+		v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
 	END IF;
 
 	v_order := oms._lock_order(oms_cancel_order.order_id);
@@ -139,7 +149,7 @@ BEGIN
 		v_document);
 
 	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
-		PERFORM oms._idempotency_finish(oms_cancel_order.idempotency_key, v_document);
+		PERFORM oms._idempotency_finish(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash, v_document);
 	END IF;
 	RETURN v_document;
 END;

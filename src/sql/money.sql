@@ -175,7 +175,6 @@ COMMENT ON FUNCTION oms._price_items(jsonb) IS
 CREATE FUNCTION oms._currency_exponent(p_currency text)
 RETURNS smallint
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_exponent smallint;

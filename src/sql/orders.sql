@@ -1,11 +1,15 @@
 -- orders.sql: internals shared by the order API: argument checks, the order
 -- document, and the timeline + outbox pair written with every change.
+--
+-- These helpers run inside the SECURITY DEFINER API functions and inherit
+-- their pinned search_path, so they carry no SET clause (it would cost a
+-- GUC save and restore on every call); built-ins are qualified anyway.
+-- None is executable by PUBLIC.
 
 -- NULL, empty and over-long text arguments, each with its own SQLSTATE.
 CREATE FUNCTION oms._check_text_argument(p_name text, p_value text, p_max_chars integer)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_value IS NULL THEN
@@ -16,10 +20,10 @@ BEGIN
 		RAISE EXCEPTION '% must not be empty', p_name
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	IF length(p_value) > p_max_chars THEN
+	IF pg_catalog.length(p_value) > p_max_chars THEN
 		RAISE EXCEPTION '% is too long', p_name
 			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = format('%s has at most %s characters, got %s.', p_name, p_max_chars, length(p_value));
+				  DETAIL = pg_catalog.format('%s has at most %s characters, got %s.', p_name, p_max_chars, pg_catalog.length(p_value));
 	END IF;
 END;
 $$;
@@ -29,7 +33,6 @@ COMMENT ON FUNCTION oms._check_text_argument(text, text, integer) IS
 CREATE FUNCTION oms._check_not_null(p_name text, p_value anyelement)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_value IS NULL THEN
@@ -43,9 +46,8 @@ COMMENT ON FUNCTION oms._check_not_null(text, anyelement) IS 'Raises 22004 when 
 CREATE FUNCTION oms._order_items_json(p_order_id uuid)
 RETURNS jsonb
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT coalesce(jsonb_agg(jsonb_build_object(
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 				'line_no', i.line_no,
 				'sku', i.sku,
 				'quantity', i.quantity,
@@ -60,9 +62,8 @@ COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order as a J
 CREATE FUNCTION oms._order_document(p_order oms.orders, p_items jsonb)
 RETURNS jsonb
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT jsonb_build_object(
+	SELECT pg_catalog.jsonb_build_object(
 		'order_id', p_order.id,
 		'customer_id', p_order.customer_id,
 		'status', p_order.status,
@@ -80,7 +81,6 @@ COMMENT ON FUNCTION oms._order_document(oms.orders, jsonb) IS 'Builds the JSON o
 CREATE FUNCTION oms._lock_order(p_order_id uuid)
 RETURNS oms.orders
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_order oms.orders;
@@ -105,14 +105,13 @@ CREATE FUNCTION oms._record_change(p_order oms.orders, p_event_type text,
 								   p_from_status oms.order_status, p_data jsonb, p_document jsonb)
 RETURNS void
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data)
 	VALUES (p_order.id, p_order.timeline_seq, p_event_type, p_from_status, p_order.status, p_data);
 
 	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq)
 	VALUES ('order', p_order.id, p_event_type,
-			p_data || jsonb_build_object('previous_status', p_from_status, 'order', p_document),
+			p_data || pg_catalog.jsonb_build_object('previous_status', p_from_status, 'order', p_document),
 			p_order.event_seq);
 $$;
 COMMENT ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) IS
