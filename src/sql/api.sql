@@ -21,7 +21,12 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
-	PERFORM oms._check_text_argument('customer_id', oms_create_order.customer_id, 255);
+	-- Checks are inlined as cheap conditions on the hot path; the helpers
+	-- run only to raise the precise error.
+	IF oms_create_order.customer_id IS NULL OR length(oms_create_order.customer_id) > 255
+	   OR oms_create_order.customer_id ~ '^[[:space:]]*$' THEN
+		PERFORM oms._check_text_argument('customer_id', oms_create_order.customer_id, 255);
+	END IF;
 	IF oms_create_order.items IS NULL THEN
 		RAISE EXCEPTION 'items must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -34,7 +39,9 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('Got a JSON %s.', jsonb_typeof(oms_create_order.metadata));
 	END IF;
-	PERFORM oms._check_idempotency_key(oms_create_order.idempotency_key);
+	IF length(oms_create_order.idempotency_key) NOT BETWEEN 1 AND 255 THEN
+		PERFORM oms._check_idempotency_key(oms_create_order.idempotency_key);
+	END IF;
 	-- The request is identified by its priced, normalized items, so that
 	-- 2 and 2.0 or reordered keys are the same request.
 	v_priced := oms._price_items(oms_create_order.items);

@@ -10,7 +10,8 @@
 -- Internal helpers in this file run only inside the SECURITY DEFINER API
 -- functions, whose pinned search_path they inherit; they carry no SET
 -- clause of their own, which keeps the hot path cheap.  None is executable
--- by PUBLIC.
+-- by PUBLIC.  Helpers that run statements are PL/pgSQL, which caches their
+-- plans per session; a SQL-language function would plan them on every call.
 
 CREATE FUNCTION oms._check_idempotency_key(p_key text)
 RETURNS void
@@ -85,15 +86,17 @@ COMMENT ON FUNCTION oms._idempotency_begin(text, text, bytea) IS
 -- never both take effect.
 CREATE FUNCTION oms._idempotency_finish(p_key text, p_function text, p_hash bytea, p_response jsonb)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
+BEGIN
 	INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
 	VALUES (p_key, p_function, p_hash, p_response, pg_catalog.now(),
-			pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.current_setting('oms.idempotency_ttl')::interval)
+			pg_catalog.now() + pg_catalog.current_setting('oms.idempotency_ttl')::interval)
 	ON CONFLICT (key) DO UPDATE
 		SET function_name = excluded.function_name, request_hash = excluded.request_hash,
 			response = excluded.response, created_at = excluded.created_at, expires_at = excluded.expires_at
-		WHERE k.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
+		WHERE k.expires_at <= pg_catalog.now();
+END;
 $$;
 COMMENT ON FUNCTION oms._idempotency_finish(text, text, bytea, jsonb) IS
 	'Stores the response of a call under its idempotency key';

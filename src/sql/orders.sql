@@ -4,7 +4,9 @@
 -- These helpers run inside the SECURITY DEFINER API functions and inherit
 -- their pinned search_path, so they carry no SET clause (it would cost a
 -- GUC save and restore on every call); built-ins are qualified anyway.
--- None is executable by PUBLIC.
+-- None is executable by PUBLIC.  Helpers that run statements are PL/pgSQL,
+-- which caches plans per session; _order_document stays SQL so that the
+-- planner inlines it.
 
 -- NULL, empty and over-long text arguments, each with its own SQLSTATE.
 CREATE FUNCTION oms._check_text_argument(p_name text, p_value text, p_max_chars integer)
@@ -45,16 +47,18 @@ COMMENT ON FUNCTION oms._check_not_null(text, anyelement) IS 'Raises 22004 when 
 
 CREATE FUNCTION oms._order_items_json(p_order_id uuid)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-				'line_no', i.line_no,
-				'sku', i.sku,
-				'quantity', i.quantity,
-				'unit_price', i.unit_price,
-				'line_total', i.line_total) ORDER BY i.line_no), '[]'::jsonb)
-	FROM oms.order_items AS i
-	WHERE i.order_id = p_order_id;
+BEGIN
+	RETURN (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+						'line_no', i.line_no,
+						'sku', i.sku,
+						'quantity', i.quantity,
+						'unit_price', i.unit_price,
+						'line_total', i.line_total) ORDER BY i.line_no), '[]'::jsonb)
+			FROM oms.order_items AS i
+			WHERE i.order_id = p_order_id);
+END;
 $$;
 COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order as a JSON array';
 
@@ -104,8 +108,9 @@ COMMENT ON FUNCTION oms._lock_order(uuid) IS 'Locks an order row for a change; P
 CREATE FUNCTION oms._record_change(p_order oms.orders, p_event_type text,
 								   p_from_status oms.order_status, p_data jsonb, p_document jsonb)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
+BEGIN
 	INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data)
 	VALUES (p_order.id, p_order.timeline_seq, p_event_type, p_from_status, p_order.status, p_data);
 
@@ -113,6 +118,7 @@ AS $$
 	VALUES ('order', p_order.id, p_event_type,
 			p_data || pg_catalog.jsonb_build_object('previous_status', p_from_status, 'order', p_document),
 			p_order.event_seq);
+END;
 $$;
 COMMENT ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) IS
 	'Appends the timeline entry and the outbox event of an order change';

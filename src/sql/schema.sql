@@ -96,7 +96,9 @@ CREATE TABLE oms.idempotency_keys (
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	expires_at	timestamptz NOT NULL
 );
-CREATE INDEX idempotency_keys_expires_idx ON oms.idempotency_keys (expires_at);
+-- Keys arrive in expires_at order, so a BRIN index serves the purge at a
+-- fraction of a B-tree's cost on every insert.
+CREATE INDEX idempotency_keys_expires_idx ON oms.idempotency_keys USING brin (expires_at);
 COMMENT ON TABLE oms.idempotency_keys IS 'One row per idempotency key: which call used it, a hash of its arguments and its stored response';
 
 -- pg_dump must save the data of these tables: the extension creates them,
