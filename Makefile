@@ -3,7 +3,7 @@
 EXTENSION   = oms
 EXTVERSION  = 0.1.0
 MODULE_big  = oms
-OBJS        = src/oms.o src/guc.o src/state.o src/money.o
+OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o
 
 # The extension script is generated from src/sql/ in this order.
 SQL_PARTS   = src/sql/schema.sql \
@@ -12,12 +12,17 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/idempotency.sql \
               src/sql/orders.sql \
               src/sql/api.sql \
-              src/sql/privileges.sql
+              src/sql/inventory.sql \
+              src/sql/payment.sql \
+              src/sql/saga.sql \
+              src/sql/saga_api.sql \
+              src/sql/privileges.sql \
+              src/sql/worker.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
-ISOLATION      = idempotency_race cancel_race
+ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CONFIG  ?= pg_config

@@ -24,6 +24,27 @@ END;
 $$;
 GRANT USAGE ON SCHEMA t TO PUBLIC;
 
+-- Saga test helpers: the saga and step states of an order, its event
+-- types, its outbox events, and a new paid order.
+CREATE FUNCTION t.saga(p_order uuid) RETURNS TABLE (saga text, steps text) LANGUAGE sql AS $$
+	SELECT s.status || coalesce('/' || s.outcome, '') || ' at step ' || s.step_no,
+		   string_agg(t.name || ':' || t.status || '(' || t.attempts || coalesce('/' || nullif(t.compensation_attempts, 0), '') || ')',
+					  ' ' ORDER BY t.step_no)
+	FROM oms.sagas s JOIN oms.saga_steps t ON t.saga_id = s.id
+	WHERE s.order_id = p_order AND s.kind = 'fulfilment'
+	GROUP BY s.id;
+$$;
+CREATE FUNCTION t.events(p_order uuid) RETURNS text LANGUAGE sql AS $$
+	SELECT string_agg(e.event_type, ' ' ORDER BY e.seq) FROM oms.order_events e WHERE e.order_id = p_order;
+$$;
+CREATE FUNCTION t.outbox(p_order uuid) RETURNS text LANGUAGE sql AS $$
+	SELECT string_agg(x.seq || ':' || x.type, ' ' ORDER BY x.seq) FROM oms.outbox x WHERE x.aggregateid = p_order;
+$$;
+CREATE FUNCTION t.new_order(p_customer text, p_items jsonb, p_method text) RETURNS uuid LANGUAGE sql AS $$
+	SELECT (oms_pay_order((oms_create_order(p_customer, p_items) ->> 'order_id')::uuid, p_method) ->> 'order_id')::uuid;
+$$;
+
+
 -- Every SECURITY DEFINER function and every public API function pins its
 -- search_path.  Internal helpers (schema oms, not executable by PUBLIC)
 -- run inside the pinned API functions and inherit their path.

@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * oms.c
- *	  Library entry point: refuses to load outside shared_preload_libraries
- *	  and defines the oms.* settings.
+ *	  Library entry point: refuses to load outside shared_preload_libraries,
+ *	  defines the oms.* settings, asks for shared memory, registers the
+ *	  background worker launcher and installs the DROP DATABASE hook.
  *
- * oms is loaded once per server so that its settings, and later its
- * background worker, exist in every backend from the start.  Loading it
- * any other way would leave sessions with different views of the settings,
- * so it is refused with a hint saying how to fix it.
+ * oms is loaded once per server so that its settings, its shared memory
+ * and its background workers exist in every backend from the start.
+ * Loading it any other way would leave sessions with different views of
+ * the settings and no shared memory, so it is refused with a hint saying
+ * how to fix it.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,4 +34,7 @@ _PG_init(void)
 				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	oms_define_gucs();
+	oms_shmem_init();
+	oms_install_utility_hook();
+	oms_register_launcher();
 }

@@ -134,26 +134,31 @@ BEGIN
 
 	v_order := oms._lock_order(oms_cancel_order.order_id);
 	v_from := v_order.status;
-	IF NOT @extschema@.oms_transition_allowed(v_from, 'canceled') THEN
+	IF v_from = 'pending' THEN
+		v_document := oms._change_status(v_order.id, 'canceled', 'order.canceled',
+			jsonb_build_object('reason', oms_cancel_order.reason,
+							   'idempotency_key', oms_cancel_order.idempotency_key));
+	ELSIF v_from = 'processing' THEN
+		-- The saga stops at its next step and compensates what it did; the
+		-- order ends canceled then.  Wake it now if it is waiting.
+		v_document := oms._change_status(v_order.id, 'cancel_requested', 'order.cancel_requested',
+			jsonb_build_object('reason', oms_cancel_order.reason,
+							   'idempotency_key', oms_cancel_order.idempotency_key));
+		UPDATE oms.sagas AS s SET next_run_at = now()
+		WHERE s.id IN (SELECT s2.id FROM oms.sagas AS s2
+					   WHERE s2.order_id = v_order.id AND s2.kind = 'fulfilment' AND s2.status = 'running'
+					   FOR UPDATE SKIP LOCKED);
+		PERFORM oms._notify_worker();
+	ELSE
 		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = format('The order is %s.', v_from),
-				  HINT = CASE WHEN v_from = 'canceled' THEN 'The order is already canceled.'
-							  ELSE 'Only pending orders can be canceled.' END;
+				  HINT = CASE
+					WHEN v_from = 'canceled' THEN 'The order is already canceled.'
+					WHEN v_from = 'cancel_requested' THEN 'A cancel is already in progress.'
+					WHEN v_from IN ('confirmed', 'partially_refunded') THEN 'Refund the order instead with oms_refund_order().'
+					ELSE 'Only pending and processing orders can be canceled.' END;
 	END IF;
-
-	UPDATE oms.orders AS o
-	SET status = 'canceled',
-		timeline_seq = o.timeline_seq + 1,
-		event_seq = o.event_seq + 1
-	WHERE o.id = v_order.id
-	RETURNING * INTO v_order;
-
-	v_document := oms._order_document(v_order, oms._order_items_json(v_order.id));
-	PERFORM oms._record_change(v_order, 'order.canceled', v_from,
-		jsonb_build_object('reason', oms_cancel_order.reason,
-						   'idempotency_key', oms_cancel_order.idempotency_key),
-		v_document);
 
 	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
 		PERFORM oms._idempotency_finish(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash, v_document);

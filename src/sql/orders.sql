@@ -122,3 +122,48 @@ END;
 $$;
 COMMENT ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) IS
 	'Appends the timeline entry and the outbox event of an order change';
+
+-- A timeline entry that is not a status change (saga progress, say).
+CREATE FUNCTION oms._timeline(p_order_id uuid, p_event_type text, p_data jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_seq integer;
+BEGIN
+	UPDATE oms.orders AS o SET timeline_seq = o.timeline_seq + 1
+	WHERE o.id = p_order_id
+	RETURNING o.timeline_seq INTO v_seq;
+	INSERT INTO oms.order_events (order_id, seq, event_type, data)
+	VALUES (p_order_id, v_seq, p_event_type, p_data);
+END;
+$$;
+COMMENT ON FUNCTION oms._timeline(uuid, text, jsonb) IS
+	'Appends a timeline entry that does not change the order status';
+
+/*
+ * Moves an order to p_to_status and writes the matching timeline entry and
+ * outbox event; returns the order document.  The caller holds the order's
+ * row lock; the trigger checks the transition.
+ */
+CREATE FUNCTION oms._change_status(p_order_id uuid, p_to_status oms.order_status, p_event_type text, p_data jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_from oms.order_status;
+	v_order oms.orders;
+	v_document jsonb;
+BEGIN
+	SELECT o.status INTO v_from FROM oms.orders AS o WHERE o.id = p_order_id;
+	UPDATE oms.orders AS o
+	SET status = p_to_status, timeline_seq = o.timeline_seq + 1, event_seq = o.event_seq + 1
+	WHERE o.id = p_order_id
+	RETURNING * INTO v_order;
+	v_document := oms._order_document(v_order, oms._order_items_json(v_order.id));
+	PERFORM oms._record_change(v_order, p_event_type, v_from, p_data, v_document);
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION oms._change_status(uuid, oms.order_status, text, jsonb) IS
+	'Changes an order status with its timeline entry and outbox event; returns the order document';

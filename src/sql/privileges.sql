@@ -24,16 +24,21 @@ $$;
 REVOKE ALL ON SCHEMA oms FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA oms FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA oms FROM PUBLIC;
-REVOKE ALL ON FUNCTION
-	@extschema@.oms_create_order(text, jsonb, text, text, jsonb),
-	@extschema@.oms_get_order(uuid),
-	@extschema@.oms_cancel_order(uuid, text, text),
-	@extschema@.oms_order_timeline(uuid),
-	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
-	@extschema@.oms_state_machine_dot(),
-	@extschema@.oms_format_money(bigint, text),
-	@extschema@.oms_purge_idempotency_keys()
-FROM PUBLIC;
+-- Every function of the extension, public API included, starts with no
+-- EXECUTE for PUBLIC; the grants below open exactly what each role needs.
+DO $$
+DECLARE
+	v_function regprocedure;
+BEGIN
+	FOR v_function IN
+		SELECT d.objid::regprocedure FROM pg_catalog.pg_depend AS d
+		WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
+		  AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension AS e WHERE e.extname = 'oms')
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_function);
+	END LOOP;
+END;
+$$;
 
 GRANT USAGE ON SCHEMA oms TO oms_app, oms_reader, oms_admin;
 
@@ -41,6 +46,8 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_create_order(text, jsonb, text, text, jsonb),
 	@extschema@.oms_get_order(uuid),
 	@extschema@.oms_cancel_order(uuid, text, text),
+	@extschema@.oms_pay_order(uuid, text, text),
+	@extschema@.oms_refund_order(uuid, bigint, text, text),
 	@extschema@.oms_order_timeline(uuid),
 	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
 	@extschema@.oms_state_machine_dot(),
@@ -58,11 +65,19 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_format_money(bigint, text),
 	oms._order_states(),
 	oms._order_transitions(),
-	oms._currency_exponent(text)
+	oms._currency_exponent(text),
+	oms._reserved(text, timestamptz)
 TO oms_reader;
 GRANT EXECUTE ON FUNCTION oms._currency_exponent(text) TO oms_app;
 -- Reference data: oms_format_money runs with the caller's rights.
 GRANT SELECT ON oms.currencies TO oms_app;
 
 GRANT oms_app, oms_reader TO oms_admin;
-GRANT EXECUTE ON FUNCTION @extschema@.oms_purge_idempotency_keys() TO oms_admin;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_purge_idempotency_keys(),
+	@extschema@.oms_set_stock(text, bigint),
+	@extschema@.oms_adjust_stock(text, bigint),
+	@extschema@.oms_run_sagas(integer),
+	@extschema@.oms_retry_dead_letter(bigint),
+	@extschema@.oms_release_expired_reservations()
+TO oms_admin;

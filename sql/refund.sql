@@ -1,0 +1,65 @@
+-- refund: partial and full refunds of confirmed orders, run as sagas.
+\set SHOW_CONTEXT never
+
+SELECT oms_set_stock('RF-A', 5) ->> 'available' AS available;
+SELECT t.new_order('rf-1', '[{"sku": "RF-A", "quantity": 2, "unit_price": 1500}]', 'test_ok') AS o \gset
+SELECT oms_run_sagas() AS steps_run;
+SELECT status FROM oms.orders WHERE id = :'o';
+SELECT on_hand FROM oms.stock WHERE sku = 'RF-A';
+
+-- A partial refund: the order stays confirmed until the refund saga ran.
+SELECT oms_refund_order(:'o', 1000, 'damaged box', 'rf-key-1') - '{order_id,created_at,updated_at,items}'::text[] - 'refund' AS doc;
+SELECT status, amount, reason FROM oms.refunds WHERE order_id = :'o';
+SELECT oms_run_sagas() AS steps_run;
+SELECT status, version FROM oms.orders WHERE id = :'o';
+SELECT captured, refunded, status FROM oms.payments WHERE order_id = :'o';
+SELECT on_hand FROM oms.stock WHERE sku = 'RF-A';
+-- The same request with the same key replays; with other arguments it is refused.
+SELECT (oms_refund_order(:'o', 1000, 'damaged box', 'rf-key-1') -> 'refund' ->> 'amount') AS replayed_amount;
+SELECT count(*) AS refunds FROM oms.refunds WHERE order_id = :'o';
+SELECT t.err(format('SELECT oms_refund_order(%L, 999, %L, %L)', :'o', 'damaged box', 'rf-key-1'));
+
+-- A second partial refund (the self-loop partially_refunded -> partially_refunded).
+SELECT oms_refund_order(:'o', 500) -> 'refund' ->> 'amount' AS amount;
+SELECT oms_run_sagas() AS steps_run;
+SELECT status, version FROM oms.orders WHERE id = :'o';
+
+-- Over-refund: 1500 left, 1501 asked.  OM002, nothing written.
+SELECT regexp_replace(t.err(format('SELECT oms_refund_order(%L, 1501)', :'o')), '[0-9a-f-]{36}', '<id>') AS err;
+SELECT count(*) AS refunds FROM oms.refunds WHERE order_id = :'o';
+
+-- A refund waiting to run counts against what is left: after asking for
+-- 1000 of the 1500, only 500 can be asked for.
+SELECT oms_refund_order(:'o', 1000) -> 'refund' ->> 'amount' AS amount;
+SELECT regexp_replace(t.err(format('SELECT oms_refund_order(%L, 501)', :'o')), '[0-9a-f-]{36}', '<id>') AS err;
+-- NULL refunds all that is left: the order becomes refunded and restocked.
+SELECT oms_refund_order(:'o') -> 'refund' ->> 'amount' AS amount;
+SELECT oms_run_sagas() AS steps_run;
+SELECT status, version FROM oms.orders WHERE id = :'o';
+SELECT captured, refunded, status FROM oms.payments WHERE order_id = :'o';
+SELECT on_hand FROM oms.stock WHERE sku = 'RF-A';
+SELECT sku, status FROM oms.reservations WHERE order_id = :'o';
+SELECT regexp_replace(t.err(format('SELECT oms_refund_order(%L)', :'o')), '[0-9a-f-]{36}', '<id>') AS err;
+SELECT t.outbox(:'o');
+SELECT payload ->> 'amount' AS amount, payload ->> 'refunded_total' AS total
+FROM oms.outbox WHERE aggregateid = :'o' AND type LIKE 'order.%refunded' ORDER BY seq;
+
+-- A full refund in one go restocks too.
+SELECT t.new_order('rf-2', '[{"sku": "RF-A", "quantity": 3, "unit_price": 100}]', 'test_ok') AS o2 \gset
+SELECT oms_run_sagas() AS steps_run;
+SELECT on_hand FROM oms.stock WHERE sku = 'RF-A';
+SELECT oms_refund_order(:'o2') -> 'refund' ->> 'amount' AS amount;
+SELECT oms_run_sagas() AS steps_run;
+SELECT o.status, (SELECT on_hand FROM oms.stock WHERE sku = 'RF-A') AS on_hand FROM oms.orders o WHERE o.id = :'o2';
+
+-- Refunds of orders that are not confirmed, and bad arguments.
+SELECT oms_create_order('rf-3', '[{"sku": "RF-A", "quantity": 1, "unit_price": 100}]') ->> 'order_id' AS o3 \gset
+SELECT regexp_replace(t.err(format('SELECT oms_refund_order(%L)', :'o3')), '[0-9a-f-]{36}', '<id>') AS err;
+SELECT t.err(format('SELECT oms_refund_order(%L, 0)', :'o3'));
+SELECT t.err(format('SELECT oms_refund_order(%L, -5)', :'o3'));
+SELECT t.err('SELECT oms_refund_order(NULL)');
+SELECT t.err('SELECT oms_refund_order(''00000000-0000-0000-0000-000000000000'')');
+SELECT t.err(format('SELECT oms_refund_order(%L, 1, %L)', :'o3', repeat('r', 1001)));
+
+-- Refund sagas in the metrics.
+SELECT refunded FROM oms.saga_metrics;

@@ -1,0 +1,393 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The shared memory of oms: one slot per database in oms.database_name,
+ *	  and oms_worker_status(), which reports them.
+ *
+ * The launcher, the workers, the DROP DATABASE hook and every committing
+ * backend that woke a worker meet here.  The struct is small and each
+ * access copies a few fields, so one spinlock protects all of it; nothing
+ * that can fail or sleep runs while it is held.
+ *
+ * The database names are filled in by the postmaster from the setting and
+ * never change afterwards (oms.database_name needs a restart), so they are
+ * read without the lock.  A crash restart re-creates the whole struct,
+ * which is what makes a recorded pid trustworthy: a worker clears its pid
+ * on every exit that runs exit callbacks, and an exit that does not makes
+ * the postmaster reinitialise shared memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "oms.h"
+
+typedef struct OmsWorkerSlot
+{
+	char		dbname[NAMEDATALEN];	/* fixed at startup */
+	Oid			dboid;			/* set by the worker once connected */
+	pid_t		pid;			/* 0 when no worker runs */
+	int			pgprocno;		/* the worker's PGPROC, for its latch */
+	TimestampTz last_loop;
+	int64		loops;
+	int64		units;
+	char		last_error[OMS_ERROR_LEN];
+	TimestampTz last_error_at;
+
+	/*
+	 * DROP DATABASE of drop_oid is under way until drop_until: the launcher
+	 * must not start a worker that would block it.  Keyed by OID so that a
+	 * database re-created under the same name is served at once.
+	 */
+	Oid			drop_oid;
+	TimestampTz drop_until;
+} OmsWorkerSlot;
+
+typedef struct OmsShared
+{
+	slock_t		mutex;
+	pid_t		launcher_pid;
+	int			nslots;
+	OmsWorkerSlot slots[OMS_MAX_DATABASES];
+} OmsShared;
+
+static OmsShared *oms_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+PG_FUNCTION_INFO_V1(oms_worker_status);
+
+static void
+oms_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+
+	RequestAddinShmemSpace(MAXALIGN(sizeof(OmsShared)));
+}
+
+static void
+oms_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	oms_shared = ShmemInitStruct("oms", sizeof(OmsShared), &found);
+	if (!found)
+	{
+		char	   *raw;
+		List	   *names = NIL;
+		ListCell   *lc;
+
+		memset(oms_shared, 0, sizeof(OmsShared));
+		SpinLockInit(&oms_shared->mutex);
+
+		/* The check hook has already rejected anything that would not fit. */
+		raw = pstrdup(oms_database_name ? oms_database_name : "");
+		if (!oms_split_database_names(raw, &names))
+			names = NIL;
+		foreach(lc, names)
+		{
+			OmsWorkerSlot *slot;
+
+			if (oms_shared->nslots >= OMS_MAX_DATABASES)
+				break;
+			slot = &oms_shared->slots[oms_shared->nslots++];
+			strlcpy(slot->dbname, lfirst(lc), NAMEDATALEN);
+			slot->dboid = InvalidOid;
+			slot->pgprocno = -1;
+		}
+		list_free(names);
+		pfree(raw);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init while shared_preload_libraries is processed. */
+void
+oms_shmem_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = oms_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = oms_shmem_startup;
+}
+
+static OmsWorkerSlot *
+get_slot(int slotno)
+{
+	if (oms_shared == NULL || slotno < 0 || slotno >= oms_shared->nslots)
+		elog(ERROR, "oms worker slot %d does not exist", slotno);
+	return &oms_shared->slots[slotno];
+}
+
+int
+oms_shmem_slot_count(void)
+{
+	return oms_shared ? oms_shared->nslots : 0;
+}
+
+const char *
+oms_shmem_slot_name(int slotno)
+{
+	return get_slot(slotno)->dbname;
+}
+
+/* Returns the slot serving "dbname", or -1. */
+int
+oms_shmem_slot_by_name(const char *dbname)
+{
+	for (int i = 0; i < oms_shmem_slot_count(); i++)
+	{
+		if (strcmp(oms_shared->slots[i].dbname, dbname) == 0)
+			return i;
+	}
+	return -1;
+}
+
+void
+oms_shmem_set_launcher_pid(pid_t pid)
+{
+	if (oms_shared == NULL)
+		return;
+	SpinLockAcquire(&oms_shared->mutex);
+	oms_shared->launcher_pid = pid;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+/*
+ * A starting worker takes its slot.  Refused when another worker holds it
+ * (two launchers' registrations can overlap after a launcher restart) or
+ * when DROP DATABASE of this database is under way; the check and the
+ * claim happen under one lock, so the DROP hook either sees our pid or we
+ * see its marker.
+ */
+bool
+oms_shmem_claim_slot(int slotno, Oid dboid, pid_t pid, int pgprocno)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	TimestampTz now = GetCurrentTimestamp();
+	bool		claimed = false;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	if (slot->pid == 0 &&
+		!(slot->drop_oid == dboid && now < slot->drop_until))
+	{
+		slot->pid = pid;
+		slot->pgprocno = pgprocno;
+		slot->dboid = dboid;
+		slot->last_loop = now;
+		claimed = true;
+	}
+	SpinLockRelease(&oms_shared->mutex);
+	return claimed;
+}
+
+/* Exit callback of a worker: the slot is free only if we still hold it. */
+void
+oms_shmem_release_slot(int slotno, pid_t pid)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	if (slot->pid == pid)
+	{
+		slot->pid = 0;
+		slot->pgprocno = -1;
+	}
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+pid_t
+oms_shmem_worker_pid(int slotno)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	pid_t		pid;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	pid = slot->pid;
+	SpinLockRelease(&oms_shared->mutex);
+	return pid;
+}
+
+void
+oms_shmem_note_loop(int slotno, int units)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->last_loop = now;
+	slot->loops++;
+	slot->units += units;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+void
+oms_shmem_note_error(int slotno, const char *message)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	TimestampTz now = GetCurrentTimestamp();
+	char		copy[OMS_ERROR_LEN];
+
+	/* Truncate outside the lock; only a fixed-size copy happens under it. */
+	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(slot->last_error, copy, sizeof(copy));
+	slot->last_error_at = now;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+void
+oms_shmem_mark_drop(int slotno, Oid dboid, TimestampTz until)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->drop_oid = dboid;
+	slot->drop_until = until;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+/* Called when the DROP failed: the database stays and wants its worker back. */
+void
+oms_shmem_clear_drop(int slotno, Oid dboid)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	if (slot->drop_oid == dboid)
+	{
+		slot->drop_oid = InvalidOid;
+		slot->drop_until = 0;
+	}
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+bool
+oms_shmem_drop_in_progress(int slotno, Oid dboid, TimestampTz now)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	bool		dropping;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	dropping = (slot->drop_oid == dboid && now < slot->drop_until);
+	SpinLockRelease(&oms_shared->mutex);
+	return dropping;
+}
+
+/*
+ * Sets the latch of the worker serving "dboid", if one runs.  Runs in a
+ * commit callback, so it must not fail: no allocation, no error, one
+ * short spinlock section.
+ */
+void
+oms_shmem_wake_worker(Oid dboid)
+{
+	int			pgprocno = -1;
+
+	if (oms_shared == NULL || !OidIsValid(dboid))
+		return;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	for (int i = 0; i < oms_shared->nslots; i++)
+	{
+		OmsWorkerSlot *slot = &oms_shared->slots[i];
+
+		if (slot->pid != 0 && slot->dboid == dboid)
+		{
+			pgprocno = slot->pgprocno;
+			break;
+		}
+	}
+	SpinLockRelease(&oms_shared->mutex);
+
+	/*
+	 * Setting the latch outside the lock is safe: if the worker exited in
+	 * between, the PGPROC's latch is reset by whoever owns it next, and a
+	 * spurious wake costs that process one loop.
+	 */
+	if (pgprocno >= 0 && pgprocno < (int) ProcGlobal->allProcCount)
+		SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+}
+
+/*
+ * oms_worker_status(): one row per database in oms.database_name, copied
+ * from shared memory under the lock, returned after it is released.
+ */
+Datum
+oms_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OmsWorkerSlot copy[OMS_MAX_DATABASES];
+	int			nslots;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (oms_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("oms shared memory is not initialized"),
+				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	SpinLockAcquire(&oms_shared->mutex);
+	nslots = oms_shared->nslots;
+	memcpy(copy, oms_shared->slots, sizeof(OmsWorkerSlot) * nslots);
+	SpinLockRelease(&oms_shared->mutex);
+
+	for (int i = 0; i < nslots; i++)
+	{
+		OmsWorkerSlot *slot = &copy[i];
+		Datum		values[8];
+		bool		nulls[8];
+		NameData	dbname;
+
+		memset(nulls, 0, sizeof(nulls));
+		namestrcpy(&dbname, slot->dbname);
+
+		values[0] = NameGetDatum(&dbname);
+		if (slot->pid != 0)
+			values[1] = Int32GetDatum((int32) slot->pid);
+		else
+			nulls[1] = true;
+		values[2] = BoolGetDatum(slot->pid != 0);
+		if (slot->last_loop != 0)
+			values[3] = TimestampTzGetDatum(slot->last_loop);
+		else
+			nulls[3] = true;
+		values[4] = Int64GetDatum(slot->loops);
+		values[5] = Int64GetDatum(slot->units);
+		if (slot->last_error_at != 0)
+		{
+			values[6] = CStringGetTextDatum(slot->last_error);
+			values[7] = TimestampTzGetDatum(slot->last_error_at);
+		}
+		else
+		{
+			nulls[6] = true;
+			nulls[7] = true;
+		}
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	return (Datum) 0;
+}

@@ -1,0 +1,672 @@
+-- saga.sql: the saga engine.
+--
+-- A saga is a list of local steps, each committed with its timeline entry
+-- (and its outbox event when the order's status changes).  Two sagas exist:
+--
+--   fulfilment  1 reserve  (compensation: release the reservations)
+--               2 pay      (compensation: void the authorization or refund the capture)
+--               3 confirm  (the pivot: retriable, never compensated once committed)
+--   refund      1 refund_payment   (compensation: mark the refund failed)
+--               2 complete_refund  (order -> refunded / partially_refunded; a full refund restocks)
+--
+-- The saga row is the work queue: status running/compensating and
+-- next_run_at <= now mean "due".  oms._run_sagas() claims due sagas with
+-- FOR UPDATE SKIP LOCKED and advances each in its own subtransaction, so
+-- one failing saga never rolls back the batch.  Every step attempt runs in
+-- a nested subtransaction: a failed attempt leaves nothing behind but its
+-- recorded error.  All times come from p_now so tests can drive the clock.
+
+CREATE TYPE oms.saga_status AS ENUM ('running', 'compensating', 'completed', 'compensated', 'stuck');
+COMMENT ON TYPE oms.saga_status IS
+	'running and compensating sagas are due at next_run_at; completed and compensated are final; stuck waits for an operator';
+
+CREATE TABLE oms.sagas (
+	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,
+	kind		text NOT NULL CHECK (kind IN ('fulfilment', 'refund')),
+	status		oms.saga_status NOT NULL DEFAULT 'running',
+	step_no		integer NOT NULL DEFAULT 1 CHECK (step_no >= 0),
+	next_run_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	refund_id	uuid REFERENCES oms.refunds (id) ON DELETE CASCADE,
+	outcome		text,
+	error		jsonb,
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	finished_at	timestamptz
+);
+CREATE INDEX sagas_due_idx ON oms.sagas (next_run_at) WHERE status IN ('running', 'compensating');
+CREATE INDEX sagas_order_idx ON oms.sagas (order_id);
+COMMENT ON TABLE oms.sagas IS 'Saga instances; a running or compensating saga is due at next_run_at';
+COMMENT ON COLUMN oms.sagas.step_no IS 'The step being run (running) or compensated (compensating)';
+COMMENT ON COLUMN oms.sagas.outcome IS 'confirmed, refunded, failed or canceled once known';
+
+CREATE TABLE oms.saga_steps (
+	saga_id		uuid NOT NULL REFERENCES oms.sagas (id) ON DELETE CASCADE,
+	step_no		integer NOT NULL CHECK (step_no > 0),
+	name		text NOT NULL,
+	status		text NOT NULL DEFAULT 'pending'
+				CHECK (status IN ('pending', 'waiting', 'done', 'failed', 'compensated', 'skipped')),
+	attempts	integer NOT NULL DEFAULT 0,
+	compensation_attempts integer NOT NULL DEFAULT 0,
+	replays		integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz,
+	started_at	timestamptz,
+	first_started_at timestamptz,
+	completed_at timestamptz,
+	last_error	jsonb,
+	PRIMARY KEY (saga_id, step_no)
+);
+COMMENT ON TABLE oms.saga_steps IS 'Steps of each saga: state, attempts, next attempt time, last error, timestamps';
+
+CREATE TABLE oms.dead_letters (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	kind		text NOT NULL CHECK (kind IN ('saga_failed', 'compensation_stuck')),
+	saga_id		uuid REFERENCES oms.sagas (id) ON DELETE CASCADE,
+	order_id	uuid,
+	step		text,
+	error		jsonb NOT NULL,
+	status		text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'replayed')),
+	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	replayed_at	timestamptz
+);
+CREATE INDEX dead_letters_open_idx ON oms.dead_letters (created_at) WHERE status = 'open';
+COMMENT ON SEQUENCE oms.dead_letters_id_seq IS 'Identity of oms.dead_letters';
+COMMENT ON TABLE oms.dead_letters IS
+	'Work that failed for good: saga_failed (compensated, kept for the record) and compensation_stuck (replayable)';
+
+SELECT pg_catalog.pg_extension_config_dump('oms.sagas', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.saga_steps', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.dead_letters', '');
+
+CREATE FUNCTION oms._saga_step_names(p_kind text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT CASE p_kind
+		WHEN 'fulfilment' THEN ARRAY['reserve', 'pay', 'confirm']
+		WHEN 'refund' THEN ARRAY['refund_payment', 'complete_refund']
+	END;
+$$;
+COMMENT ON FUNCTION oms._saga_step_names(text) IS 'The steps of each saga kind, in order';
+
+CREATE FUNCTION oms._start_saga(p_order_id uuid, p_kind text, p_refund_id uuid)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_id uuid;
+BEGIN
+	INSERT INTO oms.sagas (order_id, kind, refund_id) VALUES (p_order_id, p_kind, p_refund_id)
+	RETURNING id INTO v_id;
+	INSERT INTO oms.saga_steps (saga_id, step_no, name)
+	SELECT v_id, s.n, s.name
+	FROM pg_catalog.unnest(oms._saga_step_names(p_kind)) WITH ORDINALITY AS s(name, n);
+	PERFORM oms._timeline(p_order_id, 'saga.started',
+		pg_catalog.jsonb_build_object('saga_id', v_id, 'kind', p_kind,
+									  'steps', pg_catalog.to_jsonb(oms._saga_step_names(p_kind))));
+	RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION oms._start_saga(uuid, text, uuid) IS 'Creates a saga with its steps, due now';
+
+-- SQLSTATEs that mean "try again later".
+CREATE FUNCTION oms._is_transient(p_sqlstate text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT p_sqlstate IN ('OM010', '40001', '40P01', '55P03');
+$$;
+COMMENT ON FUNCTION oms._is_transient(text) IS
+	'True for transient failures: OM010, serialization failure, deadlock, lock not available';
+
+-- Exponential backoff with equal jitter: half the delay is fixed, half random.
+CREATE FUNCTION oms._backoff(p_attempt integer)
+RETURNS interval
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_delay interval := LEAST(pg_catalog.current_setting('oms.retry_max')::interval,
+							  pg_catalog.current_setting('oms.retry_base')::interval
+								* pg_catalog.power(2, LEAST(p_attempt - 1, 30)));
+BEGIN
+	RETURN v_delay * (0.5 + 0.5 * pg_catalog.random());
+END;
+$$;
+COMMENT ON FUNCTION oms._backoff(integer) IS
+	'Retry delay after attempt n: min(retry_max, retry_base * 2^(n-1)), scaled by a random factor in [0.5, 1)';
+
+CREATE FUNCTION oms._error_json(p_sqlstate text, p_message text, p_detail text, p_step oms.saga_steps,
+								p_attempt integer, p_now timestamptz)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+		'sqlstate', p_sqlstate, 'message', p_message, 'detail', NULLIF(p_detail, ''),
+		'step', p_step.name, 'attempt', p_attempt, 'at', p_now,
+		'transient', oms._is_transient(p_sqlstate)));
+$$;
+COMMENT ON FUNCTION oms._error_json(text, text, text, oms.saga_steps, integer, timestamptz) IS
+	'The structured error recorded for a failed step attempt';
+
+--
+-- Steps.  Each returns 'done' or 'waiting', or raises: OM010 for a
+-- transient failure, OM011 for a permanent one.
+--
+
+CREATE FUNCTION oms._step_pay(p_saga oms.sagas, p_step oms.saga_steps, p_now timestamptz)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_payment oms.payments;
+	v_answer jsonb;
+BEGIN
+	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = p_saga.order_id FOR UPDATE;
+	IF EXISTS (SELECT FROM oms.reservations AS r
+			   WHERE r.order_id = p_saga.order_id AND (r.status <> 'held' OR r.expires_at <= p_now)) THEN
+		RAISE EXCEPTION 'the reservations of the order expired before payment'
+			USING ERRCODE = 'OM011';
+	END IF;
+	v_answer := oms._payment_request(v_payment, 'charge', v_payment.amount, p_step.attempts,
+									 pg_catalog.format('%s:%s:%s', p_saga.id, p_step.step_no, p_step.attempts));
+	CASE v_answer ->> 'outcome'
+		WHEN 'approved' THEN
+			UPDATE oms.payments AS p
+			SET authorized = p.amount, captured = p.amount, status = 'captured',
+				provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
+			WHERE p.id = v_payment.id;
+			-- Paid: the units stay held until confirm, whatever the TTL.
+			UPDATE oms.reservations AS r SET expires_at = 'infinity'
+			WHERE r.order_id = p_saga.order_id AND r.status = 'held';
+			RETURN 'done';
+		WHEN 'pending' THEN
+			RETURN 'waiting';
+		WHEN 'declined' THEN
+			UPDATE oms.payments AS p SET status = 'declined', updated_at = pg_catalog.now()
+			WHERE p.id = v_payment.id;
+			RAISE EXCEPTION 'payment declined: %', coalesce(v_answer ->> 'message', 'no reason given')
+				USING ERRCODE = 'OM011';
+		ELSE
+			RAISE EXCEPTION 'payment failed: %', coalesce(v_answer ->> 'message', 'no reason given')
+				USING ERRCODE = 'OM010';
+	END CASE;
+END;
+$$;
+COMMENT ON FUNCTION oms._step_pay(oms.sagas, oms.saga_steps, timestamptz) IS
+	'Fulfilment step 2: authorize and capture the order total';
+
+CREATE FUNCTION oms._step_confirm(p_saga oms.sagas)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	PERFORM oms._consume_order(p_saga.order_id);
+	PERFORM oms._change_status(p_saga.order_id, 'confirmed', 'order.confirmed',
+							   pg_catalog.jsonb_build_object('saga_id', p_saga.id));
+	RETURN 'done';
+END;
+$$;
+COMMENT ON FUNCTION oms._step_confirm(oms.sagas) IS
+	'Fulfilment step 3, the pivot: reservations become a stock decrement and the order is confirmed';
+
+CREATE FUNCTION oms._step_refund_payment(p_saga oms.sagas, p_step oms.saga_steps)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_refund oms.refunds;
+	v_payment oms.payments;
+	v_answer jsonb;
+BEGIN
+	SELECT * INTO v_refund FROM oms.refunds AS r WHERE r.id = p_saga.refund_id FOR UPDATE;
+	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.id = v_refund.payment_id FOR UPDATE;
+	v_answer := oms._payment_request(v_payment, 'refund', v_refund.amount, p_step.attempts,
+									 pg_catalog.format('%s:%s:%s', p_saga.id, p_step.step_no, p_step.attempts));
+	CASE v_answer ->> 'outcome'
+		WHEN 'approved' THEN
+			UPDATE oms.payments AS p
+			SET refunded = p.refunded + v_refund.amount,
+				status = CASE WHEN p.refunded + v_refund.amount = p.captured THEN 'refunded' ELSE 'partially_refunded' END,
+				updated_at = pg_catalog.now()
+			WHERE p.id = v_payment.id;
+			UPDATE oms.refunds AS r SET status = 'succeeded', completed_at = pg_catalog.now()
+			WHERE r.id = v_refund.id;
+			RETURN 'done';
+		WHEN 'pending' THEN
+			RETURN 'waiting';
+		WHEN 'declined' THEN
+			RAISE EXCEPTION 'refund declined: %', coalesce(v_answer ->> 'message', 'no reason given')
+				USING ERRCODE = 'OM011';
+		ELSE
+			RAISE EXCEPTION 'refund failed: %', coalesce(v_answer ->> 'message', 'no reason given')
+				USING ERRCODE = 'OM010';
+	END CASE;
+END;
+$$;
+COMMENT ON FUNCTION oms._step_refund_payment(oms.sagas, oms.saga_steps) IS
+	'Refund step 1: refund the requested amount through the provider';
+
+CREATE FUNCTION oms._step_complete_refund(p_saga oms.sagas)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_payment oms.payments;
+	v_refund oms.refunds;
+BEGIN
+	SELECT * INTO v_refund FROM oms.refunds AS r WHERE r.id = p_saga.refund_id;
+	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.id = v_refund.payment_id;
+	IF v_payment.refunded = v_payment.captured THEN
+		PERFORM oms._restock_order(p_saga.order_id);
+		PERFORM oms._change_status(p_saga.order_id, 'refunded', 'order.refunded',
+			pg_catalog.jsonb_build_object('refund_id', v_refund.id, 'amount', v_refund.amount,
+										  'refunded_total', v_payment.refunded, 'reason', v_refund.reason));
+	ELSE
+		PERFORM oms._change_status(p_saga.order_id, 'partially_refunded', 'order.partially_refunded',
+			pg_catalog.jsonb_build_object('refund_id', v_refund.id, 'amount', v_refund.amount,
+										  'refunded_total', v_payment.refunded, 'reason', v_refund.reason));
+	END IF;
+	RETURN 'done';
+END;
+$$;
+COMMENT ON FUNCTION oms._step_complete_refund(oms.sagas) IS
+	'Refund step 2: the order becomes refunded (and is restocked) or partially_refunded';
+
+CREATE FUNCTION oms._run_step(p_saga oms.sagas, p_step oms.saga_steps, p_now timestamptz)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	CASE p_step.name
+		WHEN 'reserve' THEN
+			PERFORM oms._reserve_order(p_saga.order_id, p_now);
+			RETURN 'done';
+		WHEN 'pay' THEN
+			RETURN oms._step_pay(p_saga, p_step, p_now);
+		WHEN 'confirm' THEN
+			RETURN oms._step_confirm(p_saga);
+		WHEN 'refund_payment' THEN
+			RETURN oms._step_refund_payment(p_saga, p_step);
+		WHEN 'complete_refund' THEN
+			RETURN oms._step_complete_refund(p_saga);
+	END CASE;
+END;
+$$;
+COMMENT ON FUNCTION oms._run_step(oms.sagas, oms.saga_steps, timestamptz) IS 'Runs one attempt of a saga step';
+
+/*
+ * Compensations: undo a step that ran (or may have run).  Each is
+ * idempotent and tolerates "it never happened".
+ */
+CREATE FUNCTION oms._compensate_step(p_saga oms.sagas, p_step oms.saga_steps)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_payment oms.payments;
+	v_answer jsonb;
+	v_command text;
+BEGIN
+	CASE p_step.name
+		WHEN 'reserve' THEN
+			PERFORM oms._release_order(p_saga.order_id);
+		WHEN 'pay' THEN
+			SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = p_saga.order_id FOR UPDATE;
+			IF v_payment.status IN ('voided', 'declined', 'refunded') THEN
+				RETURN 'done';
+			END IF;
+			v_command := CASE WHEN v_payment.captured > 0 THEN 'refund' ELSE 'void' END;
+			v_answer := oms._payment_request(v_payment, v_command, v_payment.captured - v_payment.refunded,
+											 p_step.compensation_attempts,
+											 pg_catalog.format('%s:%s:c%s', p_saga.id, p_step.step_no, p_step.compensation_attempts));
+			CASE v_answer ->> 'outcome'
+				WHEN 'approved' THEN
+					UPDATE oms.payments AS p
+					SET refunded = p.captured,
+						status = CASE WHEN v_command = 'refund' THEN 'refunded' ELSE 'voided' END,
+						updated_at = pg_catalog.now()
+					WHERE p.id = v_payment.id;
+				WHEN 'pending' THEN
+					RETURN 'waiting';
+				WHEN 'declined' THEN
+					RAISE EXCEPTION 'payment % declined: %', v_command, coalesce(v_answer ->> 'message', 'no reason given')
+						USING ERRCODE = 'OM011';
+				ELSE
+					RAISE EXCEPTION 'payment % failed: %', v_command, coalesce(v_answer ->> 'message', 'no reason given')
+						USING ERRCODE = 'OM010';
+			END CASE;
+		WHEN 'refund_payment' THEN
+			UPDATE oms.refunds AS r SET status = 'failed', completed_at = pg_catalog.now()
+			WHERE r.id = p_saga.refund_id AND r.status = 'pending';
+		ELSE
+			NULL;			-- confirm and complete_refund are never compensated
+	END CASE;
+	RETURN 'done';
+END;
+$$;
+COMMENT ON FUNCTION oms._compensate_step(oms.sagas, oms.saga_steps) IS
+	'Undoes one saga step: release reservations, void or refund the payment, fail the refund';
+
+--
+-- The engine.
+--
+
+CREATE FUNCTION oms._start_compensation(p_saga oms.sagas, p_from_step integer, p_outcome text,
+										p_error jsonb, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	UPDATE oms.sagas AS s
+	SET status = 'compensating', step_no = p_from_step, outcome = p_outcome,
+		error = coalesce(p_error, s.error), next_run_at = p_now, updated_at = pg_catalog.now()
+	WHERE s.id = p_saga.id;
+	PERFORM oms._timeline(p_saga.order_id, 'saga.compensating',
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'from_step', p_from_step, 'outcome', p_outcome));
+END;
+$$;
+COMMENT ON FUNCTION oms._start_compensation(oms.sagas, integer, text, jsonb, timestamptz) IS
+	'Turns a saga around: compensate from step p_from_step down to 1';
+
+CREATE FUNCTION oms._finish_saga(p_saga oms.sagas, p_status oms.saga_status, p_outcome text, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	UPDATE oms.sagas AS s
+	SET status = p_status, outcome = p_outcome, step_no = CASE WHEN p_status = 'compensated' THEN 0 ELSE s.step_no END,
+		finished_at = p_now, updated_at = pg_catalog.now()
+	WHERE s.id = p_saga.id;
+	PERFORM oms._timeline(p_saga.order_id, 'saga.' || p_status::text,
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'kind', p_saga.kind, 'outcome', p_outcome));
+END;
+$$;
+COMMENT ON FUNCTION oms._finish_saga(oms.sagas, oms.saga_status, text, timestamptz) IS
+	'Marks a saga completed or compensated';
+
+-- A step failed for good: record it, leave a dead letter, compensate.
+CREATE FUNCTION oms._step_failed(p_saga oms.sagas, p_step oms.saga_steps, p_error jsonb, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_order_status oms.order_status;
+BEGIN
+	UPDATE oms.saga_steps AS t SET status = 'failed', last_error = p_error, completed_at = p_now
+	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
+	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error)
+	VALUES ('saga_failed', p_saga.id, p_saga.order_id, p_step.name, p_error);
+	PERFORM oms._timeline(p_saga.order_id, 'saga.step_failed',
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', p_step.name, 'attempt', p_step.attempts,
+									  'error', p_error));
+	SELECT o.status INTO v_order_status FROM oms.orders AS o WHERE o.id = p_saga.order_id;
+	PERFORM oms._start_compensation(p_saga, p_step.step_no,
+		CASE WHEN v_order_status = 'cancel_requested' THEN 'canceled' ELSE 'failed' END, p_error, p_now);
+END;
+$$;
+COMMENT ON FUNCTION oms._step_failed(oms.sagas, oms.saga_steps, jsonb, timestamptz) IS
+	'Records a permanently failed step, writes its dead letter and starts compensation';
+
+CREATE FUNCTION oms._step_retry(p_saga oms.sagas, p_step oms.saga_steps, p_error jsonb, p_now timestamptz,
+								p_compensating boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_at timestamptz := p_now + oms._backoff(CASE WHEN p_compensating THEN p_step.compensation_attempts
+												  ELSE p_step.attempts END);
+BEGIN
+	UPDATE oms.saga_steps AS t SET last_error = p_error, next_attempt_at = v_at
+	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
+	UPDATE oms.sagas AS s SET next_run_at = v_at, error = p_error, updated_at = pg_catalog.now()
+	WHERE s.id = p_saga.id;
+	PERFORM oms._timeline(p_saga.order_id,
+		CASE WHEN p_compensating THEN 'saga.compensation_retry' ELSE 'saga.step_retry' END,
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', p_step.name,
+			'attempt', CASE WHEN p_compensating THEN p_step.compensation_attempts ELSE p_step.attempts END,
+			'error', p_error, 'next_attempt_at', v_at));
+END;
+$$;
+COMMENT ON FUNCTION oms._step_retry(oms.sagas, oms.saga_steps, jsonb, timestamptz, boolean) IS
+	'Schedules the next attempt of a transiently failed step with backoff';
+
+-- One forward move of a running saga.
+CREATE FUNCTION oms._advance_forward(p_saga oms.sagas, p_order oms.orders, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_step oms.saga_steps;
+	v_timeout interval := pg_catalog.current_setting('oms.step_timeout')::interval;
+	v_result text;
+	v_state text;
+	v_message text;
+	v_detail text;
+	v_error jsonb;
+	v_last integer := pg_catalog.cardinality(oms._saga_step_names(p_saga.kind));
+BEGIN
+	IF p_saga.kind = 'fulfilment' AND p_order.status = 'cancel_requested' THEN
+		PERFORM oms._start_compensation(p_saga, p_saga.step_no, 'canceled', NULL, p_now);
+		RETURN;
+	END IF;
+
+	SELECT * INTO v_step FROM oms.saga_steps AS t WHERE t.saga_id = p_saga.id AND t.step_no = p_saga.step_no;
+	IF v_step.status = 'waiting' THEN
+		IF p_now < v_step.started_at + v_timeout THEN
+			UPDATE oms.sagas AS s SET next_run_at = v_step.started_at + v_timeout WHERE s.id = p_saga.id;
+			RETURN;
+		END IF;
+		PERFORM oms._step_failed(p_saga, v_step,
+			oms._error_json('OM012', pg_catalog.format('step %s got no answer within %s', v_step.name, v_timeout),
+							NULL, v_step, v_step.attempts, p_now), p_now);
+		RETURN;
+	END IF;
+
+	UPDATE oms.saga_steps AS t
+	SET attempts = t.attempts + 1, started_at = p_now, first_started_at = coalesce(t.first_started_at, p_now)
+	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
+	RETURNING * INTO v_step;
+
+	BEGIN
+		v_result := oms._run_step(p_saga, v_step, p_now);
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+		v_error := oms._error_json(v_state, v_message, v_detail, v_step, v_step.attempts, p_now);
+		IF oms._is_transient(v_state) AND v_step.attempts < pg_catalog.current_setting('oms.max_attempts')::integer THEN
+			PERFORM oms._step_retry(p_saga, v_step, v_error, p_now, false);
+		ELSE
+			PERFORM oms._step_failed(p_saga, v_step, v_error, p_now);
+		END IF;
+		RETURN;
+	END;
+
+	IF v_result = 'waiting' THEN
+		UPDATE oms.saga_steps AS t SET status = 'waiting'
+		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
+		UPDATE oms.sagas AS s SET next_run_at = p_now + v_timeout, updated_at = pg_catalog.now() WHERE s.id = p_saga.id;
+		PERFORM oms._timeline(p_saga.order_id, 'saga.step_waiting',
+			pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts,
+										  'timeout_at', p_now + v_timeout));
+		RETURN;
+	END IF;
+
+	UPDATE oms.saga_steps AS t SET status = 'done', completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
+	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
+	PERFORM oms._timeline(p_saga.order_id, 'saga.step_completed',
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts));
+	IF v_step.step_no = v_last THEN
+		PERFORM oms._finish_saga(p_saga, 'completed',
+			CASE p_saga.kind WHEN 'fulfilment' THEN 'confirmed' ELSE 'refunded' END, p_now);
+	ELSE
+		UPDATE oms.sagas AS s SET step_no = s.step_no + 1, next_run_at = p_now, error = NULL,
+			updated_at = pg_catalog.now()
+		WHERE s.id = p_saga.id;
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.orders, timestamptz) IS
+	'Runs one attempt of the current step of a running saga, or notices its timeout or a cancel request';
+
+-- One backward move of a compensating saga.
+CREATE FUNCTION oms._advance_backward(p_saga oms.sagas, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_step oms.saga_steps;
+	v_result text;
+	v_state text;
+	v_message text;
+	v_detail text;
+	v_error jsonb;
+	v_order_status oms.order_status;
+BEGIN
+	IF p_saga.step_no = 0 THEN
+		PERFORM oms._finish_saga(p_saga, 'compensated', p_saga.outcome, p_now);
+		IF p_saga.kind = 'fulfilment' THEN
+			-- A payment that was never attempted is closed as voided.
+			UPDATE oms.payments AS p SET status = 'voided', updated_at = pg_catalog.now()
+			WHERE p.order_id = p_saga.order_id AND p.status = 'pending';
+			SELECT o.status INTO v_order_status FROM oms.orders AS o WHERE o.id = p_saga.order_id;
+			IF v_order_status = 'cancel_requested' THEN
+				PERFORM oms._change_status(p_saga.order_id, 'canceled', 'order.canceled',
+					pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'reason', 'cancel requested'));
+			ELSE
+				PERFORM oms._change_status(p_saga.order_id, 'failed', 'order.failed',
+					pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'error', p_saga.error));
+			END IF;
+		END IF;
+		RETURN;
+	END IF;
+
+	SELECT * INTO v_step FROM oms.saga_steps AS t WHERE t.saga_id = p_saga.id AND t.step_no = p_saga.step_no;
+	IF v_step.attempts = 0 OR v_step.status IN ('compensated', 'skipped') THEN
+		-- Never ran: nothing to undo.
+		UPDATE oms.saga_steps AS t SET status = 'skipped'
+		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no AND t.status = 'pending';
+		UPDATE oms.sagas AS s SET step_no = s.step_no - 1, next_run_at = p_now WHERE s.id = p_saga.id;
+		RETURN;
+	END IF;
+
+	UPDATE oms.saga_steps AS t SET compensation_attempts = t.compensation_attempts + 1
+	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
+	RETURNING * INTO v_step;
+
+	BEGIN
+		v_result := oms._compensate_step(p_saga, v_step);
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
+		v_error := oms._error_json(v_state, v_message, v_detail, v_step, v_step.compensation_attempts, p_now)
+				   || pg_catalog.jsonb_build_object('compensation', true);
+		-- Each replay of a stuck compensation grants a fresh set of attempts;
+		-- the attempt number keeps counting so the provider sees retries.
+		IF oms._is_transient(v_state)
+		   AND v_step.compensation_attempts
+			   < pg_catalog.current_setting('oms.max_attempts')::integer * (1 + v_step.replays) THEN
+			PERFORM oms._step_retry(p_saga, v_step, v_error, p_now, true);
+		ELSE
+			-- A compensation that cannot finish needs an operator.
+			UPDATE oms.saga_steps AS t SET last_error = v_error
+			WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
+			UPDATE oms.sagas AS s SET status = 'stuck', error = v_error, updated_at = pg_catalog.now()
+			WHERE s.id = p_saga.id;
+			INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error)
+			VALUES ('compensation_stuck', p_saga.id, p_saga.order_id, v_step.name, v_error);
+			PERFORM oms._timeline(p_saga.order_id, 'saga.stuck',
+				pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'error', v_error));
+		END IF;
+		RETURN;
+	END;
+
+	IF v_result = 'waiting' THEN
+		UPDATE oms.sagas AS s
+		SET next_run_at = p_now + pg_catalog.current_setting('oms.step_timeout')::interval
+		WHERE s.id = p_saga.id;
+		RETURN;
+	END IF;
+	UPDATE oms.saga_steps AS t SET status = 'compensated'
+	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
+	UPDATE oms.sagas AS s SET step_no = s.step_no - 1, next_run_at = p_now WHERE s.id = p_saga.id;
+	PERFORM oms._timeline(p_saga.order_id, 'saga.step_compensated',
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name,
+									  'attempt', v_step.compensation_attempts));
+END;
+$$;
+COMMENT ON FUNCTION oms._advance_backward(oms.sagas, timestamptz) IS
+	'Compensates the current step of a compensating saga, or finishes the saga at step 0';
+
+/*
+ * Runs up to p_max due saga steps as of p_now and returns how many ran.
+ * The worker and oms_run_sagas() both come here.
+ */
+CREATE FUNCTION oms._run_sagas(p_max integer, p_now timestamptz)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_units integer := 0;
+	v_id uuid;
+	v_saga oms.sagas;
+	v_order oms.orders;
+	v_state text;
+	v_message text;
+BEGIN
+	FOR v_id IN
+		SELECT s.id FROM oms.sagas AS s
+		WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= p_now
+		ORDER BY s.next_run_at
+		LIMIT p_max
+		FOR UPDATE SKIP LOCKED
+	LOOP
+		-- An API call holding the order (a cancel, say) goes first; the saga
+		-- stays due and is picked up again.  Never waiting here means the
+		-- worker and the API cannot deadlock.
+		PERFORM 1 FROM oms.orders AS o JOIN oms.sagas AS s ON s.order_id = o.id
+		WHERE s.id = v_id FOR NO KEY UPDATE OF o SKIP LOCKED;
+		CONTINUE WHEN NOT FOUND;
+
+		LOOP
+			SELECT * INTO v_saga FROM oms.sagas AS s WHERE s.id = v_id;
+			EXIT WHEN v_saga.status NOT IN ('running', 'compensating') OR v_saga.next_run_at > p_now
+				   OR v_units >= p_max;
+			v_units := v_units + 1;
+			BEGIN
+				IF v_saga.status = 'running' THEN
+					SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = v_saga.order_id;
+					PERFORM oms._advance_forward(v_saga, v_order, p_now);
+				ELSE
+					PERFORM oms._advance_backward(v_saga, p_now);
+				END IF;
+			EXCEPTION WHEN OTHERS THEN
+				-- Not a step failure (those are handled inside): a defect or a
+				-- database error.  Record it on the saga, back off, carry on.
+				GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+				UPDATE oms.sagas AS s
+				SET error = pg_catalog.jsonb_build_object('sqlstate', v_state, 'message', v_message,
+														  'at', p_now, 'engine', true),
+					next_run_at = p_now + oms._backoff(1), updated_at = pg_catalog.now()
+				WHERE s.id = v_id;
+				RAISE WARNING 'oms: saga % could not advance: % (SQLSTATE %)', v_id, v_message, v_state;
+				EXIT;
+			END;
+		END LOOP;
+		EXIT WHEN v_units >= p_max;
+	END LOOP;
+	RETURN v_units;
+END;
+$$;
+COMMENT ON FUNCTION oms._run_sagas(integer, timestamptz) IS
+	'Runs up to p_max due saga steps as of p_now, each saga in its own subtransaction; returns the steps run';
+
+CREATE FUNCTION oms._worker_tick(p_batch integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.oms_release_expired_reservations();
+	RETURN oms._run_sagas(p_batch, clock_timestamp());
+END;
+$$;
+COMMENT ON FUNCTION oms._worker_tick(integer) IS
+	'One unit of background work: expire reservations, then run up to p_batch due saga steps';

@@ -1,0 +1,31 @@
+-- worker.sql: the SQL face of the oms background worker (src/worker.c,
+-- src/launcher.c, src/shmem.c).  Concatenated last, after privileges.sql,
+-- so the oms_* roles exist here.
+
+CREATE FUNCTION oms._notify_worker()
+RETURNS void
+AS 'MODULE_PATHNAME', 'oms_notify_worker'
+LANGUAGE c VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION oms._notify_worker() IS
+	'Wakes this database''s oms worker when the calling transaction commits (nothing happens on rollback); API functions call it when they create work';
+
+CREATE FUNCTION @extschema@.oms_worker_status()
+RETURNS TABLE (
+	database		name,
+	pid				integer,
+	alive			boolean,
+	last_loop		timestamptz,
+	loops			bigint,
+	units			bigint,
+	last_error		text,
+	last_error_at	timestamptz
+)
+AS 'MODULE_PATHNAME', 'oms_worker_status'
+LANGUAGE c VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.oms_worker_status() IS
+	'One row per database in oms.database_name: its worker''s pid (null when none runs), whether it runs, when it last looped, loops and units of work done since server start, and the last error a batch raised (kept until the next error)';
+
+REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oms._notify_worker() TO oms_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_worker_status() TO oms_admin, oms_reader;

@@ -1,0 +1,286 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The oms worker: one per served database, running oms._worker_tick()
+ *	  in batches; and oms._notify_worker(), which wakes it when work is
+ *	  committed.
+ *
+ * The worker is a dynamic background worker started by the launcher with
+ * its shared memory slot in bgw_main_arg and its database OID in
+ * bgw_extra.  Each loop does work first and sleeps after, so a wake that
+ * arrives while a batch runs is never lost: the latch stays set and the
+ * next wait returns at once.  A batch that fills up means more work is
+ * waiting and the next one starts without sleeping.
+ *
+ * What the work is belongs to SQL (oms._worker_tick in the extension
+ * script); this file owns the process around it: signals, the transaction
+ * bracket, surviving errors, and sleeping on the latch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "oms.h"
+
+PG_FUNCTION_INFO_V1(oms_notify_worker);
+
+#define WORKER_TICK_QUERY "SELECT oms._worker_tick($1)"
+
+/* Backend-local state of oms._notify_worker(). */
+static bool wake_callback_registered = false;
+static bool wake_pending = false;
+
+static void
+worker_on_exit(int code, Datum arg)
+{
+	oms_shmem_release_slot(DatumGetInt32(arg), MyProcPid);
+}
+
+/*
+ * The body of one batch, inside the transaction bracket.  Returns the
+ * units of work oms._worker_tick reports; 0 when the extension is not
+ * installed here, or is being dropped or altered right now.
+ */
+static int
+worker_tick(int batch_size)
+{
+	Oid			extoid;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1];
+	bool		isnull;
+	Datum		result;
+	int			ret;
+
+	extoid = get_extension_oid("oms", true);
+	if (!OidIsValid(extoid))
+		return 0;
+
+	/*
+	 * DROP EXTENSION holds an exclusive lock on the extension while it
+	 * removes its objects.  Skip this round rather than wait behind it or
+	 * call a function that is half gone; then look again, as the drop may
+	 * have committed between the lookup and the lock.
+	 */
+	if (!ConditionalLockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock))
+		return 0;
+	InvalidateCatalogSnapshot();
+	if (get_extension_oid("oms", true) != extoid)
+		return 0;
+
+	args[0] = Int32GetDatum(batch_size);
+	ret = SPI_execute_with_args(WORKER_TICK_QUERY, 1, argtypes, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("oms._worker_tick returned no row"),
+				 errdetail("SPI returned code %d with %llu rows.",
+						   ret, (unsigned long long) SPI_processed)));
+	if (SPI_gettypeid(SPI_tuptable->tupdesc, 1) != INT4OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("oms._worker_tick must return integer")));
+
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt32(result);
+}
+
+/*
+ * Runs one batch in its own transaction.  An error is logged, recorded in
+ * shared memory and rolled back; the worker lives on and tries again after
+ * its normal sleep.  Returns the units done (0 after an error).
+ */
+static int
+run_batch(int slotno, MemoryContext loop_cxt)
+{
+	volatile int units = 0;
+	int			batch_size = oms_worker_batch_size;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, WORKER_TICK_QUERY);
+
+		units = worker_tick(batch_size);
+
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* No FATAL for a pending cancel or die while we clean up. */
+		HOLD_INTERRUPTS();
+
+		MemoryContextSwitchTo(loop_cxt);
+		edata = CopyErrorData();
+		oms_shmem_note_error(slotno, edata->message);
+
+		/* Logged the way the server logs any error, context included. */
+		EmitErrorReport();
+		FlushErrorState();
+
+		/* Releases SPI, snapshots and locks of the failed batch. */
+		AbortCurrentTransaction();
+
+		/* A cancel (e.g. pg_cancel_backend) is used up by this error. */
+		QueryCancelPending = false;
+
+		RESUME_INTERRUPTS();
+		units = 0;
+	}
+	PG_END_TRY();
+
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	return units;
+}
+
+void
+oms_worker_main(Datum main_arg)
+{
+	int			slotno = DatumGetInt32(main_arg);
+	Oid			dboid;
+	MemoryContext loop_cxt;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * Take the slot before connecting, so a DROP DATABASE that starts now
+	 * finds our pid and stops us.  A slot that is taken, or marked by such
+	 * a drop, means this worker is not wanted.
+	 */
+	if (!oms_shmem_claim_slot(slotno, dboid, MyProcPid, MyProc->pgprocno))
+	{
+		ereport(LOG,
+				(errmsg("oms worker for database \"%s\" not started",
+						oms_shmem_slot_name(slotno)),
+				 errdetail("Another worker serves it, or the database is being dropped.")));
+		proc_exit(0);
+	}
+	before_shmem_exit(worker_on_exit, Int32GetDatum(slotno));
+
+	/* By OID: a database re-created under the same name gets a new worker. */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	ereport(LOG,
+			(errmsg("oms worker started for database \"%s\"",
+					oms_shmem_slot_name(slotno))));
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext,
+									 "oms worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		int			units = 0;
+		bool		more = false;
+
+		MemoryContextSwitchTo(loop_cxt);
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* A standby has no work to do: sagas run on the primary only. */
+		if (oms_worker_enabled && !RecoveryInProgress())
+		{
+			units = run_batch(slotno, loop_cxt);
+			more = (units >= oms_worker_batch_size);
+		}
+
+		oms_shmem_note_loop(slotno, units);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(loop_cxt);
+
+		/* A full batch: more is waiting, so no sleep. */
+		if (more)
+			continue;
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 oms_worker_naptime,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * At commit, wake the worker of this database if the transaction created
+ * work.  Must not fail: a commit callback that throws turns a committed
+ * transaction into an error the client would misread.
+ */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending)
+			{
+				wake_pending = false;
+				oms_shmem_wake_worker(MyDatabaseId);
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_pending = false;
+			break;
+		case XACT_EVENT_PREPARE:
+			/* The work commits later, maybe elsewhere: the naptime covers it. */
+			wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * oms._notify_worker(): called by API functions that create work.  Many
+ * calls in one transaction cost one flag each and a single wake at commit.
+ */
+Datum
+oms_notify_worker(PG_FUNCTION_ARGS)
+{
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		wake_callback_registered = true;
+	}
+	wake_pending = true;
+	PG_RETURN_VOID();
+}
