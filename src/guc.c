@@ -80,8 +80,9 @@ oms_split_database_names(char *rawstring, List **names)
 }
 
 /*
- * Rejects lists the launcher could not serve, so the mistake stops the
- * server at startup instead of surfacing as a worker that never comes.
+ * Rejects lists the launcher could not serve.  Like any invalid value of an
+ * extension's setting in postgresql.conf, it is reported as a WARNING at
+ * startup and the default applies.
  */
 static bool
 check_database_name(char **newval, void **extra, GucSource source)
