@@ -63,3 +63,18 @@ SELECT t.err(format('SELECT oms_refund_order(%L, 1, %L)', :'o3', repeat('r', 100
 
 -- Refund sagas in the metrics.
 SELECT refunded FROM oms.saga_metrics;
+
+-- Two refund sagas interleaved (600 and 400 of 1000): each refunds its
+-- amount; the order becomes refunded once, with one event, and the saga
+-- that completes last only records its refund.
+SELECT t.new_order('rf-4', '[{"sku": "RF-A", "quantity": 1, "unit_price": 1000}]', 'test_ok') AS o4 \gset
+SELECT oms_run_sagas() AS steps_run;
+SELECT oms_refund_order(:'o4', 600) -> 'refund' ->> 'amount' AS a, oms_refund_order(:'o4', 400) -> 'refund' ->> 'amount' AS b;
+SELECT oms_run_sagas(1) AS steps_run, oms_run_sagas(1) AS steps_run_2;
+SELECT captured, refunded, status FROM oms.payments WHERE order_id = :'o4';
+SELECT oms_run_sagas(1) AS steps_run, oms_run_sagas(1) AS steps_run_2;
+SELECT status FROM oms.orders WHERE id = :'o4';
+SELECT t.outbox(:'o4');
+SELECT event_type, data ->> 'amount' AS amount FROM oms.order_events
+WHERE order_id = :'o4' AND event_type IN ('order.refunded', 'refund.completed', 'order.partially_refunded') ORDER BY seq;
+SELECT on_hand FROM oms.stock WHERE sku = 'RF-A';

@@ -156,6 +156,12 @@ DECLARE
 	v_document jsonb;
 BEGIN
 	SELECT o.status INTO v_from FROM oms.orders AS o WHERE o.id = p_order_id;
+	-- Writing the same status is no transition for the trigger; an event
+	-- for it would announce a change that did not happen.
+	IF v_from = p_to_status AND NOT @extschema@.oms_transition_allowed(v_from, p_to_status) THEN
+		RAISE EXCEPTION 'order "%" is already %', p_order_id, p_to_status
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
 	UPDATE oms.orders AS o
 	SET status = p_to_status, timeline_seq = o.timeline_seq + 1, event_seq = o.event_seq + 1
 	WHERE o.id = p_order_id

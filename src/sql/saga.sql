@@ -253,18 +253,23 @@ AS $$
 DECLARE
 	v_payment oms.payments;
 	v_refund oms.refunds;
+	v_status oms.order_status;
+	v_data jsonb;
 BEGIN
 	SELECT * INTO v_refund FROM oms.refunds AS r WHERE r.id = p_saga.refund_id;
 	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.id = v_refund.payment_id;
-	IF v_payment.refunded = v_payment.captured THEN
+	SELECT o.status INTO v_status FROM oms.orders AS o WHERE o.id = p_saga.order_id;
+	v_data := pg_catalog.jsonb_build_object('refund_id', v_refund.id, 'amount', v_refund.amount,
+											 'refunded_total', v_payment.refunded, 'reason', v_refund.reason);
+	IF v_payment.refunded = v_payment.captured AND v_status = 'refunded' THEN
+		-- Another refund saga already completed the order: its status, its
+		-- event and the restock are done.  Record this refund only.
+		PERFORM oms._timeline(p_saga.order_id, 'refund.completed', v_data);
+	ELSIF v_payment.refunded = v_payment.captured THEN
 		PERFORM oms._restock_order(p_saga.order_id);
-		PERFORM oms._change_status(p_saga.order_id, 'refunded', 'order.refunded',
-			pg_catalog.jsonb_build_object('refund_id', v_refund.id, 'amount', v_refund.amount,
-										  'refunded_total', v_payment.refunded, 'reason', v_refund.reason));
+		PERFORM oms._change_status(p_saga.order_id, 'refunded', 'order.refunded', v_data);
 	ELSE
-		PERFORM oms._change_status(p_saga.order_id, 'partially_refunded', 'order.partially_refunded',
-			pg_catalog.jsonb_build_object('refund_id', v_refund.id, 'amount', v_refund.amount,
-										  'refunded_total', v_payment.refunded, 'reason', v_refund.reason));
+		PERFORM oms._change_status(p_saga.order_id, 'partially_refunded', 'order.partially_refunded', v_data);
 	END IF;
 	RETURN 'done';
 END;
