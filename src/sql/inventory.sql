@@ -37,11 +37,14 @@ SELECT pg_catalog.pg_extension_config_dump('oms.reservations', '');
 -- Units of a SKU held by live reservations at a point in time.
 CREATE FUNCTION oms._reserved(p_sku text, p_now timestamptz)
 RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-	SELECT coalesce(pg_catalog.sum(r.quantity), 0)::bigint
-	FROM oms.reservations AS r
-	WHERE r.sku = p_sku AND r.status = 'held' AND r.expires_at > p_now;
+BEGIN
+	-- PL/pgSQL, not SQL: the plan is cached instead of made on every call.
+	RETURN (SELECT coalesce(pg_catalog.sum(r.quantity), 0)::bigint
+			FROM oms.reservations AS r
+			WHERE r.sku = p_sku AND r.status = 'held' AND r.expires_at > p_now);
+END;
 $$;
 COMMENT ON FUNCTION oms._reserved(text, timestamptz) IS 'Units of a SKU held by unexpired reservations at p_now';
 

@@ -467,16 +467,20 @@ BEGIN
 		RETURN;
 	END IF;
 
-	UPDATE oms.saga_steps AS t
-	SET attempts = t.attempts + 1, started_at = p_now, first_started_at = coalesce(t.first_started_at, p_now)
-	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
-	RETURNING * INTO v_step;
+	-- The attempt is counted in the same UPDATE that records its outcome
+	-- (one write per attempt); the step sees its number already.
+	v_step.attempts := v_step.attempts + 1;
+	v_step.started_at := p_now;
+	v_step.first_started_at := coalesce(v_step.first_started_at, p_now);
 
 	BEGIN
 		v_result := oms._run_step(p_saga, v_step, p_now);
 	EXCEPTION WHEN OTHERS THEN
 		GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
 		v_error := oms._error_json(v_state, v_message, v_detail, v_step, v_step.attempts, p_now);
+		UPDATE oms.saga_steps AS t
+		SET attempts = v_step.attempts, started_at = p_now, first_started_at = v_step.first_started_at
+		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
 		IF oms._is_transient(v_state) AND v_step.attempts < pg_catalog.current_setting('oms.max_attempts')::integer THEN
 			PERFORM oms._step_retry(p_saga, v_step, v_error, p_now, false);
 		ELSE
@@ -486,7 +490,9 @@ BEGIN
 	END;
 
 	IF v_result = 'waiting' THEN
-		UPDATE oms.saga_steps AS t SET status = 'waiting'
+		UPDATE oms.saga_steps AS t
+		SET status = 'waiting', attempts = v_step.attempts, started_at = p_now,
+			first_started_at = v_step.first_started_at
 		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
 		UPDATE oms.sagas AS s SET next_run_at = p_now + v_timeout, updated_at = pg_catalog.now() WHERE s.id = p_saga.id;
 		PERFORM oms._timeline(p_saga.order_id, 'saga.step_waiting',
@@ -495,7 +501,10 @@ BEGIN
 		RETURN;
 	END IF;
 
-	UPDATE oms.saga_steps AS t SET status = 'done', completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
+	UPDATE oms.saga_steps AS t
+	SET status = 'done', attempts = v_step.attempts, started_at = p_now,
+		first_started_at = v_step.first_started_at,
+		completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
 	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
 	PERFORM oms._timeline(p_saga.order_id, 'saga.step_completed',
 		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts));
@@ -630,31 +639,32 @@ BEGIN
 		WHERE s.id = v_id FOR NO KEY UPDATE OF o SKIP LOCKED;
 		CONTINUE WHEN NOT FOUND;
 
-		LOOP
-			SELECT * INTO v_saga FROM oms.sagas AS s WHERE s.id = v_id;
-			EXIT WHEN v_saga.status NOT IN ('running', 'compensating') OR v_saga.next_run_at > p_now
-				   OR v_units >= p_max;
-			v_units := v_units + 1;
-			BEGIN
+		-- One subtransaction per saga: a defect or database error in one
+		-- saga rolls back that saga's progress in this batch only.
+		BEGIN
+			LOOP
+				SELECT * INTO v_saga FROM oms.sagas AS s WHERE s.id = v_id;
+				EXIT WHEN v_saga.status NOT IN ('running', 'compensating') OR v_saga.next_run_at > p_now
+					   OR v_units >= p_max;
+				v_units := v_units + 1;
 				IF v_saga.status = 'running' THEN
 					SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = v_saga.order_id;
 					PERFORM oms._advance_forward(v_saga, v_order, p_now);
 				ELSE
 					PERFORM oms._advance_backward(v_saga, p_now);
 				END IF;
-			EXCEPTION WHEN OTHERS THEN
-				-- Not a step failure (those are handled inside): a defect or a
-				-- database error.  Record it on the saga, back off, carry on.
-				GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-				UPDATE oms.sagas AS s
-				SET error = pg_catalog.jsonb_build_object('sqlstate', v_state, 'message', v_message,
-														  'at', p_now, 'engine', true),
-					next_run_at = p_now + oms._backoff(1), updated_at = pg_catalog.now()
-				WHERE s.id = v_id;
-				RAISE WARNING 'oms: saga % could not advance: % (SQLSTATE %)', v_id, v_message, v_state;
-				EXIT;
-			END;
-		END LOOP;
+			END LOOP;
+		EXCEPTION WHEN OTHERS THEN
+			-- Not a step failure (those are handled inside): record it on
+			-- the saga, back off, carry on with the next saga.
+			GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+			UPDATE oms.sagas AS s
+			SET error = pg_catalog.jsonb_build_object('sqlstate', v_state, 'message', v_message,
+													  'at', p_now, 'engine', true),
+				next_run_at = p_now + oms._backoff(1), updated_at = pg_catalog.now()
+			WHERE s.id = v_id;
+			RAISE WARNING 'oms: saga % could not advance: % (SQLSTATE %)', v_id, v_message, v_state;
+		END;
 		EXIT WHEN v_units >= p_max;
 	END LOOP;
 	RETURN v_units;
