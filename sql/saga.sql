@@ -181,3 +181,23 @@ WHERE o.event_seq <> (SELECT count(*) FROM oms.outbox x WHERE x.aggregateid = o.
 SELECT count(*) AS status_changes_without_event FROM oms.order_events e
 WHERE e.to_status IS NOT NULL
   AND NOT EXISTS (SELECT FROM oms.outbox x WHERE x.aggregateid = e.order_id AND x.type = e.event_type);
+
+-- oms_pay_order: bad input is refused with nothing written; a key replays.
+SELECT oms_create_order('sg-pay', '[{"sku": "SG-A", "quantity": 1, "unit_price": 500}]') ->> 'order_id' AS p \gset
+SELECT (SELECT count(*) FROM oms.sagas) AS sagas, (SELECT count(*) FROM oms.payments) AS payments \gset before_
+SELECT t.err(format('SELECT oms_pay_order(%L, %L)', :'p', 'bitcoin'));
+\set VERBOSITY default
+SELECT oms_pay_order(:'p', 'test_unknown');
+SELECT t.err(format('SELECT oms_pay_order(%L, NULL)', :'p'));
+SELECT t.err('SELECT oms_pay_order(NULL, ''test_ok'')');
+SELECT t.err('SELECT oms_pay_order(''00000000-0000-0000-0000-000000000000'', ''test_ok'')');
+SELECT t.err(format('SELECT oms_pay_order(%L, %L, %L)', :'p', 'test_ok', ''));
+SELECT (SELECT count(*) FROM oms.sagas) - :before_sagas AS sagas, (SELECT count(*) FROM oms.payments) - :before_payments AS payments;
+SELECT oms_pay_order(:'p', 'test_ok', 'pay-key') ->> 'status' AS status;
+SELECT oms_pay_order(:'p', 'test_ok', 'pay-key') ->> 'status' AS replayed;
+SELECT t.err(format('SELECT oms_pay_order(%L, %L, %L)', :'p', 'test_decline', 'pay-key'));
+SELECT regexp_replace(t.err(format('SELECT oms_pay_order(%L, %L)', :'p', 'test_ok')), '[0-9a-f-]{36}', '<id>') AS err;
+SELECT count(*) AS sagas FROM oms.sagas WHERE order_id = :'p';
+SELECT t.err('SELECT oms_run_sagas(0)');
+SELECT oms_run_sagas() AS steps_run;
+SELECT status FROM oms.orders WHERE id = :'p';
