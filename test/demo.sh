@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test/demo.sh: the runner behind "make demo".
-# Owns: a throwaway cluster with oms installed in database oms_demo, and
-# running test/demo.sql there so a person can watch the API at work.
+# Owns: a throwaway cluster with oms installed in database oms_demo, whose
+# background worker serves that database, and running test/demo.sql there
+# so a person can watch the API and the sagas at work.
 set -euo pipefail
 # Let failures inside $(...) stop the script too.
 shopt -s inherit_errexit
@@ -12,7 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 main() {
 	oms_ensure_packages
 	oms_build_install
-	oms_start_cluster --
+	# The worker serves only the databases in oms.database_name (read at
+	# server start), so the demo database is named here.
+	oms_start_cluster -- "oms.database_name = 'oms_demo'"
 	oms_fresh_db oms_demo
 	oms_header "oms demo (database oms_demo; each query is echoed before its result)"
 	# -e echoes every query as sent, so variables show their real values;
