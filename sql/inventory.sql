@@ -77,3 +77,10 @@ SELECT r.status, s.on_hand FROM oms.reservations r JOIN oms.stock s USING (sku) 
 
 -- The constraint backstop: on_hand never goes negative, whatever path tries.
 SELECT split_part(t.err('UPDATE oms.stock SET on_hand = -1 WHERE sku = ''IN-B'''), ' (', 1) AS err;
+
+-- Let the payments that never get an answer time out, so that nothing of
+-- this file stays in flight.
+SELECT oms._run_sagas(100, now() + interval '1 hour') AS steps_run;
+SELECT o.customer_id, o.status FROM oms.orders o WHERE o.customer_id IN ('in-1', 'in-5') ORDER BY 1;
+SELECT count(*) AS held FROM oms.reservations r JOIN oms.orders o ON o.id = r.order_id
+WHERE o.customer_id LIKE 'in-%' AND r.status = 'held';

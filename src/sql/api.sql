@@ -167,7 +167,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) IS
-	'Cancels a pending order and returns the order document';
+	'Cancels an order: pending orders at once; processing orders are compensated by their saga and end canceled';
 
 CREATE FUNCTION @extschema@.oms_order_timeline(order_id uuid)
 RETURNS TABLE (seq integer, occurred_at timestamptz, event_type text,

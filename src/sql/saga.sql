@@ -77,6 +77,7 @@ COMMENT ON TABLE oms.dead_letters IS
 SELECT pg_catalog.pg_extension_config_dump('oms.sagas', '');
 SELECT pg_catalog.pg_extension_config_dump('oms.saga_steps', '');
 SELECT pg_catalog.pg_extension_config_dump('oms.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.dead_letters_id_seq', '');
 
 CREATE FUNCTION oms._saga_step_names(p_kind text)
 RETURNS text[]
@@ -182,10 +183,10 @@ BEGIN
 		WHEN 'pending' THEN
 			RETURN 'waiting';
 		WHEN 'declined' THEN
-			UPDATE oms.payments AS p SET status = 'declined', updated_at = pg_catalog.now()
-			WHERE p.id = v_payment.id;
+			-- Rolled back with the attempt; the compensation records the
+			-- decline (OM013) on the payment.
 			RAISE EXCEPTION 'payment declined: %', coalesce(v_answer ->> 'message', 'no reason given')
-				USING ERRCODE = 'OM011';
+				USING ERRCODE = 'OM013';
 		ELSE
 			RAISE EXCEPTION 'payment failed: %', coalesce(v_answer ->> 'message', 'no reason given')
 				USING ERRCODE = 'OM010';
@@ -236,7 +237,7 @@ BEGIN
 			RETURN 'waiting';
 		WHEN 'declined' THEN
 			RAISE EXCEPTION 'refund declined: %', coalesce(v_answer ->> 'message', 'no reason given')
-				USING ERRCODE = 'OM011';
+				USING ERRCODE = 'OM013';
 		ELSE
 			RAISE EXCEPTION 'refund failed: %', coalesce(v_answer ->> 'message', 'no reason given')
 				USING ERRCODE = 'OM010';
@@ -318,6 +319,12 @@ BEGIN
 		WHEN 'pay' THEN
 			SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = p_saga.order_id FOR UPDATE;
 			IF v_payment.status IN ('voided', 'declined', 'refunded') THEN
+				RETURN 'done';
+			END IF;
+			IF p_step.last_error ->> 'sqlstate' = 'OM013' AND v_payment.captured = 0 THEN
+				-- The provider declined the charge: nothing to void.
+				UPDATE oms.payments AS p SET status = 'declined', updated_at = pg_catalog.now()
+				WHERE p.id = v_payment.id;
 				RETURN 'done';
 			END IF;
 			v_command := CASE WHEN v_payment.captured > 0 THEN 'refund' ELSE 'void' END;
@@ -423,7 +430,10 @@ DECLARE
 BEGIN
 	UPDATE oms.saga_steps AS t SET last_error = p_error, next_attempt_at = v_at
 	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
-	UPDATE oms.sagas AS s SET next_run_at = v_at, error = p_error, updated_at = pg_catalog.now()
+	-- A compensation retry keeps the saga's error: the one that made it fail.
+	UPDATE oms.sagas AS s
+	SET next_run_at = v_at, error = CASE WHEN p_compensating THEN s.error ELSE p_error END,
+		updated_at = pg_catalog.now()
 	WHERE s.id = p_saga.id;
 	PERFORM oms._timeline(p_saga.order_id,
 		CASE WHEN p_compensating THEN 'saga.compensation_retry' ELSE 'saga.step_retry' END,
@@ -543,8 +553,12 @@ BEGIN
 			WHERE p.order_id = p_saga.order_id AND p.status = 'pending';
 			SELECT o.status INTO v_order_status FROM oms.orders AS o WHERE o.id = p_saga.order_id;
 			IF v_order_status = 'cancel_requested' THEN
+				-- The caller's reason, from the cancel request.
 				PERFORM oms._change_status(p_saga.order_id, 'canceled', 'order.canceled',
-					pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'reason', 'cancel requested'));
+					pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'reason',
+						(SELECT e.data -> 'reason' FROM oms.order_events AS e
+						 WHERE e.order_id = p_saga.order_id AND e.event_type = 'order.cancel_requested'
+						 ORDER BY e.seq DESC LIMIT 1)));
 			ELSE
 				PERFORM oms._change_status(p_saga.order_id, 'failed', 'order.failed',
 					pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'error', p_saga.error));

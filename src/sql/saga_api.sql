@@ -154,7 +154,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF max_steps IS NULL OR max_steps < 1 THEN
+	PERFORM oms._check_not_null('max_steps', max_steps);
+	IF max_steps < 1 THEN
 		RAISE EXCEPTION 'max_steps must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
@@ -187,7 +188,7 @@ BEGIN
 	IF v_letter.kind = 'saga_failed' THEN
 		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = 'A failed saga is compensated, not retried; its order ends failed.',
+				  DETAIL = 'A failed saga is compensated, not retried; this letter is a record of why it failed.',
 				  HINT = 'Create a new order for the customer.';
 	END IF;
 
