@@ -16,6 +16,7 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/payment.sql \
               src/sql/saga.sql \
               src/sql/saga_api.sql \
+              src/sql/relay.sql \
               src/sql/privileges.sql \
               src/sql/worker.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql

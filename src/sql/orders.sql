@@ -118,6 +118,8 @@ BEGIN
 	VALUES ('order', p_order.id, p_event_type,
 			p_data || pg_catalog.jsonb_build_object('previous_status', p_from_status, 'order', p_document),
 			p_order.event_seq);
+	-- The relay publishes within milliseconds of the commit.
+	PERFORM oms._notify_worker();
 END;
 $$;
 COMMENT ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) IS

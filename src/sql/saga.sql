@@ -60,11 +60,12 @@ COMMENT ON TABLE oms.saga_steps IS 'Steps of each saga: state, attempts, next at
 
 CREATE TABLE oms.dead_letters (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	kind		text NOT NULL CHECK (kind IN ('saga_failed', 'compensation_stuck')),
+	kind		text NOT NULL CHECK (kind IN ('saga_failed', 'compensation_stuck', 'publish')),
 	saga_id		uuid REFERENCES oms.sagas (id) ON DELETE CASCADE,
 	order_id	uuid,
 	step		text,
 	error		jsonb NOT NULL,
+	payload		jsonb,
 	status		text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'replayed')),
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	replayed_at	timestamptz
@@ -72,7 +73,8 @@ CREATE TABLE oms.dead_letters (
 CREATE INDEX dead_letters_open_idx ON oms.dead_letters (created_at) WHERE status = 'open';
 COMMENT ON SEQUENCE oms.dead_letters_id_seq IS 'Identity of oms.dead_letters';
 COMMENT ON TABLE oms.dead_letters IS
-	'Work that failed for good: saga_failed (compensated, kept for the record) and compensation_stuck (replayable)';
+	'Work that failed for good: saga_failed (compensated, kept for the record), compensation_stuck and publish (replayable)';
+COMMENT ON COLUMN oms.dead_letters.payload IS 'For publish: the outbox row that could not be delivered';
 
 SELECT pg_catalog.pg_extension_config_dump('oms.sagas', '');
 SELECT pg_catalog.pg_extension_config_dump('oms.saga_steps', '');

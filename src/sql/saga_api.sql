@@ -185,6 +185,17 @@ BEGIN
 		RAISE EXCEPTION 'dead letter % was already replayed', v_letter.id
 			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
+	IF v_letter.kind = 'publish' THEN
+		-- Back into the outbox under its own id, so consumers can dedupe.
+		INSERT INTO oms.outbox (id, aggregatetype, aggregateid, type, payload, seq, created_at)
+		SELECT (v_letter.payload ->> 'id')::uuid, v_letter.payload ->> 'aggregatetype',
+			   (v_letter.payload ->> 'aggregateid')::uuid, v_letter.payload ->> 'type',
+			   v_letter.payload -> 'payload', (v_letter.payload ->> 'seq')::bigint,
+			   (v_letter.payload ->> 'created_at')::timestamptz;
+		UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = now() WHERE d.id = v_letter.id;
+		PERFORM oms._notify_worker();
+		RETURN (SELECT to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
+	END IF;
 	IF v_letter.kind = 'saga_failed' THEN
 		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -208,7 +219,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_retry_dead_letter(bigint) IS
-	'Replays a dead letter: a stuck compensation resumes with fresh attempts';
+	'Replays a dead letter: a stuck compensation resumes with fresh attempts; an undelivered event goes back to the outbox';
 
 CREATE VIEW oms.saga_metrics AS
 	SELECT

@@ -83,9 +83,18 @@ CREATE TABLE oms.outbox (
 	payload		jsonb NOT NULL,
 	seq			bigint NOT NULL CHECK (seq > 0),
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	attempts	integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT '-infinity',
+	last_error	text,
 	UNIQUE (aggregatetype, aggregateid, seq)
 );
+-- The relay publishes oldest first; the index keeps a claim cheap however
+-- long the backlog is.
+CREATE INDEX outbox_created_idx ON oms.outbox (created_at);
 COMMENT ON TABLE oms.outbox IS 'Transactional outbox: events written in the same transaction as the change they announce';
+COMMENT ON COLUMN oms.outbox.attempts IS 'Failed publish attempts so far';
+COMMENT ON COLUMN oms.outbox.next_attempt_at IS 'Not published again before this time (backoff after a failed attempt)';
+COMMENT ON COLUMN oms.outbox.last_error IS 'Why the last publish attempt failed';
 COMMENT ON COLUMN oms.outbox.seq IS 'Gap-free per-aggregate sequence, so consumers can detect missing or reordered events';
 
 CREATE TABLE oms.idempotency_keys (

@@ -1,0 +1,128 @@
+-- relay.sql: the SQL half of the outbox relay.  The worker (src/relay.c)
+-- claims a batch with oms._relay_claim(), produces it to Kafka outside any
+-- transaction, waits for the delivery reports, and settles the batch with
+-- oms._relay_settle() in a second short transaction.  Nothing is removed
+-- before its acknowledgement.
+
+/*
+ * The next events to publish, oldest first, ready to produce: topic, key,
+ * value and CloudEvents headers (Kafka protocol binding, binary mode).
+ * An event whose predecessor of the same aggregate is backing off after a
+ * failure waits for it, so per-order order holds.  Rows are returned per
+ * aggregate in seq order.
+ */
+CREATE FUNCTION oms._relay_claim(p_limit integer)
+RETURNS TABLE (id uuid, topic text, key text, value text, headers text[], aggregatetype text,
+			   aggregateid uuid, seq bigint)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	v_topic text := pg_catalog.current_setting('oms.kafka_topic');
+	v_per_aggregate boolean := pg_catalog.current_setting('oms.kafka_topic_mode') = 'per_aggregate';
+	v_source text := '/oms/' || pg_catalog.current_database();
+BEGIN
+	RETURN QUERY
+	SELECT b.id,
+		   CASE WHEN v_per_aggregate THEN 'oms.' || b.aggregatetype || '-events' ELSE v_topic END,
+		   b.aggregateid::text,
+		   b.payload::text,
+		   ARRAY['ce_specversion', '1.0',
+				 'ce_id', b.id::text,
+				 'ce_source', v_source,
+				 'ce_type', 'oms.' || b.type,
+				 'ce_time', pg_catalog.to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+				 'ce_subject', b.aggregateid::text,
+				 'ce_dataschema', 'oms:events/' || b.type || '/v1',
+				 'content-type', 'application/json',
+				 'oms_aggregatetype', b.aggregatetype,
+				 'oms_seq', b.seq::text],
+		   b.aggregatetype, b.aggregateid, b.seq
+	FROM (SELECT o.* FROM oms.outbox AS o
+		  WHERE o.next_attempt_at <= pg_catalog.now()
+			AND NOT EXISTS (SELECT FROM oms.outbox AS p
+							WHERE p.aggregatetype = o.aggregatetype AND p.aggregateid = o.aggregateid
+							  AND p.seq < o.seq AND p.next_attempt_at > pg_catalog.now())
+		  ORDER BY o.created_at
+		  LIMIT p_limit) AS b
+	ORDER BY b.aggregatetype, b.aggregateid, b.seq;
+END;
+$$;
+COMMENT ON FUNCTION oms._relay_claim(integer) IS
+	'The next outbox events to publish, oldest first, with topic, key, value and CloudEvents headers';
+
+/*
+ * Settles a produced batch.  p_errors[i] is NULL when p_ids[i] was
+ * acknowledged, else the delivery error; p_permanent[i] says whether
+ * retrying can help.  Per aggregate, the acknowledged events before its
+ * first failure are removed; the failed event is retried with backoff or,
+ * when permanent or out of attempts, moved to the dead letters; events
+ * after a failure stay and are published again after it, in order.
+ * Returns the number of events removed as published.
+ */
+CREATE FUNCTION oms._relay_settle(p_ids uuid[], p_errors text[], p_permanent boolean[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_published integer;
+	v_max integer := pg_catalog.current_setting('oms.publish_max_attempts')::integer;
+BEGIN
+	WITH batch AS (
+		SELECT r.id, r.error, o.aggregatetype, o.aggregateid, o.seq
+		FROM pg_catalog.unnest(p_ids, p_errors) AS r(id, error)
+		JOIN oms.outbox AS o ON o.id = r.id
+	), first_failure AS (
+		SELECT b.aggregatetype, b.aggregateid, pg_catalog.min(b.seq) AS seq
+		FROM batch AS b WHERE b.error IS NOT NULL
+		GROUP BY 1, 2
+	), published AS (
+		DELETE FROM oms.outbox AS o
+		USING batch AS b
+		LEFT JOIN first_failure AS f ON f.aggregatetype = b.aggregatetype AND f.aggregateid = b.aggregateid
+		WHERE o.id = b.id AND b.error IS NULL AND (f.seq IS NULL OR b.seq < f.seq)
+		RETURNING 1
+	)
+	SELECT pg_catalog.count(*) INTO v_published FROM published;
+
+	-- Undeliverable: permanent errors at once, others after their last attempt.
+	WITH failed AS (
+		SELECT r.id, r.error, r.permanent
+		FROM pg_catalog.unnest(p_ids, p_errors, p_permanent) AS r(id, error, permanent)
+		WHERE r.error IS NOT NULL
+	), dead AS (
+		DELETE FROM oms.outbox AS o
+		USING failed AS f
+		WHERE o.id = f.id AND (f.permanent OR o.attempts + 1 >= v_max)
+		RETURNING o.*, f.error, f.permanent
+	)
+	INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
+	SELECT 'publish', CASE WHEN d.aggregatetype = 'order' THEN d.aggregateid END, d.type,
+		   pg_catalog.jsonb_build_object('message', d.error, 'permanent', d.permanent,
+										 'attempt', d.attempts + 1, 'at', pg_catalog.now()),
+		   pg_catalog.jsonb_build_object('id', d.id, 'aggregatetype', d.aggregatetype,
+										 'aggregateid', d.aggregateid, 'type', d.type, 'payload', d.payload,
+										 'seq', d.seq, 'created_at', d.created_at)
+	FROM dead AS d;
+
+	UPDATE oms.outbox AS o
+	SET attempts = o.attempts + 1, last_error = r.error,
+		next_attempt_at = pg_catalog.now() + oms._backoff(o.attempts + 1)
+	FROM pg_catalog.unnest(p_ids, p_errors) AS r(id, error)
+	WHERE o.id = r.id AND r.error IS NOT NULL;
+
+	RETURN v_published;
+END;
+$$;
+COMMENT ON FUNCTION oms._relay_settle(uuid[], text[], boolean[]) IS
+	'Removes acknowledged events, schedules retries of failed ones, dead-letters undeliverable ones';
+
+CREATE FUNCTION oms._relay_backlog()
+RETURNS TABLE (pending bigint, oldest_pending_age interval, backing_off bigint)
+LANGUAGE sql STABLE
+AS $$
+	SELECT pg_catalog.count(*),
+		   pg_catalog.now() - pg_catalog.min(o.created_at),
+		   pg_catalog.count(*) FILTER (WHERE o.next_attempt_at > pg_catalog.now())
+	FROM oms.outbox AS o;
+$$;
+COMMENT ON FUNCTION oms._relay_backlog() IS 'Outbox backlog: pending events, age of the oldest, events backing off';
