@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # bench/run.sh: the runner behind "make bench".
 # Owns: a throwaway cluster with normal durability (fsync on), database
-# oms_bench, and pgbench runs of bench/*.sql: oms_create_order against the
-# same writes done in raw SQL, measured in the same run.  It reports ratios;
-# it never fails because of timing (only when a script itself errors).
+# oms_bench (served by the oms worker: oms.database_name), and pgbench runs
+# of bench/*.sql: oms_create_order against the same writes done in raw SQL,
+# measured in the same run; then the end-to-end saga run
+# (saga_create_pay.sql: create + pay, the worker confirms) at the maximum
+# rate and at half the maximum create+pay rate (pgbench -R), reporting
+# confirmed orders/s and pay -> confirmed latency from the timeline.  It
+# reports ratios; it never fails because of timing (only when a script
+# itself errors).
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
-# (default 3) per warm-up run.
+# (default 3) per warm-up run, BENCH_SAGA=0 skips the saga runs.
 set -euo pipefail
 # Let failures inside $(...) stop the script too.
 shopt -s inherit_errexit
@@ -22,8 +27,16 @@ DB=oms_bench
 BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 # The first one is the reference the others are divided by.
 RUNS=(baseline create_order baseline_multi)
+BENCH_SAGA=${BENCH_SAGA:-1}
+# The saga run: SKUs in stock (each with plenty on hand) and how long the
+# worker may take to drain the backlog after a run.
+SAGA_SKUS=10000
+SAGA_ON_HAND=1000000000000
+SAGA_DRAIN_LIMIT=180
 
 declare -A TPS=() ROWS=()
+# Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
+declare -A SAGA=()
 
 describe() {
 	case $1 in
@@ -38,6 +51,7 @@ describe() {
 # for the previous one's dirty buffers or bigger indexes.
 reset_tables() {
 	oms_psql -d "$DB" \
+		-c "SET client_min_messages = warning" \
 		-c "TRUNCATE oms.orders, oms.order_items, oms.order_events, oms.outbox, oms.idempotency_keys CASCADE" \
 		-c "CHECKPOINT"
 }
@@ -79,6 +93,163 @@ bench_one() {
 	printf '%s tps\n' "$tps"
 }
 
+# ------------------------------------------------------ end-to-end saga run
+# Empty tables, fresh stock, a checkpoint: like reset_tables, plus the saga side.
+reset_saga_tables() {
+	oms_psql -d "$DB" \
+		-c "SET client_min_messages = warning" \
+		-c "TRUNCATE oms.orders, oms.order_items, oms.order_events, oms.outbox, oms.idempotency_keys, oms.stock CASCADE" \
+		-c "INSERT INTO oms.stock (sku, on_hand) SELECT 'SKU-' || i, $SAGA_ON_HAND FROM generate_series(1, $SAGA_SKUS) AS i" \
+		-c "VACUUM ANALYZE oms.stock" \
+		-c "CHECKPOINT"
+}
+
+# Server clock, so the window compares with the timeline's occurred_at.
+server_now() { oms_psql -d "$DB" -At -c "SELECT clock_timestamp()"; }
+
+sagas_in_flight() {
+	oms_psql -d "$DB" -At -c "SELECT count(*) FROM oms.sagas WHERE status IN ('running', 'compensating')"
+}
+
+# Waits (polling) until the worker has no saga left; prints the seconds it
+# took, or "timeout" after SAGA_DRAIN_LIMIT seconds.
+wait_drained() {
+	local start=$EPOCHREALTIME
+	while (($(sagas_in_flight) > 0)); do
+		if awk -v s="$start" -v n="$EPOCHREALTIME" -v d="$SAGA_DRAIN_LIMIT" 'BEGIN { exit !(n - s > d) }'; then
+			echo timeout
+			return 0
+		fi
+		sleep 0.2
+	done
+	awk -v s="$start" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.1f", n - s }'
+}
+
+# The worker must run before the saga runs start (the launcher finds the
+# database on its next look, within oms.worker_naptime).
+wait_worker() {
+	local _
+	for _ in $(seq 600); do
+		[[ "$(oms_psql -d "$DB" -At -c "SELECT count(*) FROM oms_worker_status() WHERE database = current_database() AND alive")" == 1 ]] &&
+			return 0
+		sleep 0.1
+	done
+	oms_server_log_tail 30
+	oms_die "the oms worker of $DB did not start"
+}
+
+# Usage: pgbench_saga LOGNAME SECONDS [pgbench options ...]; prints the tps.
+pgbench_saga() {
+	local seconds=$2 log="$BENCH_LOG_DIR/saga.$1.log"
+	shift 2
+	if ! "$OMS_PG_BINDIR/pgbench" -n -c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -T "$seconds" "$@" \
+		-D nskus="$SAGA_SKUS" -f "$BENCH_DIR/saga_create_pay.sql" "$DB" >"$log" 2>&1; then
+		oms_warn "pgbench failed for bench/saga_create_pay.sql (log: $log):"
+		tail -n 30 "$log" >&2
+		oms_server_log_tail 20
+		return 1
+	fi
+	awk '/^tps = / { print $3; exit }' "$log"
+}
+
+# Usage: saga_window_stats FROM TO -> "confirmed_per_s|p50|p99|paid|confirmed|not_confirmed"
+# for the orders paid (order.processing) in [FROM, TO): confirmations per
+# second within the window, pay -> confirmed latency in ms from the timeline.
+saga_window_stats() {
+	oms_psql -d "$DB" -At -c "
+		WITH w AS (SELECT '$1'::timestamptz AS t0, '$2'::timestamptz AS t1),
+		paid AS (
+			SELECT p.order_id, p.occurred_at AS paid_at, c.occurred_at AS confirmed_at
+			FROM oms.order_events AS p CROSS JOIN w
+			LEFT JOIN oms.order_events AS c ON c.order_id = p.order_id AND c.event_type = 'order.confirmed'
+			WHERE p.event_type = 'order.processing' AND p.occurred_at >= w.t0 AND p.occurred_at < w.t1
+		), lat AS (
+			SELECT extract(epoch FROM confirmed_at - paid_at) * 1000 AS ms FROM paid WHERE confirmed_at IS NOT NULL
+		)
+		SELECT format('%s|%s|%s|%s|%s|%s',
+			round((SELECT count(*) FROM oms.order_events AS c, w
+				   WHERE c.event_type = 'order.confirmed' AND c.occurred_at >= w.t0 AND c.occurred_at < w.t1)
+				  / extract(epoch FROM w.t1 - w.t0)::numeric, 1),
+			(SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) FROM lat),
+			(SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) FROM lat),
+			(SELECT count(*) FROM paid),
+			(SELECT count(*) FROM paid WHERE confirmed_at IS NOT NULL),
+			(SELECT count(*) FROM paid WHERE confirmed_at IS NULL))
+		FROM w"
+}
+
+# Usage: saga_run KEY SECONDS [pgbench options]: one measured saga run.
+# The window skips the first fifth of the run (at most 3 s) as ramp-up.
+saga_run() {
+	local key=$1 seconds=$2 t0 t1 from tps backlog drain stats
+	shift 2
+	reset_saga_tables
+	t0=$(server_now)
+	tps=$(pgbench_saga "$key" "$seconds" "$@")
+	t1=$(server_now)
+	[[ -n "$tps" ]] || oms_die "no tps line in pgbench output for the saga run ($key)"
+	backlog=$(sagas_in_flight)
+	drain=$(wait_drained)
+	from=$(oms_psql -d "$DB" -At -c "SELECT '$t0'::timestamptz + least(interval '3 s', ('$t1'::timestamptz - '$t0') / 5)")
+	stats=$(saga_window_stats "$from" "$t1")
+	IFS='|' read -r "SAGA[$key.confirmed]" "SAGA[$key.p50]" "SAGA[$key.p99]" "SAGA[$key.paid]" \
+		"SAGA[$key.ok]" "SAGA[$key.missing]" <<<"$stats"
+	SAGA[$key.tps]=$tps
+	SAGA[$key.backlog]=$backlog
+	SAGA[$key.drain]=$drain
+}
+
+bench_saga() {
+	local half
+	oms_header "end-to-end saga: create + pay (test_ok), the oms worker confirms"
+	wait_worker
+	printf 'running saga_create_pay  warm-up %ss ... ' "$BENCH_WARMUP"
+	reset_saga_tables
+	pgbench_saga warmup "$BENCH_WARMUP" >/dev/null
+	printf 'drained in %s s\n' "$(wait_drained)"
+
+	printf 'running saga max rate    measure %ss ... ' "$BENCH_SECONDS"
+	saga_run max "$BENCH_SECONDS"
+	printf '%s create+pay/s, %s confirmed/s (backlog %s, drained in %s s)\n' "${SAGA[max.tps]}" \
+		"${SAGA[max.confirmed]}" "${SAGA[max.backlog]}" "${SAGA[max.drain]}"
+
+	# Half the maximum create+pay rate the clients reached.
+	half=$(awk -v a="${SAGA[max.tps]}" 'BEGIN { r = int(a / 2); print (r < 1) ? 1 : r }')
+	SAGA[half.rate]=$half
+	printf 'running saga half rate   measure %ss at -R %s ... ' "$BENCH_SECONDS" "$half"
+	saga_run half "$BENCH_SECONDS" -R "$half"
+	printf '%s create+pay/s, %s confirmed/s (backlog %s, drained in %s s)\n' "${SAGA[half.tps]}" \
+		"${SAGA[half.confirmed]}" "${SAGA[half.backlog]}" "${SAGA[half.drain]}"
+}
+
+report_saga() {
+	local ref=${RUNS[0]} key label
+	oms_header "end-to-end saga results"
+	printf '%-22s %12s %12s %10s %10s %8s %8s  %s\n' run "create+pay/s" confirmed/s "p50 ms" "p99 ms" paid "not conf" "backlog at end / drained in"
+	for key in max half; do
+		case $key in
+		max) label="max rate" ;;
+		half) label="half rate (-R ${SAGA[half.rate]})" ;;
+		esac
+		printf '%-22s %12.1f %12.1f %10s %10s %8s %8s  %s sagas / %s s\n' "$label" "${SAGA[$key.tps]}" \
+			"${SAGA[$key.confirmed]}" "${SAGA[$key.p50]:-n/a}" "${SAGA[$key.p99]:-n/a}" "${SAGA[$key.paid]}" \
+			"${SAGA[$key.missing]}" "${SAGA[$key.backlog]}" "${SAGA[$key.drain]}"
+	done
+	printf '%-22s %12.1f %12s  %s\n' "raw SQL baseline" "${TPS[$ref]}" "" "tps of bench/$ref.sql in this run"
+	printf '\nconfirmed/s: order.confirmed timeline entries per second in the window (the run minus its first\n'
+	printf 'fifth, at most 3 s); latency: order.processing -> order.confirmed occurred_at of the orders paid\n'
+	printf 'in the window; "not conf": of those, not confirmed after the drain.  At max rate a worker\n'
+	printf 'that falls behind builds a backlog, so that latency is mostly queueing; the half-rate run\n'
+	printf '(pgbench -R, half the max create+pay/s) shows the latency when the worker keeps up.\n'
+	printf '\nconfirmed orders/s / raw SQL (one statement) tps = %s (target >= 0.5)\n' \
+		"$(ratio "${SAGA[max.confirmed]}" "${TPS[$ref]}")"
+	printf 'p99 pay -> confirmed at half rate = %s ms (target < 100 ms)\n' "${SAGA[half.p99]:-n/a}"
+	if [[ "${SAGA[half.backlog]}" != 0 ]]; then
+		printf '(at half rate the worker still fell behind: %s sagas were waiting when the run ended)\n' \
+			"${SAGA[half.backlog]}"
+	fi
+}
+
 ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
 }
@@ -102,7 +273,7 @@ main() {
 	oms_build_install
 	mkdir -p "$BENCH_LOG_DIR"
 	# Default durability on purpose: fsync off would flatter every variant.
-	oms_start_cluster --
+	oms_start_cluster -- "oms.database_name = '$DB'"
 	oms_fresh_db "$DB"
 	oms_header "oms benchmark"
 	printf 'machine: %s cores; pgbench -n -c %s -j %s -T %s (warm-up -T %s); simple query protocol\n' \
@@ -112,7 +283,9 @@ main() {
 	for name in "${RUNS[@]}"; do
 		bench_one "$name"
 	done
+	[[ "$BENCH_SAGA" == 0 ]] || bench_saga
 	report
+	[[ "$BENCH_SAGA" == 0 ]] || report_saga
 }
 
 main "$@"
