@@ -3,7 +3,8 @@
 EXTENSION   = oms
 EXTVERSION  = 0.1.0
 MODULE_big  = oms
-OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o
+OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
+              src/kafka.o src/relay.o
 
 # The extension script is generated from src/sql/ in this order.
 SQL_PARTS   = src/sql/schema.sql \
@@ -18,13 +19,16 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/saga_api.sql \
               src/sql/relay.sql \
               src/sql/privileges.sql \
-              src/sql/worker.sql
+              src/sql/worker.sql \
+              src/sql/relay_status.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+
+SHLIB_LINK  = -lrdkafka
 
 PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration

@@ -64,8 +64,36 @@ int			oms_worker_naptime = 1000;
  */
 int			oms_worker_batch_size = 100;
 
+/*
+ * The outbox relay (src/relay.c, src/kafka.c).  A reload reaches the
+ * worker, which rebuilds its Kafka producer when a setting the producer
+ * was built from changed.  The three settings oms._relay_claim and
+ * oms._relay_settle read with current_setting() (topic, topic mode, max
+ * attempts) are PGC_SUSET, so a superuser can also drive those functions
+ * by hand with other values; the rest only matter to the worker and are
+ * PGC_SIGHUP.  docs/configuration.md describes each.
+ */
+char	   *oms_kafka_brokers = NULL;
+char	   *oms_kafka_topic = NULL;
+int			oms_kafka_topic_mode = OMS_TOPIC_SINGLE;
+char	   *oms_kafka_config = NULL;
+int			oms_relay_batch_size = 1000;
+int			oms_relay_ack_timeout = 10000;
+int			oms_publish_max_attempts = 10;
+int			oms_kafka_max_message_bytes = 1000000;
+int			oms_relay_breaker_failures = 5;
+int			oms_relay_breaker_cooldown = 5000;
+
+static const struct config_enum_entry kafka_topic_mode_options[] = {
+	{"single", OMS_TOPIC_SINGLE, false},
+	{"per_aggregate", OMS_TOPIC_PER_AGGREGATE, false},
+	{NULL, 0, false}
+};
+
 static void define_saga_gucs(void);
+static void define_relay_gucs(void);
 static bool check_database_name(char **newval, void **extra, GucSource source);
+static bool check_kafka_topic(char **newval, void **extra, GucSource source);
 
 /*
  * Splits an oms.database_name value into a list of names pointing into
@@ -142,6 +170,7 @@ void
 oms_define_gucs(void)
 {
 	define_saga_gucs();
+	define_relay_gucs();
 
 	DefineCustomIntVariable("oms.idempotency_ttl",
 							"How long an idempotency key replays the stored response.",
@@ -278,4 +307,130 @@ define_saga_gucs(void)
 							 0, payment_provider_options,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+}
+
+/*
+ * A Kafka topic name: 1 to 249 characters out of [a-zA-Z0-9._-], and not
+ * "." or "..".  Checked here so that a typo is refused at reload instead of
+ * turning every event into a delivery failure.
+ */
+static bool
+check_kafka_topic(char **newval, void **extra, GucSource source)
+{
+	const char *name = *newval;
+	size_t		len;
+
+	if (name == NULL)
+		return true;
+
+	len = strlen(name);
+	if (len == 0 || len > 249)
+	{
+		GUC_check_errdetail("A Kafka topic name has 1 to 249 characters.");
+		return false;
+	}
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+	{
+		GUC_check_errdetail("\".\" and \"..\" are not valid Kafka topic names.");
+		return false;
+	}
+	for (const char *c = name; *c; c++)
+	{
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+			  (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-'))
+		{
+			GUC_check_errdetail("A Kafka topic name consists of ASCII letters, digits, \".\", \"_\" and \"-\".");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Settings of the outbox relay.  Durations are GUC units so that SQL reads
+ * them with units; oms._relay_claim and oms._relay_settle read
+ * oms.kafka_topic, oms.kafka_topic_mode and oms.publish_max_attempts with
+ * current_setting().
+ */
+static void
+define_relay_gucs(void)
+{
+	DefineCustomStringVariable("oms.kafka_brokers",
+							   "Kafka bootstrap servers the outbox relay publishes to.",
+							   "A comma-separated host:port list (librdkafka bootstrap.servers). "
+							   "Empty turns the relay off.",
+							   &oms_kafka_brokers,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("oms.kafka_topic",
+							   "Kafka topic of the order events.",
+							   "Used when oms.kafka_topic_mode is single.",
+							   &oms_kafka_topic,
+							   "oms.order-events",
+							   PGC_SUSET, 0,
+							   check_kafka_topic, NULL, NULL);
+	DefineCustomEnumVariable("oms.kafka_topic_mode",
+							 "How the outbox relay chooses the topic of an event.",
+							 "single publishes every event to oms.kafka_topic; per_aggregate "
+							 "publishes to oms.<aggregatetype>-events.",
+							 &oms_kafka_topic_mode,
+							 OMS_TOPIC_SINGLE, kafka_topic_mode_options,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("oms.kafka_config",
+							   "Extra librdkafka producer properties of the outbox relay.",
+							   "A comma-separated list of property=value pairs, e.g. "
+							   "compression.type=lz4,linger.ms=5.  An item without \"=\" "
+							   "continues the previous value (debug=broker,topic).  An invalid "
+							   "property keeps the relay off until the setting changes.  Only "
+							   "superusers can read it, as it may hold credentials.",
+							   &oms_kafka_config,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.relay_batch_size",
+							"Outbox events the relay claims and publishes per batch.",
+							NULL,
+							&oms_relay_batch_size,
+							1000, 1, OMS_RELAY_MAX_BATCH,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.relay_ack_timeout",
+							"Longest wait for the delivery reports of one relay batch.",
+							"Events without a report by then are failed attempts and are "
+							"published again later.  Also the producer's message.timeout.ms.",
+							&oms_relay_ack_timeout,
+							10000, 100, 15 * 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.publish_max_attempts",
+							"Publish attempts of an outbox event before it is dead-lettered.",
+							NULL,
+							&oms_publish_max_attempts,
+							10, 1, 1000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.kafka_max_message_bytes",
+							"Largest Kafka message (key, value and headers) the relay publishes.",
+							"A larger event is dead-lettered without an attempt.",
+							&oms_kafka_max_message_bytes,
+							1000000, 1024, OMS_KAFKA_MAX_MESSAGE_LIMIT,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.relay_breaker_failures",
+							"Consecutive failed relay batches that open the circuit breaker.",
+							"An open breaker stops publishing for oms.relay_breaker_cooldown, "
+							"then a single event probes the brokers.",
+							&oms_relay_breaker_failures,
+							5, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.relay_breaker_cooldown",
+							"How long an open relay circuit breaker waits before a probe.",
+							NULL,
+							&oms_relay_breaker_cooldown,
+							5000, 10, 60 * 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }

@@ -31,6 +31,7 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -336,14 +337,15 @@ oms_launcher_main(Datum main_arg)
 }
 
 /*
- * DROP DATABASE of a database our worker is connected to: tell the
+ * DROP DATABASE (or a rename, or a copy as template) of a database our
+ * worker is connected to: tell the
  * launcher to stay away, stop the worker and wait (briefly) until it is
  * gone, so the drop neither waits nor fails because of us.  Only for a
  * drop that can succeed: a user who may not drop the database must not be
  * able to stop its worker this way.
  */
 static int
-stop_worker_for_drop(const char *dbname, Oid *dboid_out)
+stop_worker_for_drop(const char *dbname, bool as_template, Oid *dboid_out)
 {
 	int			slotno = oms_shmem_slot_by_name(dbname);
 	Oid			dboid;
@@ -354,7 +356,7 @@ stop_worker_for_drop(const char *dbname, Oid *dboid_out)
 	dboid = get_database_oid(dbname, true);
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
 		return -1;
-	if (!pg_database_ownercheck(dboid, GetUserId()))
+	if (as_template ? !have_createdb_privilege() : !pg_database_ownercheck(dboid, GetUserId()))
 		return -1;
 
 	oms_shmem_mark_drop(slotno, dboid,
@@ -384,6 +386,22 @@ stop_worker_for_drop(const char *dbname, Oid *dboid_out)
 	return slotno;
 }
 
+/* The TEMPLATE option of CREATE DATABASE, or NULL. */
+static const char *
+template_of(List *options)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+
+		if (strcmp(def->defname, "template") == 0 && def->arg != NULL)
+			return defGetString(def);
+	}
+	return NULL;
+}
+
 static void
 oms_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				   bool readOnlyTree, ProcessUtilityContext context,
@@ -394,14 +412,30 @@ oms_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	int			slotno = -1;
 	Oid			dboid = InvalidOid;
 
+	const char *dbname = NULL;
+	volatile bool as_template = false;
+
 	/*
-	 * Where DROP DATABASE is bound to be refused (transaction block,
-	 * function), leave the worker alone and let the standard code say so.
+	 * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ...
+	 * TEMPLATE all need the database to themselves.  Where the command is
+	 * bound to be refused (transaction block, function), leave the worker
+	 * alone and let the standard code say so.
 	 */
-	if (IsA(parsetree, DropdbStmt) &&
-		context == PROCESS_UTILITY_TOPLEVEL &&
-		!IsTransactionBlock() && !IsSubTransaction())
-		slotno = stop_worker_for_drop(((DropdbStmt *) parsetree)->dbname, &dboid);
+	if (context == PROCESS_UTILITY_TOPLEVEL && !IsTransactionBlock() && !IsSubTransaction())
+	{
+		if (IsA(parsetree, DropdbStmt))
+			dbname = ((DropdbStmt *) parsetree)->dbname;
+		else if (IsA(parsetree, RenameStmt) &&
+				 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+			dbname = ((RenameStmt *) parsetree)->subname;
+		else if (IsA(parsetree, CreatedbStmt))
+		{
+			dbname = template_of(((CreatedbStmt *) parsetree)->options);
+			as_template = true;
+		}
+	}
+	if (dbname != NULL)
+		slotno = stop_worker_for_drop(dbname, as_template, &dboid);
 
 	if (slotno < 0)
 	{
@@ -422,6 +456,9 @@ oms_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		else
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 									params, queryEnv, dest, qc);
+		/* A template was only copied: its worker comes back at once. */
+		if (as_template)
+			oms_shmem_clear_drop(slotno, dboid);
 	}
 	PG_CATCH();
 	{

@@ -23,6 +23,22 @@ extern bool oms_worker_enabled;
 extern int	oms_worker_naptime;
 extern int	oms_worker_batch_size;
 
+/* The outbox relay's settings; see guc.c and docs/configuration.md. */
+#define OMS_TOPIC_SINGLE 0
+#define OMS_TOPIC_PER_AGGREGATE 1
+#define OMS_RELAY_MAX_BATCH 10000
+#define OMS_KAFKA_MAX_MESSAGE_LIMIT 900000000
+extern char *oms_kafka_brokers;
+extern char *oms_kafka_topic;
+extern int	oms_kafka_topic_mode;
+extern char *oms_kafka_config;
+extern int	oms_relay_batch_size;
+extern int	oms_relay_ack_timeout;
+extern int	oms_publish_max_attempts;
+extern int	oms_kafka_max_message_bytes;
+extern int	oms_relay_breaker_failures;
+extern int	oms_relay_breaker_cooldown;
+
 extern void oms_define_gucs(void);
 extern bool oms_split_database_names(char *rawstring, List **names);
 
@@ -48,12 +64,95 @@ extern void oms_shmem_clear_drop(int slotno, Oid dboid);
 extern bool oms_shmem_drop_in_progress(int slotno, Oid dboid, TimestampTz now);
 extern void oms_shmem_wake_worker(Oid dboid);
 
+/* The relay's circuit breaker, as shown by oms_relay_status(). */
+typedef enum OmsBreakerState
+{
+	OMS_BREAKER_CLOSED = 0,
+	OMS_BREAKER_OPEN,
+	OMS_BREAKER_HALF_OPEN
+} OmsBreakerState;
+
+extern void oms_shmem_relay_reset(int slotno);
+extern void oms_shmem_relay_note_batch(int slotno, int64 published, int64 failed,
+									   double ack_latency_ms, TimestampTz now);
+extern void oms_shmem_relay_set_breaker(int slotno, OmsBreakerState state,
+										TimestampTz opened_at);
+extern void oms_shmem_relay_note_error(int slotno, const char *message);
+
 /* launcher.c: starts one worker per database, stops it for DROP DATABASE */
 extern void oms_register_launcher(void);
 extern void oms_install_utility_hook(void);
 extern PGDLLEXPORT void oms_launcher_main(Datum main_arg);
 
-/* worker.c: the per-database loop */
+/* worker.c: the per-database loop, and its transaction bracket */
+typedef int (*OmsXactBody) (void *arg);
+
 extern PGDLLEXPORT void oms_worker_main(Datum main_arg);
+extern bool oms_worker_extension_ready(void);
+extern bool oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
+								OmsXactBody body, void *arg, int *result,
+								char **errmsg);
+
+/* relay.c: the outbox relay, one batch per worker loop */
+extern void oms_relay_init(int slotno, const char *dbname);
+extern void oms_relay_run(int slotno, MemoryContext loop_cxt);
+extern void oms_relay_idle(int slotno, MemoryContext loop_cxt);
+extern long oms_relay_sleep_limit(long naptime);
+extern int	oms_relay_wait(long timeout);
+
+/*
+ * kafka.c: the relay's Kafka producer; the only file that includes
+ * librdkafka's header, so error codes travel as plain ints here.
+ *
+ * One report per event of a batch.  The delivery report callback runs on
+ * the worker's own thread, inside oms_kafka_serve(), and only writes into
+ * this preallocated array.
+ */
+typedef enum OmsKafkaReportStatus
+{
+	OMS_REPORT_NONE = 0,		/* not produced (left out of the settle) */
+	OMS_REPORT_PENDING,			/* produced, no delivery report yet */
+	OMS_REPORT_ACKED,			/* acknowledged by the broker */
+	OMS_REPORT_FAILED			/* failed: err (and maybe detail) say why */
+} OmsKafkaReportStatus;
+
+/* Error codes of our own, outside librdkafka's range. */
+#define OMS_KAFKA_ERR_NO_REPORT (-10001)	/* no report before the deadline */
+#define OMS_KAFKA_ERR_TOO_LARGE (-10002)	/* over oms.kafka_max_message_bytes */
+#define OMS_KAFKA_ERR_BROKERS_DOWN (-10003) /* given up: brokers unreachable */
+
+typedef struct OmsKafkaReport
+{
+	OmsKafkaReportStatus status;
+	int			err;			/* rd_kafka_resp_err_t or OMS_KAFKA_ERR_* */
+	TimestampTz produced_at;
+	TimestampTz reported_at;
+} OmsKafkaReport;
+
+typedef enum OmsKafkaState
+{
+	OMS_KAFKA_OFF,				/* no brokers configured: no producer */
+	OMS_KAFKA_READY,			/* producer built from the current settings */
+	OMS_KAFKA_BAD_CONFIG		/* the current settings are refused */
+} OmsKafkaState;
+
+extern void oms_kafka_init(const char *dbname);
+extern OmsKafkaState oms_kafka_ensure(bool *changed, char *errbuf, size_t errlen);
+extern int	oms_kafka_event_fd(void);
+extern void oms_kafka_serve(void);
+extern void oms_kafka_begin_batch(OmsKafkaReport *reports, int nreports);
+extern int	oms_kafka_pending(void);
+extern void oms_kafka_end_batch(void);
+extern int	oms_kafka_produce(int index, const char *topic,
+							  const char *key, size_t keylen,
+							  const char *value, size_t valuelen,
+							  char *const *headers, int nheaders);
+extern void oms_kafka_purge(void);
+extern bool oms_kafka_unreachable(void);
+extern bool oms_kafka_check_fatal(char *errbuf, size_t errlen);
+extern bool oms_kafka_error_is_permanent(int err);
+extern bool oms_kafka_error_never_sent(int err);
+extern char *oms_kafka_error_text(int err);
+extern void oms_kafka_shutdown(void);
 
 #endif							/* OMS_H */

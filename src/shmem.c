@@ -2,7 +2,8 @@
  *
  * shmem.c
  *	  The shared memory of oms: one slot per database in oms.database_name,
- *	  and oms_worker_status(), which reports them.
+ *	  and oms_worker_status() and oms._relay_shmem_status(), which report
+ *	  them.
  *
  * The launcher, the workers, the DROP DATABASE hook and every committing
  * backend that woke a worker meet here.  The struct is small and each
@@ -20,6 +21,8 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -54,6 +57,20 @@ typedef struct OmsWorkerSlot
 	 */
 	Oid			drop_oid;
 	TimestampTz drop_until;
+
+	/*
+	 * The outbox relay of this database (src/relay.c).  Counters run from
+	 * server start; the breaker and the errors are the current worker's.
+	 */
+	int64		relay_published;	/* events acknowledged */
+	int64		relay_failed;	/* failed publish attempts */
+	int64		relay_batches;	/* batches that produced something */
+	OmsBreakerState relay_breaker;
+	TimestampTz relay_breaker_opened_at;
+	char		relay_last_error[OMS_ERROR_LEN];
+	TimestampTz relay_last_error_at;
+	TimestampTz relay_last_publish_at;
+	double		relay_ack_latency_ms;	/* mean of the last batch */
 } OmsWorkerSlot;
 
 typedef struct OmsShared
@@ -70,6 +87,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PG_FUNCTION_INFO_V1(oms_worker_status);
+PG_FUNCTION_INFO_V1(oms_relay_shmem_status);
 
 static void
 oms_shmem_request(void)
@@ -256,6 +274,63 @@ oms_shmem_note_error(int slotno, const char *message)
 	SpinLockRelease(&oms_shared->mutex);
 }
 
+/* A starting worker's relay: breaker closed, as no batch has failed yet. */
+void
+oms_shmem_relay_reset(int slotno)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->relay_breaker = OMS_BREAKER_CLOSED;
+	slot->relay_breaker_opened_at = 0;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+/* A settled batch: acknowledged events, failed attempts, mean ack latency. */
+void
+oms_shmem_relay_note_batch(int slotno, int64 published, int64 failed,
+						   double ack_latency_ms, TimestampTz now)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->relay_batches++;
+	slot->relay_published += published;
+	slot->relay_failed += failed;
+	if (published > 0)
+	{
+		slot->relay_last_publish_at = now;
+		slot->relay_ack_latency_ms = ack_latency_ms;
+	}
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+void
+oms_shmem_relay_set_breaker(int slotno, OmsBreakerState state, TimestampTz opened_at)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->relay_breaker = state;
+	slot->relay_breaker_opened_at = opened_at;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+void
+oms_shmem_relay_note_error(int slotno, const char *message)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	TimestampTz now = GetCurrentTimestamp();
+	char		copy[OMS_ERROR_LEN];
+
+	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(slot->relay_last_error, copy, sizeof(copy));
+	slot->relay_last_error_at = now;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
 void
 oms_shmem_mark_drop(int slotno, Oid dboid, TimestampTz until)
 {
@@ -390,4 +465,63 @@ oms_worker_status(PG_FUNCTION_ARGS)
 	}
 
 	return (Datum) 0;
+}
+
+/*
+ * oms._relay_shmem_status(): the relay counters of the current database's
+ * slot, one row; no row when oms.database_name does not list it.
+ */
+Datum
+oms_relay_shmem_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	OmsWorkerSlot copy;
+	char	   *dbname;
+	int			slotno;
+	Datum		values[10];
+	bool		nulls[10];
+	static const char *const breaker_names[] = {"closed", "open", "half_open"};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	if (oms_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("oms shared memory is not initialized"),
+				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	dbname = get_database_name(MyDatabaseId);
+	slotno = dbname ? oms_shmem_slot_by_name(dbname) : -1;
+	if (slotno < 0)
+		PG_RETURN_NULL();
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(&copy, &oms_shared->slots[slotno], sizeof(OmsWorkerSlot));
+	SpinLockRelease(&oms_shared->mutex);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = BoolGetDatum(copy.pid != 0);
+	values[1] = Int64GetDatum(copy.relay_published);
+	values[2] = Int64GetDatum(copy.relay_failed);
+	values[3] = Int64GetDatum(copy.relay_batches);
+	values[4] = CStringGetTextDatum(breaker_names[copy.relay_breaker]);
+	values[5] = TimestampTzGetDatum(copy.relay_breaker_opened_at);
+	nulls[5] = (copy.relay_breaker == OMS_BREAKER_CLOSED || copy.relay_breaker_opened_at == 0);
+	if (copy.relay_last_error_at != 0)
+	{
+		values[6] = CStringGetTextDatum(copy.relay_last_error);
+		values[7] = TimestampTzGetDatum(copy.relay_last_error_at);
+	}
+	else
+	{
+		nulls[6] = true;
+		nulls[7] = true;
+	}
+	values[8] = TimestampTzGetDatum(copy.relay_last_publish_at);
+	nulls[8] = (copy.relay_last_publish_at == 0);
+	values[9] = Float8GetDatum(copy.relay_ack_latency_ms);
+	nulls[9] = (copy.relay_last_publish_at == 0);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

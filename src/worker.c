@@ -14,7 +14,9 @@
  *
  * What the work is belongs to SQL (oms._worker_tick in the extension
  * script); this file owns the process around it: signals, the transaction
- * bracket, surviving errors, and sleeping on the latch.
+ * bracket, surviving errors, and sleeping on the latch.  After the saga
+ * batch, the outbox relay (relay.c) publishes a batch of events, using the
+ * same transaction bracket for its two short transactions.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +41,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "oms.h"
 
@@ -57,34 +60,43 @@ worker_on_exit(int code, Datum arg)
 }
 
 /*
- * The body of one batch, inside the transaction bracket.  Returns the
+ * Whether the extension is installed here and usable right now; call it
+ * inside a transaction.  False while DROP EXTENSION or ALTER EXTENSION
+ * holds its lock: we skip the round rather than wait behind it or call a
+ * function that is half gone, and look again after taking the lock, as
+ * the drop may have committed between the lookup and the lock.  The lock
+ * is kept until the end of the transaction.
+ */
+bool
+oms_worker_extension_ready(void)
+{
+	Oid			extoid;
+
+	extoid = get_extension_oid("oms", true);
+	if (!OidIsValid(extoid))
+		return false;
+	if (!ConditionalLockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock))
+		return false;
+	InvalidateCatalogSnapshot();
+	return get_extension_oid("oms", true) == extoid;
+}
+
+/*
+ * The body of one saga batch, inside the transaction bracket.  Returns the
  * units of work oms._worker_tick reports; 0 when the extension is not
  * installed here, or is being dropped or altered right now.
  */
 static int
-worker_tick(int batch_size)
+worker_tick(void *arg)
 {
-	Oid			extoid;
+	int			batch_size = *(int *) arg;
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1];
 	bool		isnull;
 	Datum		result;
 	int			ret;
 
-	extoid = get_extension_oid("oms", true);
-	if (!OidIsValid(extoid))
-		return 0;
-
-	/*
-	 * DROP EXTENSION holds an exclusive lock on the extension while it
-	 * removes its objects.  Skip this round rather than wait behind it or
-	 * call a function that is half gone; then look again, as the drop may
-	 * have committed between the lookup and the lock.
-	 */
-	if (!ConditionalLockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock))
-		return 0;
-	InvalidateCatalogSnapshot();
-	if (get_extension_oid("oms", true) != extoid)
+	if (!oms_worker_extension_ready())
 		return 0;
 
 	args[0] = Int32GetDatum(batch_size);
@@ -105,15 +117,20 @@ worker_tick(int batch_size)
 }
 
 /*
- * Runs one batch in its own transaction.  An error is logged, recorded in
- * shared memory and rolled back; the worker lives on and tries again after
- * its normal sleep.  Returns the units done (0 after an error).
+ * Runs "body" in a transaction of its own, with SPI connected and a
+ * snapshot pushed, reporting "activity" in pg_stat_activity.  An error is
+ * logged, recorded in shared memory and rolled back; the worker lives on.
+ * Returns true and body's result in *result when the transaction
+ * committed; false after an error, with its message in *errmsg unless
+ * errmsg is NULL.  "err_cxt" must outlive the call: the error is copied
+ * there.
  */
-static int
-run_batch(int slotno, MemoryContext loop_cxt)
+bool
+oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
+					OmsXactBody body, void *arg, int *result, char **errmsg)
 {
-	volatile int units = 0;
-	int			batch_size = oms_worker_batch_size;
+	volatile bool ok = true;
+	volatile int value = 0;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -122,9 +139,9 @@ run_batch(int slotno, MemoryContext loop_cxt)
 	{
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, WORKER_TICK_QUERY);
+		pgstat_report_activity(STATE_RUNNING, activity);
 
-		units = worker_tick(batch_size);
+		value = body(arg);
 
 		SPI_finish();
 		PopActiveSnapshot();
@@ -137,9 +154,11 @@ run_batch(int slotno, MemoryContext loop_cxt)
 		/* No FATAL for a pending cancel or die while we clean up. */
 		HOLD_INTERRUPTS();
 
-		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextSwitchTo(err_cxt);
 		edata = CopyErrorData();
 		oms_shmem_note_error(slotno, edata->message);
+		if (errmsg)
+			*errmsg = edata->message;
 
 		/* Logged the way the server logs any error, context included. */
 		EmitErrorReport();
@@ -152,13 +171,31 @@ run_batch(int slotno, MemoryContext loop_cxt)
 		QueryCancelPending = false;
 
 		RESUME_INTERRUPTS();
-		units = 0;
+		ok = false;
+		value = 0;
 	}
 	PG_END_TRY();
 
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
+	*result = value;
+	return ok;
+}
+
+/*
+ * Runs one saga batch in its own transaction.  Returns the units done (0
+ * after an error, which oms_worker_run_xact has logged and recorded).
+ */
+static int
+run_batch(int slotno, MemoryContext loop_cxt)
+{
+	int			batch_size = oms_worker_batch_size;
+	int			units;
+
+	if (!oms_worker_run_xact(slotno, loop_cxt, WORKER_TICK_QUERY,
+							 worker_tick, &batch_size, &units, NULL))
+		return 0;
 	return units;
 }
 
@@ -168,6 +205,8 @@ oms_worker_main(Datum main_arg)
 	int			slotno = DatumGetInt32(main_arg);
 	Oid			dboid;
 	MemoryContext loop_cxt;
+	bool		run_sagas = true;
+	TimestampTz last_sagas = 0;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 
@@ -197,6 +236,9 @@ oms_worker_main(Datum main_arg)
 			(errmsg("oms worker started for database \"%s\"",
 					oms_shmem_slot_name(slotno))));
 
+	/* The relay's producer is created later, when brokers are configured. */
+	oms_relay_init(slotno, oms_shmem_slot_name(slotno));
+
 	loop_cxt = AllocSetContextCreate(TopMemoryContext,
 									 "oms worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -205,6 +247,7 @@ oms_worker_main(Datum main_arg)
 	{
 		int			units = 0;
 		bool		more = false;
+		int			woke;
 
 		MemoryContextSwitchTo(loop_cxt);
 
@@ -215,26 +258,43 @@ oms_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		/* A standby has no work to do: sagas run on the primary only. */
+		/*
+		 * A standby has no work to do: sagas run and events are published on
+		 * the primary only.  Sagas run when woken, after a full batch and at
+		 * least every naptime, not when only a Kafka delivery report woke
+		 * us.  The relay step follows and never waits for Kafka.
+		 */
 		if (oms_worker_enabled && !RecoveryInProgress())
 		{
-			units = run_batch(slotno, loop_cxt);
-			more = (units >= oms_worker_batch_size);
+			if (run_sagas ||
+				TimestampDifferenceExceeds(last_sagas, GetCurrentTimestamp(), oms_worker_naptime))
+			{
+				units = run_batch(slotno, loop_cxt);
+				more = (units >= oms_worker_batch_size);
+				last_sagas = GetCurrentTimestamp();
+			}
+			oms_relay_run(slotno, loop_cxt);
 		}
+		else
+			oms_relay_idle(slotno, loop_cxt);
 
 		oms_shmem_note_loop(slotno, units);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);
 
 		/* A full batch: more is waiting, so no sleep. */
+		run_sagas = more;
 		if (more)
 			continue;
 
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 oms_worker_naptime,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		/*
+		 * Sleep on the latch, and on the relay's producer while a batch is in
+		 * flight; a batch's deadline or an open breaker's cooldown may end the
+		 * sleep before the naptime.
+		 */
+		woke = oms_relay_wait(oms_relay_sleep_limit(oms_worker_naptime));
+		if (woke & WL_LATCH_SET)
+			run_sagas = true;
 	}
 }
 

@@ -62,7 +62,9 @@ END;
 $$;
 COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order as a JSON array';
 
--- The order document returned by the API and carried by events.
+-- The order document returned by the API and carried by events.  Times are
+-- UTC with microseconds, whatever the session's time zone, so that the same
+-- order reads the same in every event.
 CREATE FUNCTION oms._order_document(p_order oms.orders, p_items jsonb)
 RETURNS jsonb
 LANGUAGE sql STABLE
@@ -76,8 +78,8 @@ AS $$
 		'items', p_items,
 		'version', p_order.version,
 		'metadata', p_order.metadata,
-		'created_at', p_order.created_at,
-		'updated_at', p_order.updated_at);
+		'created_at', pg_catalog.to_char(p_order.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'updated_at', pg_catalog.to_char(p_order.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
 $$;
 COMMENT ON FUNCTION oms._order_document(oms.orders, jsonb) IS 'Builds the JSON order document from an order row and its items';
 

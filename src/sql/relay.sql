@@ -34,8 +34,8 @@ BEGIN
 				 'ce_subject', b.aggregateid::text,
 				 'ce_dataschema', 'oms:events/' || b.type || '/v1',
 				 'content-type', 'application/json',
-				 'oms_aggregatetype', b.aggregatetype,
-				 'oms_seq', b.seq::text],
+				 'ce_omsaggregate', b.aggregatetype,
+				 'ce_omsseq', b.seq::text],
 		   b.aggregatetype, b.aggregateid, b.seq
 	FROM (SELECT o.* FROM oms.outbox AS o
 		  WHERE o.next_attempt_at <= pg_catalog.now()
@@ -69,7 +69,7 @@ DECLARE
 BEGIN
 	WITH batch AS (
 		SELECT r.id, r.error, o.aggregatetype, o.aggregateid, o.seq
-		FROM pg_catalog.unnest(p_ids, p_errors) AS r(id, error)
+		FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_errors)) AS r(id, error)
 		JOIN oms.outbox AS o ON o.id = r.id
 	), first_failure AS (
 		SELECT b.aggregatetype, b.aggregateid, pg_catalog.min(b.seq) AS seq
@@ -87,7 +87,7 @@ BEGIN
 	-- Undeliverable: permanent errors at once, others after their last attempt.
 	WITH failed AS (
 		SELECT r.id, r.error, r.permanent
-		FROM pg_catalog.unnest(p_ids, p_errors, p_permanent) AS r(id, error, permanent)
+		FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_errors), pg_catalog.unnest(p_permanent)) AS r(id, error, permanent)
 		WHERE r.error IS NOT NULL
 	), dead AS (
 		DELETE FROM oms.outbox AS o
@@ -107,7 +107,7 @@ BEGIN
 	UPDATE oms.outbox AS o
 	SET attempts = o.attempts + 1, last_error = r.error,
 		next_attempt_at = pg_catalog.now() + oms._backoff(o.attempts + 1)
-	FROM pg_catalog.unnest(p_ids, p_errors) AS r(id, error)
+	FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_errors)) AS r(id, error)
 	WHERE o.id = r.id AND r.error IS NOT NULL;
 
 	RETURN v_published;

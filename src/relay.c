@@ -1,0 +1,858 @@
+/*-------------------------------------------------------------------------
+ *
+ * relay.c
+ *	  The outbox relay: publishes oms.outbox events to Kafka, one batch per
+ *	  worker loop, and removes each event only after its acknowledgement.
+ *
+ * A batch is two short transactions with the Kafka work between them, so
+ * no transaction stays open while a broker is slow:
+ *
+ *	1. oms._relay_claim(n) returns the oldest due events, grouped per
+ *	   aggregate in seq order; they are copied into worker memory.
+ *	2. Outside any transaction every event is handed to the idempotent
+ *	   producer (key = order id, so an order's events share a partition
+ *	   and keep their order).  When an event cannot even be handed over
+ *	   (too big, queue full), the later events of its aggregate in the
+ *	   batch are not produced: they stay in the outbox untouched and follow
+ *	   in a later batch, in order.  Then the batch is in flight until every
+ *	   delivery report arrived, oms.relay_ack_timeout passed, or the
+ *	   brokers are unreachable and no report came for a second; what is
+ *	   left then is purged and fails.
+ *	3. oms._relay_settle(ids, errors, permanent) removes acknowledged
+ *	   events, schedules retries of failed ones and dead-letters those that
+ *	   cannot succeed.  An event without a report counts as failed.
+ *
+ * The worker does not wait for a batch in flight: each loop runs its saga
+ * batch (when woken or after the naptime) and then the relay's step, which
+ * only looks at the batch; the worker sleeps in oms_relay_wait(), which
+ * also wakes up when librdkafka queues a delivery report.  So a slow or
+ * unreachable broker never holds up sagas, and a signal or a wake is
+ * always served at once.  Only one batch is in flight at a time.
+ *
+ * Delivery is at least once: an event acknowledged after its deadline, or
+ * acknowledged behind a failed predecessor, is published again.
+ *
+ * A circuit breaker spares an unreachable cluster: after
+ * oms.relay_breaker_failures consecutive batches that failed without a
+ * single acknowledgement it opens, and nothing is produced for
+ * oms.relay_breaker_cooldown (sagas keep running); then a probe batch of
+ * one event decides between closed and open again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+#include "utils/wait_event.h"
+
+#include "oms.h"
+
+#define CLAIM_QUERY "SELECT * FROM oms._relay_claim($1)"
+#define SETTLE_QUERY "SELECT oms._relay_settle($1, $2, $3)"
+
+/* Rows fetched from the claim cursor at a time. */
+#define CLAIM_FETCH 100
+
+/* A batch stops growing at this many bytes of events (at least one event). */
+#define RELAY_BATCH_MAX_BYTES (64 * 1024 * 1024)
+
+/* While reports are outstanding, look at the batch at least this often. */
+#define RELAY_CHECK_MS 100
+
+/* After a purge, how long the purged messages' reports may take. */
+#define RELAY_PURGE_WAIT_MS 1000
+
+/* Brokers unreachable and no report for this long: the batch is given up. */
+#define RELAY_DOWN_GRACE_MS 1000
+
+/* The same relay error is logged at most once per this interval. */
+#define RELAY_LOG_INTERVAL_MS 10000
+
+/* One claimed event, copied out of the claim transaction. */
+typedef struct RelayEvent
+{
+	pg_uuid_t	id;
+	char	   *topic;
+	char	   *key;
+	size_t		keylen;
+	char	   *value;
+	size_t		valuelen;
+	char	  **headers;		/* names and values, alternating */
+	int			nheaders;
+	char	   *aggregatetype;
+	pg_uuid_t	aggregateid;
+	int64		seq;
+	size_t		bytes;			/* key + value + headers */
+	char	   *detail;			/* our own error text, or NULL */
+} RelayEvent;
+
+typedef struct RelayBatch
+{
+	int			limit;
+	int			nevents;
+	size_t		bytes;
+	bool		truncated;		/* stopped at RELAY_BATCH_MAX_BYTES */
+	RelayEvent *events;
+	OmsKafkaReport *reports;
+} RelayBatch;
+
+typedef struct RelaySettle
+{
+	int			n;
+	Datum		ids;
+	Datum		errors;
+	Datum		permanent;
+} RelaySettle;
+
+/* Why a batch's wait ended with reports outstanding. */
+typedef enum RelayAbandon
+{
+	RELAY_ABANDON_NONE,
+	RELAY_ABANDON_TIMEOUT,
+	RELAY_ABANDON_BROKERS_DOWN
+} RelayAbandon;
+
+static int	relay_slotno = -1;
+static char relay_dbname[NAMEDATALEN];
+static MemoryContext batch_cxt = NULL;
+static WaitEventSet *wait_set = NULL;
+
+/* The batch in flight, if phase is not RELAY_IDLE; memory in batch_cxt. */
+typedef enum RelayPhase
+{
+	RELAY_IDLE,					/* no batch in flight */
+	RELAY_WAITING,				/* produced, waiting for delivery reports */
+	RELAY_PURGING				/* given up, waiting for the purged reports */
+} RelayPhase;
+
+static RelayPhase phase = RELAY_IDLE;
+static RelayBatch batch;
+static TimestampTz batch_deadline;
+static TimestampTz purge_deadline;
+static TimestampTz progress_at; /* when the last report arrived */
+static int	progress_pending;
+static RelayAbandon abandon;
+static bool *outstanding;		/* per event: pending when purged */
+
+/* After a failed claim or settle, no batch starts before this time. */
+static TimestampTz hold_until = 0;
+
+static OmsKafkaState client_state = OMS_KAFKA_OFF;
+static OmsBreakerState breaker = OMS_BREAKER_CLOSED;
+static int	breaker_failures = 0;
+static TimestampTz breaker_opened_at = 0;
+
+/* Rate limit of the relay's own error lines. */
+static char last_logged[OMS_ERROR_LEN];
+static TimestampTz last_logged_at = 0;
+static int	last_logged_repeats = 0;
+
+/*
+ * Called by the worker once connected.  Prepares the wait set used while
+ * reports are outstanding: the latch (wakes, signals), postmaster death
+ * and the producer's wake-up pipe.
+ */
+void
+oms_relay_init(int slotno, const char *dbname)
+{
+	relay_slotno = slotno;
+	strlcpy(relay_dbname, dbname, sizeof(relay_dbname));
+
+	oms_kafka_init(dbname);
+
+	batch_cxt = AllocSetContextCreate(TopMemoryContext,
+									  "oms relay batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, oms_kafka_event_fd(), NULL, NULL);
+
+	oms_shmem_relay_reset(slotno);
+}
+
+/*
+ * Logs a relay failure, at most once per RELAY_LOG_INTERVAL_MS for the same
+ * error text (counts in "what" may differ), and records it in shared
+ * memory every time.
+ */
+static void
+relay_report_error(const char *what, const char *text)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char	   *full = psprintf("%s: %s", what, text);
+
+	oms_shmem_relay_note_error(relay_slotno, full);
+	pfree(full);
+
+	if (strncmp(last_logged, text, sizeof(last_logged) - 1) == 0 &&
+		!TimestampDifferenceExceeds(last_logged_at, now, RELAY_LOG_INTERVAL_MS))
+	{
+		last_logged_repeats++;
+		return;
+	}
+
+	if (last_logged_repeats > 0 && strncmp(last_logged, text, sizeof(last_logged) - 1) == 0)
+		ereport(LOG,
+				(errmsg("oms relay for database \"%s\": %s", relay_dbname, what),
+				 errdetail_internal("%s", text),
+				 errhint("The same error occurred %d more times since it was last logged.",
+						 last_logged_repeats)));
+	else
+		ereport(LOG,
+				(errmsg("oms relay for database \"%s\": %s", relay_dbname, what),
+				 errdetail_internal("%s", text)));
+
+	strlcpy(last_logged, text, sizeof(last_logged));
+	last_logged_at = now;
+	last_logged_repeats = 0;
+}
+
+static void
+set_breaker(OmsBreakerState state, TimestampTz now)
+{
+	if (state == breaker)
+		return;
+
+	if (state == OMS_BREAKER_OPEN)
+	{
+		breaker_opened_at = now;
+		ereport(LOG,
+				(errmsg("oms relay circuit breaker for database \"%s\" opened",
+						relay_dbname),
+				 errdetail("%d consecutive batches failed without an acknowledgement; publishing pauses for %d ms.",
+						   breaker_failures, oms_relay_breaker_cooldown)));
+	}
+	else if (state == OMS_BREAKER_HALF_OPEN)
+		ereport(LOG,
+				(errmsg("oms relay circuit breaker for database \"%s\" is half-open",
+						relay_dbname),
+				 errdetail("One event probes the brokers.")));
+	else
+		ereport(LOG,
+				(errmsg("oms relay circuit breaker for database \"%s\" closed",
+						relay_dbname)));
+
+	breaker = state;
+	if (state == OMS_BREAKER_CLOSED)
+	{
+		breaker_failures = 0;
+		breaker_opened_at = 0;
+	}
+	oms_shmem_relay_set_breaker(relay_slotno, breaker, breaker_opened_at);
+}
+
+/* Copies the text in "d" into a NUL-terminated string of the batch. */
+static char *
+copy_text(Datum d, size_t *len)
+{
+	text	   *t = DatumGetTextPP(d);
+	size_t		n = VARSIZE_ANY_EXHDR(t);
+	char	   *s = palloc(n + 1);
+
+	memcpy(s, VARDATA_ANY(t), n);
+	s[n] = '\0';
+	if (len)
+		*len = n;
+	return s;
+}
+
+/* The claim's result columns, in order: oms._relay_claim's contract. */
+static const Oid claim_types[] = {
+	UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, UUIDOID, INT8OID
+};
+
+static void
+check_claim_tupdesc(TupleDesc tupdesc)
+{
+	if (tupdesc->natts != lengthof(claim_types))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("oms._relay_claim returned %d columns, expected %d",
+						tupdesc->natts, (int) lengthof(claim_types))));
+	for (int i = 0; i < tupdesc->natts; i++)
+	{
+		if (TupleDescAttr(tupdesc, i)->atttypid != claim_types[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column %d of oms._relay_claim has an unexpected type", i + 1)));
+	}
+}
+
+static void
+copy_event(RelayBatch *batch, HeapTuple tuple, TupleDesc tupdesc)
+{
+	RelayEvent *ev = &batch->events[batch->nevents];
+	Datum		values[8];
+	bool		nulls[8];
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+
+	heap_deform_tuple(tuple, tupdesc, values, nulls);
+	for (int i = 0; i < 8; i++)
+	{
+		if (nulls[i] && i != 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("oms._relay_claim returned a null in column %d", i + 1)));
+	}
+
+	memset(ev, 0, sizeof(RelayEvent));
+	memcpy(&ev->id, DatumGetUUIDP(values[0]), sizeof(pg_uuid_t));
+	ev->topic = copy_text(values[1], NULL);
+	if (!nulls[2])
+		ev->key = copy_text(values[2], &ev->keylen);
+	ev->value = copy_text(values[3], &ev->valuelen);
+	ev->aggregatetype = copy_text(values[5], NULL);
+	memcpy(&ev->aggregateid, DatumGetUUIDP(values[6]), sizeof(pg_uuid_t));
+	ev->seq = DatumGetInt64(values[7]);
+	ev->bytes = ev->keylen + ev->valuelen;
+
+	deconstruct_array(DatumGetArrayTypeP(values[4]), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &elem_nulls, &nelems);
+	ev->headers = palloc0(sizeof(char *) * (nelems + 1));
+	ev->nheaders = nelems - nelems % 2;
+	for (int i = 0; i < ev->nheaders; i++)
+	{
+		size_t		len = 0;
+
+		if (!elem_nulls[i])
+			ev->headers[i] = copy_text(elems[i], &len);
+		ev->bytes += len;
+	}
+
+	batch->bytes += ev->bytes;
+	batch->nevents++;
+}
+
+/*
+ * Transaction 1: claims up to batch->limit events and copies them into
+ * batch_cxt, through a cursor, so the batch can stop at
+ * RELAY_BATCH_MAX_BYTES without holding every claimed row in memory.
+ * Returns the events copied; -1 when the extension is not usable here.
+ */
+static int
+relay_claim(void *arg)
+{
+	RelayBatch *batch = (RelayBatch *) arg;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1];
+	Portal		portal;
+
+	if (!oms_worker_extension_ready())
+		return -1;
+
+	args[0] = Int32GetDatum(batch->limit);
+	portal = SPI_cursor_open_with_args(NULL, CLAIM_QUERY, 1, argtypes, args, NULL, true, 0);
+
+	while (batch->nevents < batch->limit && !batch->truncated)
+	{
+		MemoryContext oldcxt;
+
+		SPI_cursor_fetch(portal, true, Min(CLAIM_FETCH, batch->limit - batch->nevents));
+		if (SPI_processed == 0)
+			break;
+		check_claim_tupdesc(SPI_tuptable->tupdesc);
+
+		oldcxt = MemoryContextSwitchTo(batch_cxt);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			if (batch->nevents > 0 && batch->bytes >= RELAY_BATCH_MAX_BYTES)
+			{
+				batch->truncated = true;
+				break;
+			}
+			copy_event(batch, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+		}
+		MemoryContextSwitchTo(oldcxt);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+
+	return batch->nevents;
+}
+
+/* Transaction 2: returns the events oms._relay_settle removed as published. */
+static int
+relay_settle(void *arg)
+{
+	RelaySettle *settle = (RelaySettle *) arg;
+	Oid			argtypes[3] = {UUIDARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
+	Datum		args[3];
+	bool		isnull;
+	Datum		result;
+	int			ret;
+
+	if (!oms_worker_extension_ready())
+		return -1;
+
+	args[0] = settle->ids;
+	args[1] = settle->errors;
+	args[2] = settle->permanent;
+	ret = SPI_execute_with_args(SETTLE_QUERY, 3, argtypes, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("oms._relay_settle returned no row"),
+				 errdetail("SPI returned code %d with %llu rows.",
+						   ret, (unsigned long long) SPI_processed)));
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt32(result);
+}
+
+static bool
+same_aggregate(const RelayEvent *a, const RelayEvent *b)
+{
+	return memcmp(&a->aggregateid, &b->aggregateid, sizeof(pg_uuid_t)) == 0 &&
+		strcmp(a->aggregatetype, b->aggregatetype) == 0;
+}
+
+/*
+ * Hands the batch to the producer.  An event that cannot be handed over
+ * fails at once, and the rest of its aggregate is held back (left out of
+ * the settle) so that the aggregate's order holds.
+ */
+static void
+produce_batch(RelayBatch *batch)
+{
+	bool		hold_aggregate = false;
+
+	for (int i = 0; i < batch->nevents; i++)
+	{
+		RelayEvent *ev = &batch->events[i];
+		OmsKafkaReport *report = &batch->reports[i];
+		int			err;
+
+		if (i == 0 || !same_aggregate(ev, &batch->events[i - 1]))
+			hold_aggregate = false;
+		if (hold_aggregate)
+			continue;			/* stays OMS_REPORT_NONE */
+
+		if (ev->bytes > (size_t) oms_kafka_max_message_bytes)
+		{
+			report->status = OMS_REPORT_FAILED;
+			report->err = OMS_KAFKA_ERR_TOO_LARGE;
+			ev->detail = psprintf("event of %zu bytes exceeds oms.kafka_max_message_bytes (%d bytes)",
+								  ev->bytes, oms_kafka_max_message_bytes);
+			hold_aggregate = true;
+			continue;
+		}
+
+		err = oms_kafka_produce(i, ev->topic, ev->key, ev->keylen, ev->value, ev->valuelen,
+								ev->headers, ev->nheaders);
+		if (err != 0)
+		{
+			report->status = OMS_REPORT_FAILED;
+			report->err = err;
+			hold_aggregate = true;
+		}
+
+		/* Serve early reports now and then; a big batch need not wait for the end. */
+		if ((i & 255) == 255)
+		{
+			CHECK_FOR_INTERRUPTS();
+			oms_kafka_serve();
+		}
+	}
+}
+
+/*
+ * Brings the producer in line with the settings; logs what changed.
+ * Returns true when the relay can publish.
+ */
+static bool
+relay_client_ready(void)
+{
+	char		errbuf[512];
+	bool		changed;
+	OmsKafkaState state = oms_kafka_ensure(&changed, errbuf, sizeof(errbuf));
+
+	if (changed || state != client_state)
+	{
+		switch (state)
+		{
+			case OMS_KAFKA_OFF:
+				ereport(LOG,
+						(errmsg("oms relay for database \"%s\" stopped",
+								relay_dbname),
+						 errdetail("oms.kafka_brokers is empty.")));
+				break;
+			case OMS_KAFKA_READY:
+				ereport(LOG,
+						(errmsg("oms relay for database \"%s\" publishes to \"%s\"",
+								relay_dbname, oms_kafka_brokers)));
+				break;
+			case OMS_KAFKA_BAD_CONFIG:
+				oms_shmem_relay_note_error(relay_slotno,
+										   psprintf("invalid Kafka producer settings: %s", errbuf));
+				ereport(LOG,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("oms relay for database \"%s\" is off: invalid Kafka producer settings",
+								relay_dbname),
+						 errdetail_internal("%s", errbuf),
+						 errhint("Correct oms.kafka_config or oms.kafka_brokers and reload the configuration.")));
+				break;
+		}
+		/* A new producer starts with a closed breaker. */
+		if (state != OMS_KAFKA_BAD_CONFIG)
+			set_breaker(OMS_BREAKER_CLOSED, 0);
+		client_state = state;
+	}
+	return state == OMS_KAFKA_READY;
+}
+
+/*
+ * Advances the batch in flight.  Returns true when it is complete: every
+ * event has its report, or the batch was given up (deadline passed, or
+ * the brokers are unreachable and nothing arrived for a while) and the
+ * purged messages' reports arrived or their wait ran out.  What was given
+ * up on fails with our reason; an acknowledgement that raced the purge
+ * stands.
+ */
+static bool
+batch_complete(TimestampTz now)
+{
+	if (phase == RELAY_WAITING)
+	{
+		int			pending = oms_kafka_pending();
+
+		if (pending == 0)
+			return true;
+		if (pending != progress_pending)
+		{
+			progress_pending = pending;
+			progress_at = now;
+		}
+
+		if (now >= batch_deadline)
+			abandon = RELAY_ABANDON_TIMEOUT;
+		else if (oms_kafka_unreachable() &&
+				 TimestampDifferenceExceeds(progress_at, now, RELAY_DOWN_GRACE_MS))
+			abandon = RELAY_ABANDON_BROKERS_DOWN;
+		else
+			return false;
+
+		outstanding = MemoryContextAllocZero(batch_cxt, sizeof(bool) * batch.nevents);
+		for (int i = 0; i < batch.nevents; i++)
+			outstanding[i] = (batch.reports[i].status == OMS_REPORT_PENDING);
+		oms_kafka_purge();
+		oms_kafka_serve();
+		phase = RELAY_PURGING;
+		purge_deadline = TimestampTzPlusMilliseconds(now, RELAY_PURGE_WAIT_MS);
+	}
+
+	Assert(phase == RELAY_PURGING);
+	if (oms_kafka_pending() > 0 && now < purge_deadline)
+		return false;
+
+	for (int i = 0; i < batch.nevents; i++)
+	{
+		OmsKafkaReport *report = &batch.reports[i];
+
+		if (!outstanding[i] || report->status == OMS_REPORT_ACKED)
+			continue;
+		report->status = OMS_REPORT_FAILED;
+		report->err = (abandon == RELAY_ABANDON_BROKERS_DOWN) ?
+			OMS_KAFKA_ERR_BROKERS_DOWN : OMS_KAFKA_ERR_NO_REPORT;
+	}
+	return true;
+}
+
+/*
+ * Claims a batch and hands it to the producer.  Returns false when there
+ * was nothing to publish (or the relay cannot run now).
+ */
+static bool
+start_batch(int slotno, MemoryContext loop_cxt)
+{
+	TimestampTz now;
+	int			claimed;
+	char	   *errmsg = NULL;
+
+	if (!relay_client_ready())
+		return false;
+
+	/*
+	 * A claim or settle that failed is not retried at once: a settle that
+	 * keeps failing would otherwise publish the same events in a loop.
+	 */
+	now = GetCurrentTimestamp();
+	if (now < hold_until)
+		return false;
+
+	/* An open breaker produces nothing until its cooldown is over. */
+	if (breaker == OMS_BREAKER_OPEN)
+	{
+		if (!TimestampDifferenceExceeds(breaker_opened_at, now, oms_relay_breaker_cooldown))
+			return false;
+		set_breaker(OMS_BREAKER_HALF_OPEN, now);
+	}
+
+	MemoryContextReset(batch_cxt);
+	memset(&batch, 0, sizeof(batch));
+	outstanding = NULL;
+	batch.limit = (breaker == OMS_BREAKER_HALF_OPEN) ? 1 : oms_relay_batch_size;
+	batch.events = MemoryContextAlloc(batch_cxt, sizeof(RelayEvent) * batch.limit);
+	batch.reports = MemoryContextAllocZero(batch_cxt, sizeof(OmsKafkaReport) * batch.limit);
+
+	if (!oms_worker_run_xact(slotno, loop_cxt, CLAIM_QUERY, relay_claim, &batch,
+							 &claimed, &errmsg))
+	{
+		MemoryContextSwitchTo(batch_cxt);
+		hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
+		relay_report_error("could not claim events", errmsg ? errmsg : "(no message)");
+		return false;
+	}
+	MemoryContextSwitchTo(batch_cxt);
+	if (claimed <= 0)
+		return false;
+
+	oms_kafka_begin_batch(batch.reports, batch.nevents);
+	produce_batch(&batch);
+
+	progress_at = GetCurrentTimestamp();
+	batch_deadline = TimestampTzPlusMilliseconds(progress_at, oms_relay_ack_timeout);
+	progress_pending = oms_kafka_pending();
+	abandon = RELAY_ABANDON_NONE;
+	phase = RELAY_WAITING;
+	oms_kafka_serve();
+	return true;
+}
+
+/*
+ * Settles a complete batch (transaction 2), then updates the counters and
+ * the breaker.
+ */
+static void
+finish_batch(int slotno, MemoryContext loop_cxt)
+{
+	RelaySettle settle;
+	TimestampTz now;
+	int			published = 0;
+	int			acked = 0;
+	int			failed = 0;
+	int			transient = 0;
+	int			first_failure = -1;
+	bool		settled;
+	double		latency_sum = 0;
+	char	   *errmsg = NULL;
+	Datum	   *ids;
+	Datum	   *errors;
+	Datum	   *permanent;
+	bool	   *error_nulls;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	MemoryContextSwitchTo(batch_cxt);
+	oms_kafka_end_batch();
+	phase = RELAY_IDLE;
+
+	/* An unusable producer is dropped now and rebuilt by the next batch. */
+	{
+		char		fatal[512];
+
+		if (oms_kafka_check_fatal(fatal, sizeof(fatal)))
+		{
+			relay_report_error("Kafka producer failed", fatal);
+			client_state = OMS_KAFKA_OFF;
+		}
+	}
+
+	/* The settle's arrays: every event that was produced or failed. */
+	ids = palloc(sizeof(Datum) * batch.nevents);
+	errors = palloc(sizeof(Datum) * batch.nevents);
+	error_nulls = palloc(sizeof(bool) * batch.nevents);
+	permanent = palloc(sizeof(Datum) * batch.nevents);
+	settle.n = 0;
+	for (int i = 0; i < batch.nevents; i++)
+	{
+		RelayEvent *ev = &batch.events[i];
+		OmsKafkaReport *report = &batch.reports[i];
+		int			n = settle.n;
+
+		if (report->status == OMS_REPORT_NONE)
+			continue;
+		Assert(report->status != OMS_REPORT_PENDING);
+		/* Never sent: it stays as it is and goes out with a later batch. */
+		if (report->status != OMS_REPORT_ACKED && oms_kafka_error_never_sent(report->err))
+		{
+			failed++;
+			transient++;
+			continue;
+		}
+
+		ids[n] = UUIDPGetDatum(&ev->id);
+		if (report->status == OMS_REPORT_ACKED)
+		{
+			error_nulls[n] = true;
+			errors[n] = (Datum) 0;
+			permanent[n] = BoolGetDatum(false);
+			acked++;
+			latency_sum += (double) (report->reported_at - report->produced_at) / 1000.0;
+		}
+		else
+		{
+			bool		perm = oms_kafka_error_is_permanent(report->err);
+			char	   *text = ev->detail ? ev->detail : oms_kafka_error_text(report->err);
+
+			error_nulls[n] = false;
+			errors[n] = CStringGetTextDatum(text);
+			permanent[n] = BoolGetDatum(perm);
+			failed++;
+			if (!perm)
+				transient++;
+			if (first_failure < 0)
+				first_failure = n;
+		}
+		settle.n++;
+	}
+
+	if (settle.n > 0)
+	{
+		dims[0] = settle.n;
+		settle.ids = PointerGetDatum(construct_array(ids, settle.n, UUIDOID, UUID_LEN, false,
+													 TYPALIGN_CHAR));
+		settle.errors = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
+														   TEXTOID, -1, false, TYPALIGN_INT));
+		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
+														   TYPALIGN_CHAR));
+		settled = oms_worker_run_xact(slotno, loop_cxt, SETTLE_QUERY, relay_settle, &settle,
+									  &published, &errmsg);
+		MemoryContextSwitchTo(batch_cxt);
+		if (!settled)
+		{
+			hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
+			relay_report_error("could not settle a batch (its events will be published again)",
+							   errmsg ? errmsg : "(no message)");
+		}
+	}
+
+	now = GetCurrentTimestamp();
+	oms_shmem_relay_note_batch(slotno, acked, failed,
+							   acked > 0 ? latency_sum / acked : 0, now);
+
+	if (failed > 0)
+		relay_report_error(psprintf("%d of %d events failed to publish", failed, batch.nevents),
+						   first_failure >= 0 ? TextDatumGetCString(errors[first_failure]) :
+						   "not sent: no broker took them before oms.relay_ack_timeout");
+
+	/*
+	 * The breaker counts batches in which something failed for a reason
+	 * that retrying may fix and nothing got through.  Events refused for
+	 * good say nothing about the brokers.
+	 */
+	if (acked > 0)
+	{
+		breaker_failures = 0;
+		if (breaker != OMS_BREAKER_CLOSED)
+			set_breaker(OMS_BREAKER_CLOSED, now);
+	}
+	else if (transient > 0)
+	{
+		breaker_failures++;
+		/* A failed probe opens it again, for a fresh cooldown. */
+		if (breaker == OMS_BREAKER_HALF_OPEN ||
+			breaker_failures >= oms_relay_breaker_failures)
+			set_breaker(OMS_BREAKER_OPEN, now);
+	}
+}
+
+/*
+ * The relay's step in a worker loop, never waiting for Kafka: completes
+ * the batch in flight if its reports are in (settling it), and starts the
+ * next one when none is in flight.  The worker then sleeps in
+ * oms_relay_wait(), which wakes up for delivery reports, so sagas keep
+ * running while a slow or unreachable broker holds a batch.
+ */
+void
+oms_relay_run(int slotno, MemoryContext loop_cxt)
+{
+	oms_kafka_serve();
+
+	if (phase != RELAY_IDLE)
+	{
+		if (!batch_complete(GetCurrentTimestamp()))
+			return;
+		finish_batch(slotno, loop_cxt);
+	}
+
+	/*
+	 * Start the next batch at once, whether or not the last one was full:
+	 * events committed while it was in flight have already used up their
+	 * wake-up.
+	 */
+	(void) start_batch(slotno, loop_cxt);
+}
+
+/*
+ * The worker is paused or in recovery: start nothing, but complete a
+ * batch in flight and keep serving the producer so its reports, logs and
+ * errors do not pile up.
+ */
+void
+oms_relay_idle(int slotno, MemoryContext loop_cxt)
+{
+	oms_kafka_serve();
+	if (phase != RELAY_IDLE && batch_complete(GetCurrentTimestamp()))
+		finish_batch(slotno, loop_cxt);
+}
+
+/*
+ * The longest the worker may sleep: no longer than the naptime, than the
+ * batch in flight may take before it is given up (and checked now and
+ * then for unreachable brokers), or than an open breaker's cooldown.
+ */
+long
+oms_relay_sleep_limit(long naptime)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz until;
+
+	if (phase == RELAY_WAITING)
+	{
+		until = Min(batch_deadline, TimestampTzPlusMilliseconds(now, RELAY_CHECK_MS));
+	}
+	else if (phase == RELAY_PURGING)
+		until = purge_deadline;
+	else if (breaker == OMS_BREAKER_OPEN && client_state == OMS_KAFKA_READY)
+		until = TimestampTzPlusMilliseconds(breaker_opened_at, oms_relay_breaker_cooldown);
+	else
+		return naptime;
+
+	return Max(1, Min(naptime, TimestampDifferenceMilliseconds(now, until)));
+}
+
+/*
+ * The worker's sleep: until its latch is set (a wake, a signal), the
+ * producer has something for us (a delivery report, a log line) or the
+ * timeout passes.  Returns the WL_* flags of what happened; the latch is
+ * reset when it was set.
+ */
+int
+oms_relay_wait(long timeout)
+{
+	WaitEvent	events[3];
+	int			n;
+	int			happened = 0;
+
+	n = WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	if (n == 0)
+		return WL_TIMEOUT;
+	for (int i = 0; i < n; i++)
+		happened |= events[i].events;
+	if (happened & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	return happened;
+}
