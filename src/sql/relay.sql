@@ -40,7 +40,8 @@ BEGIN
 	FROM (SELECT o.* FROM oms.outbox AS o
 		  WHERE o.next_attempt_at <= pg_catalog.now()
 			AND NOT EXISTS (SELECT FROM oms.outbox AS p
-							WHERE p.aggregatetype = o.aggregatetype AND p.aggregateid = o.aggregateid
+							WHERE p.attempts > 0
+							  AND p.aggregatetype = o.aggregatetype AND p.aggregateid = o.aggregateid
 							  AND p.seq < o.seq AND p.next_attempt_at > pg_catalog.now())
 		  ORDER BY o.created_at
 		  LIMIT p_limit) AS b

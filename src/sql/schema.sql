@@ -91,6 +91,9 @@ CREATE TABLE oms.outbox (
 -- The relay publishes oldest first; the index keeps a claim cheap however
 -- long the backlog is.
 CREATE INDEX outbox_created_idx ON oms.outbox (created_at);
+-- Events that failed at least once: the few a claim must check for
+-- "is an earlier event of this order backing off?".
+CREATE INDEX outbox_failed_idx ON oms.outbox (aggregatetype, aggregateid, seq) WHERE attempts > 0;
 COMMENT ON TABLE oms.outbox IS 'Transactional outbox: events written in the same transaction as the change they announce';
 COMMENT ON COLUMN oms.outbox.attempts IS 'Failed publish attempts so far';
 COMMENT ON COLUMN oms.outbox.next_attempt_at IS 'Not published again before this time (backoff after a failed attempt)';
