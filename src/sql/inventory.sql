@@ -121,9 +121,16 @@ END;
 $$;
 COMMENT ON FUNCTION oms._release_order(uuid) IS 'Gives back the held reservations of an order';
 
--- Confirm: held reservations become a stock decrement.  The on_hand >= 0
--- constraint is the backstop against any path that would oversell.
-CREATE FUNCTION oms._consume_order(p_order_id uuid)
+/*
+ * Moves an order's reservations from one status to another and their units
+ * in or out of stock: held -> consumed takes them off the shelf at confirm
+ * (p_sign -1), consumed -> released puts them back after a full refund
+ * (p_sign +1).  Stock rows are updated in SKU order, like reservations lock
+ * them; the on_hand >= 0 constraint is the backstop against any path that
+ * would oversell.
+ */
+CREATE FUNCTION oms._move_reserved_stock(p_order_id uuid, p_from oms.reservation_status,
+										 p_to oms.reservation_status, p_sign integer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -132,39 +139,18 @@ DECLARE
 BEGIN
 	FOR v_line IN
 		SELECT r.sku, r.quantity FROM oms.reservations AS r
-		WHERE r.order_id = p_order_id AND r.status = 'held'
+		WHERE r.order_id = p_order_id AND r.status = p_from
 		ORDER BY r.sku
 	LOOP
-		UPDATE oms.stock AS s SET on_hand = s.on_hand - v_line.quantity, updated_at = pg_catalog.now()
+		UPDATE oms.stock AS s SET on_hand = s.on_hand + p_sign * v_line.quantity, updated_at = pg_catalog.now()
 		WHERE s.sku = v_line.sku;
 	END LOOP;
-	UPDATE oms.reservations AS r SET status = 'consumed', updated_at = pg_catalog.now()
-	WHERE r.order_id = p_order_id AND r.status = 'held';
+	UPDATE oms.reservations AS r SET status = p_to, updated_at = pg_catalog.now()
+	WHERE r.order_id = p_order_id AND r.status = p_from;
 END;
 $$;
-COMMENT ON FUNCTION oms._consume_order(uuid) IS 'Turns the held reservations of an order into a stock decrement';
-
--- Full refund: consumed units go back on the shelf.
-CREATE FUNCTION oms._restock_order(p_order_id uuid)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-	v_line record;
-BEGIN
-	FOR v_line IN
-		SELECT r.sku, r.quantity FROM oms.reservations AS r
-		WHERE r.order_id = p_order_id AND r.status = 'consumed'
-		ORDER BY r.sku
-	LOOP
-		UPDATE oms.stock AS s SET on_hand = s.on_hand + v_line.quantity, updated_at = pg_catalog.now()
-		WHERE s.sku = v_line.sku;
-	END LOOP;
-	UPDATE oms.reservations AS r SET status = 'released', updated_at = pg_catalog.now()
-	WHERE r.order_id = p_order_id AND r.status = 'consumed';
-END;
-$$;
-COMMENT ON FUNCTION oms._restock_order(uuid) IS 'Puts the consumed units of a refunded order back in stock';
+COMMENT ON FUNCTION oms._move_reserved_stock(uuid, oms.reservation_status, oms.reservation_status, integer) IS
+	'Confirm (held -> consumed, units leave stock) or restock (consumed -> released, units return)';
 
 CREATE FUNCTION @extschema@.oms_release_expired_reservations()
 RETURNS integer

@@ -203,7 +203,7 @@ RETURNS text
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-	PERFORM oms._consume_order(p_saga.order_id);
+	PERFORM oms._move_reserved_stock(p_saga.order_id, 'held', 'consumed', -1);
 	PERFORM oms._change_status(p_saga.order_id, 'confirmed', 'order.confirmed',
 							   pg_catalog.jsonb_build_object('saga_id', p_saga.id));
 	RETURN 'done';
@@ -269,7 +269,7 @@ BEGIN
 		-- event and the restock are done.  Record this refund only.
 		PERFORM oms._timeline(p_saga.order_id, 'refund.completed', v_data);
 	ELSIF v_payment.refunded = v_payment.captured THEN
-		PERFORM oms._restock_order(p_saga.order_id);
+		PERFORM oms._move_reserved_stock(p_saga.order_id, 'consumed', 'released', 1);
 		PERFORM oms._change_status(p_saga.order_id, 'refunded', 'order.refunded', v_data);
 	ELSE
 		PERFORM oms._change_status(p_saga.order_id, 'partially_refunded', 'order.partially_refunded', v_data);
