@@ -254,9 +254,22 @@ oms_define_gucs(void)
 
 static const struct config_enum_entry payment_provider_options[] = {
 	{"test", 0, false},
+	{"kafka", 1, false},
 	{NULL, 0, false}
 };
 static int	oms_payment_provider_choice = 0;
+
+/* Remote payment provider over Kafka (see src/inbox.c). */
+static int	oms_payment_reply_timeout = 30 * 1000;
+static char *oms_kafka_payment_commands_topic = NULL;
+char	   *oms_kafka_payment_replies_topic = NULL;
+char	   *oms_kafka_consumer_group = NULL;
+
+bool
+oms_payment_provider_is_kafka(void)
+{
+	return oms_payment_provider_choice == 1;
+}
 
 /*
  * Settings of the saga engine.  Durations are GUC units so that SQL reads
@@ -302,11 +315,40 @@ define_saga_gucs(void)
 							NULL, NULL, NULL);
 	DefineCustomEnumVariable("oms.payment_provider",
 							 "Payment provider the saga engine calls.",
-							 "test is the built-in deterministic provider.",
+							 "test is the built-in deterministic provider; kafka sends commands "
+							 "through the outbox and waits for replies.",
 							 &oms_payment_provider_choice,
 							 0, payment_provider_options,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.payment_reply_timeout",
+							"How long a payment command waits for its reply from the remote provider.",
+							NULL,
+							&oms_payment_reply_timeout,
+							30 * 1000, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("oms.kafka_payment_commands_topic",
+							   "Kafka topic of payment commands to the remote provider.",
+							   NULL,
+							   &oms_kafka_payment_commands_topic,
+							   "oms.payment-commands",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("oms.kafka_payment_replies_topic",
+							   "Kafka topic the worker reads payment replies from.",
+							   NULL,
+							   &oms_kafka_payment_replies_topic,
+							   "oms.payment-replies",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("oms.kafka_consumer_group",
+							   "Kafka consumer group of the reply consumer; the database name is appended.",
+							   NULL,
+							   &oms_kafka_consumer_group,
+							   "oms",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
 }
 
 /*

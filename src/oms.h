@@ -155,4 +155,9 @@ extern bool oms_kafka_error_never_sent(int err);
 extern char *oms_kafka_error_text(int err);
 extern void oms_kafka_shutdown(void);
 
+/* guc.c: remote payment provider */
+extern char *oms_kafka_payment_replies_topic;
+extern char *oms_kafka_consumer_group;
+extern bool oms_payment_provider_is_kafka(void);
+
 #endif							/* OMS_H */

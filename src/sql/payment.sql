@@ -22,12 +22,14 @@ CREATE TABLE oms.payments (
 	status		text NOT NULL DEFAULT 'pending'
 				CHECK (status IN ('pending', 'captured', 'voided', 'declined', 'refunded', 'partially_refunded')),
 	provider_reference text,
+	command_seq	bigint NOT NULL DEFAULT 0,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	CHECK (0 <= refunded AND refunded <= captured AND captured <= authorized AND authorized <= amount)
 );
 COMMENT ON TABLE oms.payments IS
 	'One payment per order; the database enforces 0 <= refunded <= captured <= authorized <= amount';
+COMMENT ON COLUMN oms.payments.command_seq IS 'Sequence number of the last command sent to a remote provider for this payment';
 
 CREATE TABLE oms.refunds (
 	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -57,7 +59,17 @@ INSERT INTO oms.payment_methods (provider, method, behaviour) VALUES
 	('test', 'test_ok', 'every command is approved'),
 	('test', 'test_decline', 'charges are declined for good; voids and refunds are approved'),
 	('test', 'test_flaky', 'every command fails transiently on its first two attempts, then is approved'),
-	('test', 'test_hang', 'charges never get an answer; voids and refunds are approved');
+	('test', 'test_hang', 'charges never get an answer; voids and refunds are approved'),
+	('kafka', 'card', 'decided by the remote payment service'),
+	('kafka', 'test_ok', 'the test payment service approves every command'),
+	('kafka', 'test_decline', 'the test payment service declines charges'),
+	('kafka', 'test_flaky', 'the test payment service fails the first two attempts'),
+	('kafka', 'test_hang', 'the test payment service never answers charges'),
+	('kafka', 'test_delay', 'the test payment service answers late'),
+	('kafka', 'test_duplicate', 'the test payment service sends every reply twice'),
+	('kafka', 'test_out_of_order', 'the test payment service answers after a random delay'),
+	('kafka', 'test_garbage', 'the test payment service answers with invalid JSON'),
+	('kafka', 'test_unknown', 'the test payment service answers with an unknown correlation id');
 
 /*
  * The built-in test provider: the answer depends only on the method, the
@@ -101,6 +113,9 @@ DECLARE
 BEGIN
 	IF v_provider = 'test' THEN
 		RETURN oms._test_provider(p_payment.method, p_command, p_attempt);
+	END IF;
+	IF v_provider = 'kafka' THEN
+		RETURN oms._kafka_provider(p_payment, p_command, p_amount, p_correlation_id);
 	END IF;
 	RAISE EXCEPTION 'payment provider "%" is not available', v_provider
 		USING ERRCODE = 'OM010';

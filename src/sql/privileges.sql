@@ -48,6 +48,7 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_cancel_order(uuid, text, text),
 	@extschema@.oms_pay_order(uuid, text, text),
 	@extschema@.oms_refund_order(uuid, bigint, text, text),
+	@extschema@.oms_payment_result(text, text, jsonb),
 	@extschema@.oms_order_timeline(uuid),
 	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
 	@extschema@.oms_state_machine_dot(),

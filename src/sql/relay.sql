@@ -20,10 +20,13 @@ DECLARE
 	v_topic text := pg_catalog.current_setting('oms.kafka_topic');
 	v_per_aggregate boolean := pg_catalog.current_setting('oms.kafka_topic_mode') = 'per_aggregate';
 	v_source text := '/oms/' || pg_catalog.current_database();
+	-- Payment commands go to the remote provider's topic.
+	v_commands text := pg_catalog.current_setting('oms.kafka_payment_commands_topic');
 BEGIN
 	RETURN QUERY
 	SELECT b.id,
-		   CASE WHEN v_per_aggregate THEN 'oms.' || b.aggregatetype || '-events' ELSE v_topic END,
+		   CASE WHEN b.aggregatetype = 'payment' THEN v_commands
+				WHEN v_per_aggregate THEN 'oms.' || b.aggregatetype || '-events' ELSE v_topic END,
 		   b.aggregateid::text,
 		   b.payload::text,
 		   ARRAY['ce_specversion', '1.0',

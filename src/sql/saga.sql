@@ -60,7 +60,7 @@ COMMENT ON TABLE oms.saga_steps IS 'Steps of each saga: state, attempts, next at
 
 CREATE TABLE oms.dead_letters (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	kind		text NOT NULL CHECK (kind IN ('saga_failed', 'compensation_stuck', 'publish')),
+	kind		text NOT NULL CHECK (kind IN ('saga_failed', 'compensation_stuck', 'publish', 'reply', 'late_reply')),
 	saga_id		uuid REFERENCES oms.sagas (id) ON DELETE CASCADE,
 	order_id	uuid,
 	step		text,
@@ -150,6 +150,20 @@ AS $$
 $$;
 COMMENT ON FUNCTION oms._error_json(text, text, text, oms.saga_steps, integer, timestamptz) IS
 	'The structured error recorded for a failed step attempt';
+
+-- How long a waiting step may wait: a remote payment provider's replies
+-- have their own limit.
+CREATE FUNCTION oms._step_timeout(p_step_name text)
+RETURNS interval
+LANGUAGE sql STABLE
+AS $$
+	SELECT CASE WHEN pg_catalog.current_setting('oms.payment_provider') = 'kafka'
+					 AND p_step_name IN ('pay', 'refund_payment')
+				THEN pg_catalog.current_setting('oms.payment_reply_timeout')::interval
+				ELSE pg_catalog.current_setting('oms.step_timeout')::interval END;
+$$;
+COMMENT ON FUNCTION oms._step_timeout(text) IS
+	'Time a waiting step may wait: oms.payment_reply_timeout for remote payments, else oms.step_timeout';
 
 --
 -- Steps.  Each returns 'done' or 'waiting', or raises: OM010 for a
@@ -454,7 +468,8 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	v_step oms.saga_steps;
-	v_timeout interval := pg_catalog.current_setting('oms.step_timeout')::interval;
+	v_timeout interval;
+	v_rerun boolean := false;
 	v_result text;
 	v_state text;
 	v_message text;
@@ -468,7 +483,13 @@ BEGIN
 	END IF;
 
 	SELECT * INTO v_step FROM oms.saga_steps AS t WHERE t.saga_id = p_saga.id AND t.step_no = p_saga.step_no;
-	IF v_step.status = 'waiting' THEN
+	v_timeout := oms._step_timeout(v_step.name);
+	IF v_step.status = 'waiting' AND oms._reply_for(pg_catalog.format('%s:%s:%s', p_saga.id, v_step.step_no,
+																	  v_step.attempts)) IS NOT NULL THEN
+		-- The remote provider answered: run the same attempt again, the
+		-- provider now returns the answer.
+		v_rerun := true;
+	ELSIF v_step.status = 'waiting' THEN
 		IF p_now < v_step.started_at + v_timeout THEN
 			UPDATE oms.sagas AS s SET next_run_at = v_step.started_at + v_timeout WHERE s.id = p_saga.id;
 			RETURN;
@@ -481,17 +502,21 @@ BEGIN
 
 	-- The attempt is counted in the same UPDATE that records its outcome
 	-- (one write per attempt); the step sees its number already.
-	v_step.attempts := v_step.attempts + 1;
-	v_step.started_at := p_now;
-	v_step.first_started_at := coalesce(v_step.first_started_at, p_now);
+	IF NOT v_rerun THEN
+		v_step.attempts := v_step.attempts + 1;
+		v_step.started_at := p_now;
+		v_step.first_started_at := coalesce(v_step.first_started_at, p_now);
+	END IF;
 
 	BEGIN
 		v_result := oms._run_step(p_saga, v_step, p_now);
 	EXCEPTION WHEN OTHERS THEN
 		GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
 		v_error := oms._error_json(v_state, v_message, v_detail, v_step, v_step.attempts, p_now);
+		-- pending again: a retry is a new attempt, not a wait for a reply.
 		UPDATE oms.saga_steps AS t
-		SET attempts = v_step.attempts, started_at = p_now, first_started_at = v_step.first_started_at
+		SET status = 'pending', attempts = v_step.attempts, started_at = v_step.started_at,
+			first_started_at = v_step.first_started_at
 		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
 		IF oms._is_transient(v_state) AND v_step.attempts < pg_catalog.current_setting('oms.max_attempts')::integer THEN
 			PERFORM oms._step_retry(p_saga, v_step, v_error, p_now, false);
@@ -503,7 +528,7 @@ BEGIN
 
 	IF v_result = 'waiting' THEN
 		UPDATE oms.saga_steps AS t
-		SET status = 'waiting', attempts = v_step.attempts, started_at = p_now,
+		SET status = 'waiting', attempts = v_step.attempts, started_at = v_step.started_at,
 			first_started_at = v_step.first_started_at
 		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
 		UPDATE oms.sagas AS s SET next_run_at = p_now + v_timeout, updated_at = pg_catalog.now() WHERE s.id = p_saga.id;
@@ -514,7 +539,7 @@ BEGIN
 	END IF;
 
 	UPDATE oms.saga_steps AS t
-	SET status = 'done', attempts = v_step.attempts, started_at = p_now,
+	SET status = 'done', attempts = v_step.attempts, started_at = v_step.started_at,
 		first_started_at = v_step.first_started_at,
 		completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
 	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
@@ -578,9 +603,15 @@ BEGIN
 		RETURN;
 	END IF;
 
-	UPDATE oms.saga_steps AS t SET compensation_attempts = t.compensation_attempts + 1
-	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
-	RETURNING * INTO v_step;
+	-- A remote provider's answer to the compensation sent last time is run
+	-- under the same attempt; otherwise this is a new attempt.
+	IF v_step.compensation_attempts = 0 OR
+	   oms._reply_for(pg_catalog.format('%s:%s:c%s', p_saga.id, v_step.step_no,
+										v_step.compensation_attempts)) IS NULL THEN
+		UPDATE oms.saga_steps AS t SET compensation_attempts = t.compensation_attempts + 1
+		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
+		RETURNING * INTO v_step;
+	END IF;
 
 	BEGIN
 		v_result := oms._compensate_step(p_saga, v_step);
@@ -609,8 +640,7 @@ BEGIN
 	END;
 
 	IF v_result = 'waiting' THEN
-		UPDATE oms.sagas AS s
-		SET next_run_at = p_now + pg_catalog.current_setting('oms.step_timeout')::interval
+		UPDATE oms.sagas AS s SET next_run_at = p_now + oms._step_timeout(v_step.name)
 		WHERE s.id = p_saga.id;
 		RETURN;
 	END IF;

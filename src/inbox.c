@@ -1,0 +1,2 @@
+/* inbox.c: placeholder until the reply consumer lands. */
+#include "postgres.h"

@@ -1,0 +1,259 @@
+-- inbox.sql: the remote payment provider over Kafka.
+--
+-- With oms.payment_provider = kafka a payment step sends a command and
+-- waits: oms._kafka_provider() writes the command to the outbox (the relay
+-- publishes it to oms.kafka_payment_commands_topic) and answers "pending".
+-- The worker's reply consumer (src/inbox.c), and oms_payment_result() for
+-- webhook-style providers, hand each reply to oms._apply_payment_reply(),
+-- which records it in the inbox exactly once and wakes the waiting saga; the
+-- step then runs again and the provider answers with the recorded reply.
+-- The correlation id, <saga>:<step>:<attempt> (c<attempt> for a
+-- compensation), names one command and doubles as the provider's
+-- idempotency key.
+
+CREATE TABLE oms.payment_commands (
+	correlation_id text PRIMARY KEY,
+	payment_id	uuid NOT NULL REFERENCES oms.payments (id) ON DELETE CASCADE,
+	order_id	uuid NOT NULL,
+	command		text NOT NULL CHECK (command IN ('charge', 'void', 'refund')),
+	amount		bigint NOT NULL,
+	sent_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE oms.payment_commands IS 'Commands sent to the remote payment provider, by correlation id';
+
+CREATE TABLE oms.inbox (
+	message_id	text PRIMARY KEY,
+	correlation_id text,
+	outcome		text,
+	body		jsonb,
+	result		text NOT NULL DEFAULT 'received'
+				CHECK (result IN ('received', 'applied', 'duplicate', 'late', 'rejected')),
+	received_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX inbox_correlation_idx ON oms.inbox (correlation_id) WHERE result = 'applied';
+COMMENT ON TABLE oms.inbox IS
+	'Every reply received, by message id: a redelivered message finds its row and has no second effect';
+
+SELECT pg_catalog.pg_extension_config_dump('oms.payment_commands', '');
+SELECT pg_catalog.pg_extension_config_dump('oms.inbox', '');
+
+-- The applied reply to a command, or NULL.
+CREATE FUNCTION oms._reply_for(p_correlation_id text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+	RETURN (SELECT i.body FROM oms.inbox AS i
+			WHERE i.correlation_id = p_correlation_id AND i.result = 'applied'
+			ORDER BY i.received_at LIMIT 1);
+END;
+$$;
+COMMENT ON FUNCTION oms._reply_for(text) IS 'The reply applied for a payment command, if one arrived';
+
+CREATE FUNCTION oms._send_payment_command(p_payment oms.payments, p_command text, p_amount bigint,
+										  p_correlation_id text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_seq bigint;
+BEGIN
+	INSERT INTO oms.payment_commands (correlation_id, payment_id, order_id, command, amount)
+	VALUES (p_correlation_id, p_payment.id, p_payment.order_id, p_command, p_amount);
+	UPDATE oms.payments AS p SET command_seq = p.command_seq + 1
+	WHERE p.id = p_payment.id
+	RETURNING p.command_seq INTO v_seq;
+	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq)
+	VALUES ('payment', p_payment.id, 'payment.' || p_command,
+			pg_catalog.jsonb_build_object('correlation_id', p_correlation_id, 'command', p_command,
+				'payment_id', p_payment.id, 'order_id', p_payment.order_id, 'amount', p_amount,
+				'currency', p_payment.currency, 'method', p_payment.method,
+				'reply_topic', pg_catalog.current_setting('oms.kafka_payment_replies_topic')),
+			v_seq);
+	PERFORM oms._notify_worker();
+END;
+$$;
+COMMENT ON FUNCTION oms._send_payment_command(oms.payments, text, bigint, text) IS
+	'Writes a payment command for the remote provider to the outbox';
+
+/*
+ * The kafka provider: the recorded reply when it arrived, else "pending"
+ * (sending the command the first time the step asks).
+ */
+CREATE FUNCTION oms._kafka_provider(p_payment oms.payments, p_command text, p_amount bigint,
+									p_correlation_id text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_reply jsonb := oms._reply_for(p_correlation_id);
+BEGIN
+	IF v_reply IS NOT NULL THEN
+		RETURN pg_catalog.jsonb_build_object(
+			'outcome', CASE v_reply ->> 'outcome' WHEN 'failed' THEN 'transient' ELSE v_reply ->> 'outcome' END,
+			'reference', v_reply ->> 'reference', 'message', v_reply ->> 'message');
+	END IF;
+	IF NOT EXISTS (SELECT FROM oms.payment_commands AS c WHERE c.correlation_id = p_correlation_id) THEN
+		PERFORM oms._send_payment_command(p_payment, p_command, p_amount, p_correlation_id);
+	END IF;
+	RETURN '{"outcome": "pending"}'::jsonb;
+END;
+$$;
+COMMENT ON FUNCTION oms._kafka_provider(oms.payments, text, bigint, text) IS
+	'Remote provider: answers with the recorded reply, or sends the command once and answers pending';
+
+CREATE FUNCTION oms._reject_reply(p_message_id text, p_reason text, p_body text, p_correlation_id text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	UPDATE oms.inbox AS i SET result = 'rejected', correlation_id = p_correlation_id
+	WHERE i.message_id = p_message_id;
+	INSERT INTO oms.dead_letters (kind, step, error, payload)
+	VALUES ('reply', 'payment reply',
+			pg_catalog.jsonb_build_object('message', p_reason, 'permanent', true, 'at', pg_catalog.now()),
+			pg_catalog.jsonb_build_object('message_id', p_message_id, 'raw', p_body));
+	RETURN 'rejected';
+END;
+$$;
+COMMENT ON FUNCTION oms._reject_reply(text, text, text, text) IS
+	'Records a reply that cannot be applied as a dead letter with the raw message';
+
+/*
+ * Applies one reply, exactly once per message id.  Returns applied,
+ * duplicate, late or rejected; never raises for a bad message (it becomes a
+ * dead letter), so a poison message cannot block its partition.
+ *
+ * A late reply answers a command the saga no longer waits for (it timed
+ * out, was retried or canceled).  A late approval of a charge means the
+ * provider took money oms gave up on: oms sends a refund for it, and keeps a
+ * late_reply dead letter either way.
+ */
+CREATE FUNCTION oms._apply_payment_reply(p_message_id text, p_body text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id text := coalesce(p_message_id, 'md5:' || md5(coalesce(p_body, '')));
+	v_body jsonb;
+	v_correlation text;
+	v_outcome text;
+	v_command oms.payment_commands;
+	v_saga oms.sagas;
+	v_step oms.saga_steps;
+	v_attempt text;
+	v_waiting boolean;
+BEGIN
+	INSERT INTO oms.inbox (message_id) VALUES (v_id) ON CONFLICT (message_id) DO NOTHING;
+	IF NOT FOUND THEN
+		RETURN 'duplicate';
+	END IF;
+
+	BEGIN
+		v_body := p_body::jsonb;
+	EXCEPTION WHEN OTHERS THEN
+		RETURN oms._reject_reply(v_id, 'malformed reply: ' || SQLERRM, p_body, NULL);
+	END;
+	IF jsonb_typeof(v_body) IS DISTINCT FROM 'object' THEN
+		RETURN oms._reject_reply(v_id, 'malformed reply: not a JSON object', p_body, NULL);
+	END IF;
+	v_correlation := v_body ->> 'correlation_id';
+	v_outcome := v_body ->> 'outcome';
+	IF v_correlation IS NULL OR v_outcome IS NULL OR v_outcome NOT IN ('approved', 'declined', 'failed') THEN
+		RETURN oms._reject_reply(v_id, 'malformed reply: correlation_id and outcome (approved, declined, failed) are required',
+								 p_body, v_correlation);
+	END IF;
+	SELECT * INTO v_command FROM oms.payment_commands AS c WHERE c.correlation_id = v_correlation;
+	IF NOT FOUND THEN
+		RETURN oms._reject_reply(v_id, format('unknown correlation id "%s"', left(v_correlation, 200)),
+								 p_body, v_correlation);
+	END IF;
+
+	-- The same answer under another message id has no second effect.
+	IF oms._reply_for(v_correlation) IS NOT NULL THEN
+		UPDATE oms.inbox AS i SET result = 'duplicate', correlation_id = v_correlation, outcome = v_outcome,
+			body = v_body
+		WHERE i.message_id = v_id;
+		RETURN 'duplicate';
+	END IF;
+
+	PERFORM 1 FROM oms.orders AS o WHERE o.id = v_command.order_id FOR NO KEY UPDATE;
+
+	-- Is a saga step waiting for exactly this command?
+	v_attempt := split_part(v_correlation, ':', 3);
+	SELECT * INTO v_saga FROM oms.sagas AS s
+	WHERE s.id::text = split_part(v_correlation, ':', 1) FOR UPDATE;
+	SELECT * INTO v_step FROM oms.saga_steps AS t
+	WHERE t.saga_id = v_saga.id AND t.step_no::text = split_part(v_correlation, ':', 2);
+	v_waiting := v_saga.id IS NOT NULL AND v_step.step_no = v_saga.step_no AND
+		CASE WHEN v_attempt LIKE 'c%'
+			 THEN v_saga.status = 'compensating' AND v_step.compensation_attempts::text = substr(v_attempt, 2)
+			 ELSE v_saga.status = 'running' AND v_step.status = 'waiting' AND v_step.attempts::text = v_attempt
+		END;
+
+	UPDATE oms.inbox AS i
+	SET correlation_id = v_correlation, outcome = v_outcome, body = v_body,
+		result = CASE WHEN v_waiting THEN 'applied' ELSE 'late' END
+	WHERE i.message_id = v_id;
+
+	IF v_waiting THEN
+		UPDATE oms.sagas AS s SET next_run_at = now() WHERE s.id = v_saga.id;
+		PERFORM oms._timeline(v_command.order_id, 'payment.reply',
+			jsonb_build_object('correlation_id', v_correlation, 'command', v_command.command,
+							   'outcome', v_outcome, 'message_id', v_id));
+		PERFORM oms._notify_worker();
+		RETURN 'applied';
+	END IF;
+
+	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error, payload)
+	VALUES ('late_reply', v_saga.id, v_command.order_id, v_command.command,
+			jsonb_build_object('message', 'reply after the saga stopped waiting for it', 'outcome', v_outcome,
+							   'at', now()),
+			jsonb_build_object('message_id', v_id, 'reply', v_body));
+	IF v_outcome = 'approved' AND v_command.command = 'charge' THEN
+		-- The provider charged after oms gave up: give the money back.
+		PERFORM oms._send_payment_command((SELECT p FROM oms.payments AS p WHERE p.id = v_command.payment_id),
+										  'refund', v_command.amount, 'late:' || v_correlation);
+	END IF;
+	PERFORM oms._timeline(v_command.order_id, 'payment.late_reply',
+		jsonb_build_object('correlation_id', v_correlation, 'command', v_command.command, 'outcome', v_outcome,
+						   'refund_sent', v_outcome = 'approved' AND v_command.command = 'charge'));
+	RETURN 'late';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_payment_reply(text, text) IS
+	'Applies a payment reply once per message id: applied, duplicate, late (dead letter, refund of a late charge) or rejected';
+
+CREATE FUNCTION @extschema@.oms_payment_result(correlation_id text, outcome text, details jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_result text;
+BEGIN
+	PERFORM oms._check_text_argument('correlation_id', oms_payment_result.correlation_id, 255);
+	PERFORM oms._check_not_null('outcome', oms_payment_result.outcome);
+	IF oms_payment_result.outcome NOT IN ('approved', 'declined', 'failed') THEN
+		RAISE EXCEPTION 'invalid payment outcome "%"', left(oms_payment_result.outcome, 100)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The outcome is approved, declined or failed.';
+	END IF;
+	PERFORM oms._check_not_null('details', oms_payment_result.details);
+	IF jsonb_typeof(oms_payment_result.details) <> 'object' THEN
+		RAISE EXCEPTION 'details must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- The same result twice is one message: the inbox dedupes it.
+	v_result := oms._apply_payment_reply(
+		'sql:' || oms_payment_result.correlation_id || ':' || oms_payment_result.outcome,
+		jsonb_build_object('correlation_id', oms_payment_result.correlation_id,
+						   'outcome', oms_payment_result.outcome,
+						   'reference', oms_payment_result.details ->> 'reference',
+						   'message', oms_payment_result.details ->> 'message')::text);
+	RETURN jsonb_build_object('correlation_id', oms_payment_result.correlation_id, 'result', v_result);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) IS
+	'Applies a payment provider result from SQL (webhooks) through the same inbox as Kafka replies';

@@ -1,0 +1,1 @@
+-- inbox_status.sql: placeholder until the reply consumer lands.
