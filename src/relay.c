@@ -645,6 +645,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	int			failed = 0;
 	int			transient = 0;
 	int			first_failure = -1;
+	bool		broker_works = false;
 	bool		settled;
 	double		latency_sum = 0;
 	char	   *errmsg = NULL;
@@ -676,6 +677,18 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	error_nulls = palloc(sizeof(bool) * batch.nevents);
 	permanent = palloc(sizeof(Datum) * batch.nevents);
 	settle.n = 0;
+
+	/*
+	 * A transient failure is charged to an event only when the brokers
+	 * demonstrably work, i.e. something in the same batch was acknowledged.
+	 * When nothing got through, the brokers are the problem (down,
+	 * unreachable, timing out): the events stay as they are, the breaker
+	 * counts the batch, and a long outage uses up no publish attempts.
+	 */
+	for (int i = 0; i < batch.nevents; i++)
+		if (batch.reports[i].status == OMS_REPORT_ACKED)
+			broker_works = true;
+
 	for (int i = 0; i < batch.nevents; i++)
 	{
 		RelayEvent *ev = &batch.events[i];
@@ -685,8 +698,10 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 		if (report->status == OMS_REPORT_NONE)
 			continue;
 		Assert(report->status != OMS_REPORT_PENDING);
-		/* Never sent: it stays as it is and goes out with a later batch. */
-		if (report->status != OMS_REPORT_ACKED && oms_kafka_error_never_sent(report->err))
+		/* Never sent, or the brokers failed everyone: not this event's fault. */
+		if (report->status != OMS_REPORT_ACKED &&
+			(oms_kafka_error_never_sent(report->err) ||
+			 (!broker_works && !oms_kafka_error_is_permanent(report->err))))
 		{
 			failed++;
 			transient++;
@@ -746,7 +761,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	if (failed > 0)
 		relay_report_error(psprintf("%d of %d events failed to publish", failed, batch.nevents),
 						   first_failure >= 0 ? TextDatumGetCString(errors[first_failure]) :
-						   "not sent: no broker took them before oms.relay_ack_timeout");
+						   "no broker acknowledged any event of the batch; they stay queued");
 
 	/*
 	 * The breaker counts batches in which something failed for a reason

@@ -3,14 +3,18 @@
 -- order created, read back and replayed with its key, paid and confirmed by
 -- the background worker, a declined payment and its compensation, a cancel
 -- while processing, a partial and a full refund, a refused transition, and
--- the stock levels, outbox events and saga metrics.  Order ids travel in
--- psql variables.  The worker serves this database (test/demo.sh starts the
--- cluster with oms.database_name = 'oms_demo'); the demo waits for it by
--- polling with a deadline, never with a fixed sleep.
+-- the stock levels and saga metrics, and at the end every event as Kafka
+-- has it, read back with kcat, and the relay's status.  Order ids travel in
+-- psql variables.  The worker serves this database and its relay publishes
+-- to a mock Kafka cluster (test/demo.sh starts the cluster with
+-- oms.database_name = 'oms_demo' and oms.kafka_brokers set, and exports
+-- OMS_KAFKA_BOOTSTRAP, which the kcat command below reads); the demo waits
+-- for the worker and the relay by polling with a deadline, never with a
+-- fixed sleep.
 
 \set SHOW_CONTEXT never
 
--- Plumbing, not echoed: two waits with a deadline.  Each polls every 20 ms
+-- Plumbing, not echoed: three waits with a deadline.  Each polls every 20 ms
 -- (every statement of a volatile function sees the latest commits) and
 -- fails the demo when the deadline passes, so a worker that does not work
 -- stops "make demo" with an error instead of hanging.
@@ -58,12 +62,76 @@ BEGIN
 	END LOOP;
 END;
 $$;
+
+-- Waits until the relay has published every event to Kafka: it deletes an
+-- outbox row once Kafka acknowledged it, so an empty outbox means every
+-- event committed so far is on the topic.
+CREATE FUNCTION pg_temp.wait_for_relay(p_timeout interval DEFAULT '30s')
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_start timestamptz := clock_timestamp();
+BEGIN
+	IF NOT (oms_relay_status() ->> 'enabled')::boolean THEN
+		RAISE EXCEPTION 'demo: the outbox relay is off'
+			USING HINT = 'test/demo.sh sets oms.kafka_brokers; check the server configuration.';
+	END IF;
+	LOOP
+		IF NOT EXISTS (SELECT FROM oms.outbox) THEN
+			RETURN format('outbox empty after %s ms',
+						  round(extract(epoch FROM clock_timestamp() - v_start) * 1000));
+		END IF;
+		IF clock_timestamp() > v_start + p_timeout THEN
+			RAISE EXCEPTION 'demo: the relay did not publish the outbox within %', p_timeout
+				USING DETAIL = 'oms_relay_status(): ' || oms_relay_status()::text,
+					  HINT = 'Look at the server log and oms.outbox.last_error.';
+		END IF;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+END;
+$$;
+
+-- Kafka records as kcat prints them with -f '%p\t%o\t%k\t%h\n'
+-- (partition, offset, key, headers as name=value,name=value,...).
+CREATE TABLE pg_temp.kafka_records (
+	partition	integer,
+	"offset"	bigint,
+	key			text,
+	headers		text
+);
+CREATE TEMPORARY VIEW kafka_events AS
+	SELECT r.partition, r."offset", r.key,
+		   substring(r.headers FROM 'ce_omsseq=([0-9]+)')::bigint AS ce_omsseq,
+		   substring(r.headers FROM 'ce_type=([^,]+)') AS ce_type,
+		   r.headers
+	FROM pg_temp.kafka_records AS r;
+
+-- True when the records are the status changes of the timelines, each once
+-- (key, ce_omsseq and ce_type), and every order's records share a partition.
+CREATE FUNCTION pg_temp.kafka_matches_timelines()
+RETURNS boolean
+LANGUAGE sql
+AS $$
+	WITH kafka AS (
+		SELECT k.key::uuid AS order_id, k.ce_omsseq AS seq, k.ce_type AS type FROM pg_temp.kafka_events AS k
+	), timeline AS (
+		SELECT e.order_id, row_number() OVER (PARTITION BY e.order_id ORDER BY e.seq) AS seq,
+			   'oms.' || e.event_type AS type
+		FROM oms.order_events AS e WHERE e.to_status IS NOT NULL
+	)
+	SELECT NOT EXISTS (SELECT * FROM kafka EXCEPT ALL SELECT * FROM timeline)
+	   AND NOT EXISTS (SELECT * FROM timeline EXCEPT ALL SELECT * FROM kafka)
+	   AND NOT EXISTS (SELECT FROM pg_temp.kafka_events AS k GROUP BY k.key HAVING count(DISTINCT k.partition) > 1);
+$$;
 \set ECHO queries
 
 \echo
-\echo '== 1. The background worker of this database =='
+\echo '== 1. The background worker of this database, and its outbox relay to Kafka =='
 SELECT pg_temp.wait_for_worker() AS worker;
 SELECT database, alive, loops, last_error FROM oms_worker_status();
+SELECT s ->> 'enabled' AS relay_enabled, s ->> 'brokers' AS brokers, s ->> 'topic' AS topic
+FROM oms_relay_status() AS s;
 
 \echo
 \echo '== 2. Stock: three SKUs (an order can only be paid for SKUs with stock) =='
@@ -82,6 +150,10 @@ FROM oms_create_order(
 	'USD',
 	'demo-key-1') AS o \gset
 \echo 'created order' :order1 'status' :status1 'total' :total1 '(minor units, USD cents)'
+\echo 'the order.created event was written to oms.outbox in the same transaction; the commit woke'
+\echo 'the worker, whose relay publishes it to Kafka and deletes it from the outbox once acknowledged'
+\echo '(the first event of a new producer waits about a second for the topic''s metadata; see section 6):'
+SELECT pg_temp.wait_for_relay() AS waited;
 
 \echo
 \echo '== 4. Read it back: oms_get_order returns the whole order document =='
@@ -112,6 +184,8 @@ SELECT p->>'status' AS status, p->>'version' AS version
 FROM oms_pay_order(:'order1', 'test_ok', 'demo-pay-1') AS p;
 \echo 'the worker was woken when that call committed; wait for it to confirm the order:'
 SELECT pg_temp.wait_for(:'order1', 'confirmed') AS waited;
+\echo 'and its events order.processing and order.confirmed are in Kafka within milliseconds:'
+SELECT pg_temp.wait_for_relay() AS waited;
 
 \echo
 \echo '== 7. Timeline of the confirmed order: reserve, pay, confirm =='
@@ -183,10 +257,12 @@ SELECT amount, captured, refunded, status FROM oms.payments WHERE order_id = :'o
 SELECT sku, on_hand, reserved, available FROM oms.stock_levels ORDER BY sku;
 
 \echo
-\echo '== 13. Outbox: one event per status change, numbered per order =='
-SELECT o.customer_id, x.seq, x.type, x.payload->>'previous_status' AS previous_status
-FROM oms.outbox AS x JOIN oms.orders AS o ON o.id = x.aggregateid
-ORDER BY o.created_at, x.seq;
+\echo '== 13. The outbox relay: every status change went to Kafka, then left the outbox =='
+SELECT pg_temp.wait_for_relay() AS waited;
+SELECT count(*) AS events_left_in_outbox FROM oms.outbox;
+SELECT s ->> 'published_total' AS published_total, s ->> 'pending' AS pending,
+	s ->> 'breaker' AS breaker, s ->> 'dead_letters' AS dead_letters
+FROM oms_relay_status() AS s;
 
 \echo
 \echo '== 14. Saga metrics =='
@@ -196,6 +272,42 @@ SELECT kind, step, steps, round(p50_ms::numeric, 1) AS p50_ms FROM oms.saga_step
 \echo
 \echo '== 15. The state machine: every allowed move =='
 SELECT * FROM oms.order_transitions ORDER BY 1, 2;
+
+\echo
+\echo '== 16. The events in Kafka, read back by an independent consumer (kcat) =='
+\echo 'the whole topic, read with kcat into a temporary table (partition, offset, key, headers):'
+\echo '\\copy pg_temp.kafka_records FROM PROGRAM ''kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.order-events -o beginning -e -q -f ''''%p\\t%o\\t%k\\t%h\\n'''''''
+-- Not echoed: psql would print the COPY ... FROM STDIN it sends instead.
+\set ECHO none
+\copy pg_temp.kafka_records FROM PROGRAM 'kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.order-events -o beginning -e -q -f ''%p\t%o\t%k\t%h\n'''
+\set ECHO queries
+\echo 'one record per status change; key = order id, so each order stays in one partition, in ce_omsseq order:'
+SELECT o.customer_id AS customer, k.key, k.ce_omsseq, k.ce_type, k.partition, k."offset"
+FROM pg_temp.kafka_events AS k LEFT JOIN oms.orders AS o ON o.id::text = k.key
+ORDER BY o.created_at, k.ce_omsseq;
+\echo 'the headers of the first record of order 1 (CloudEvents, Kafka binary mode; the value is the payload):'
+SELECT split_part(h, '=', 1) AS header, substr(h, length(split_part(h, '=', 1)) + 2) AS value
+FROM pg_temp.kafka_events AS k, regexp_split_to_table(k.headers, ',') AS h
+WHERE k.key = :'order1' AND k.ce_omsseq = 1;
+\echo 'Kafka holds exactly the status changes of the timelines, once each, each order in one partition:'
+SELECT count(*) AS records, count(DISTINCT key) AS orders, pg_temp.kafka_matches_timelines() AS matches_timelines
+FROM pg_temp.kafka_events;
+-- The demo doubles as a smoke test of the relay; plumbing, not echoed.
+\set ECHO none
+SELECT pg_temp.kafka_matches_timelines() AS kafka_ok \gset
+\set ECHO queries
+\if :kafka_ok
+\else
+DO $$ BEGIN RAISE EXCEPTION 'demo: the records in Kafka differ from the status changes in the timelines'; END $$;
+\endif
+
+\echo
+\echo '== 17. The relay''s status =='
+\pset format unaligned
+\pset tuples_only on
+SELECT pg_catalog.jsonb_pretty(oms_relay_status());
+\pset format aligned
+\pset tuples_only off
 
 \echo
 \echo 'demo finished'
