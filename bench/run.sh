@@ -9,8 +9,15 @@
 # confirmed orders/s and pay -> confirmed latency from the timeline.  It
 # reports ratios; it never fails because of timing (only when a script
 # itself errors).
+# Then the outbox relay benchmark (bench/relay.sh): drain rate of a 500,000
+# event backlog against its PG-side ceiling, commit -> ack latency at 1,000
+# events/s, and the outbox size over a sustained run, against the mock Kafka
+# cluster of test/kafka.
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
-# (default 3) per warm-up run, BENCH_SAGA=0 skips the saga runs.
+# (default 3) per warm-up run, BENCH_PARTS (default "create saga relay")
+# the parts to run (create: oms_create_order vs raw SQL; saga; relay),
+# BENCH_SAGA=0 also skips the saga runs; the relay part's own settings
+# (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh.
 set -euo pipefail
 # Let failures inside $(...) stop the script too.
 shopt -s inherit_errexit
@@ -28,11 +35,16 @@ BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 # The first one is the reference the others are divided by.
 RUNS=(baseline create_order baseline_multi)
 BENCH_SAGA=${BENCH_SAGA:-1}
+BENCH_PARTS=${BENCH_PARTS:-create saga relay}
+[[ "$BENCH_SAGA" != 0 ]] || BENCH_PARTS=${BENCH_PARTS//saga/}
 # The saga run: SKUs in stock (each with plenty on hand) and how long the
 # worker may take to drain the backlog after a run.
 SAGA_SKUS=10000
 SAGA_ON_HAND=1000000000000
 SAGA_DRAIN_LIMIT=180
+
+# shellcheck source=bench/relay.sh
+source "$BENCH_DIR/relay.sh"
 
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
@@ -235,20 +247,25 @@ report_saga() {
 			"${SAGA[$key.confirmed]}" "${SAGA[$key.p50]:-n/a}" "${SAGA[$key.p99]:-n/a}" "${SAGA[$key.paid]}" \
 			"${SAGA[$key.missing]}" "${SAGA[$key.backlog]}" "${SAGA[$key.drain]}"
 	done
-	printf '%-22s %12.1f %12s  %s\n' "raw SQL baseline" "${TPS[$ref]}" "" "tps of bench/$ref.sql in this run"
+	if [[ -n "${TPS[$ref]:-}" ]]; then
+		printf '%-22s %12.1f %12s  %s\n' "raw SQL baseline" "${TPS[$ref]}" "" "tps of bench/$ref.sql in this run"
+	fi
 	printf '\nconfirmed/s: order.confirmed timeline entries per second in the window (the run minus its first\n'
 	printf 'fifth, at most 3 s); latency: order.processing -> order.confirmed occurred_at of the orders paid\n'
 	printf 'in the window; "not conf": of those, not confirmed after the drain.  At max rate a worker\n'
 	printf 'that falls behind builds a backlog, so that latency is mostly queueing; the half-rate run\n'
 	printf '(pgbench -R, half the max create+pay/s) shows the latency when the worker keeps up.\n'
 	printf '\nconfirmed orders/s / raw SQL (one statement) tps = %s (target >= 0.5)\n' \
-		"$(ratio "${SAGA[max.confirmed]}" "${TPS[$ref]}")"
+		"$(ratio "${SAGA[max.confirmed]}" "${TPS[$ref]:-}")"
 	printf 'p99 pay -> confirmed at half rate = %s ms (target < 100 ms)\n' "${SAGA[half.p99]:-n/a}"
 	if [[ "${SAGA[half.backlog]}" != 0 ]]; then
 		printf '(at half rate the worker still fell behind: %s sagas were waiting when the run ended)\n' \
 			"${SAGA[half.backlog]}"
 	fi
 }
+
+# Is this part in BENCH_PARTS?
+part() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 
 ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'
@@ -269,6 +286,10 @@ report() {
 main() {
 	[[ "$BENCH_SECONDS" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_SECONDS must be a positive integer"
 	[[ "$BENCH_WARMUP" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_WARMUP must be a positive integer"
+	local name
+	for name in $BENCH_PARTS; do
+		[[ "$name" =~ ^(create|saga|relay)$ ]] || oms_die "unknown part '$name' in BENCH_PARTS (create, saga, relay)"
+	done
 	oms_ensure_packages
 	oms_build_install
 	mkdir -p "$BENCH_LOG_DIR"
@@ -278,14 +299,18 @@ main() {
 	oms_header "oms benchmark"
 	printf 'machine: %s cores; pgbench -n -c %s -j %s -T %s (warm-up -T %s); simple query protocol\n' \
 		"$(nproc)" "$BENCH_CLIENTS" "$BENCH_JOBS" "$BENCH_SECONDS" "$BENCH_WARMUP"
-	printf 'server: fsync on, synchronous_commit on (defaults); logs in %s\n\n' "$BENCH_LOG_DIR"
-	local name
-	for name in "${RUNS[@]}"; do
-		bench_one "$name"
-	done
-	[[ "$BENCH_SAGA" == 0 ]] || bench_saga
-	report
-	[[ "$BENCH_SAGA" == 0 ]] || report_saga
+	printf 'server: fsync on, synchronous_commit on (defaults); logs in %s\n' "$BENCH_LOG_DIR"
+	printf 'parts: %s\n\n' "$(xargs <<<"$BENCH_PARTS")"
+	if part create; then
+		for name in "${RUNS[@]}"; do
+			bench_one "$name"
+		done
+	fi
+	if part saga; then bench_saga; fi
+	if part relay; then bench_relay; fi
+	if part create; then report; fi
+	if part saga; then report_saga; fi
+	if part relay; then report_relay; fi
 }
 
 main "$@"

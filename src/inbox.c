@@ -1,2 +1,527 @@
-/* inbox.c: placeholder until the reply consumer lands. */
+/*-------------------------------------------------------------------------
+ *
+ * inbox.c
+ *	  The inbox loop: payment replies consumed from Kafka are applied once
+ *	  each, by oms._apply_payment_reply(), and their offsets committed only
+ *	  after the transaction that applied them.
+ *
+ * When oms.kafka_brokers is set, oms.payment_provider is kafka and the
+ * extension (with oms._apply_payment_reply) is installed here, the worker
+ * runs a Kafka consumer (src/kafka.c) in group
+ * oms.kafka_consumer_group || '-' || <database>, subscribed to
+ * oms.kafka_payment_replies_topic.  Each worker loop takes what arrived,
+ * without waiting, up to oms.relay_batch_size messages:
+ *
+ *	1. One transaction per message runs
+ *	   oms._apply_payment_reply(id, body), where id is the message's ce_id
+ *	   header, or <topic>:<partition>:<offset> without one, and body the
+ *	   value as text (null when empty or not valid in the database
+ *	   encoding; the function dead-letters what it cannot use and never
+ *	   raises for a bad message).  It answers applied, duplicate, late or
+ *	   rejected, counted in shared memory.
+ *	2. Only after that transaction committed is the message's offset
+ *	   stored; the stored offsets are committed to Kafka (asynchronously)
+ *	   at the end of the loop.
+ *
+ * A crash between 1 and 2 makes Kafka deliver the message again, and the
+ * inbox table, keyed by message id, turns it into a duplicate: an
+ * exactly-once effect from at-least-once delivery.
+ *
+ * When the transaction fails anyway (a database error: lock timeout,
+ * deadlock, disk full), the message is not acknowledged: its partition is
+ * sought back to it, the loop stops, and it is retried after a backoff
+ * (100 ms doubling to 10 s), so that one failing message neither spins the
+ * worker nor fills the log: such failures are logged at most once per
+ * 10 s, with a count of the others.
+ *
+ * The worker wakes up when a reply arrives: the consumer's queue writes
+ * to the wake-up pipe the worker's wait includes (see kafka.c).
+ *
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "oms.h"
+
+#define APPLY_QUERY "SELECT oms._apply_payment_reply($1::text, $2::text)"
+
+/* A failed reply is retried after this long, doubling per failure, up to the max. */
+#define INBOX_RETRY_MIN_MS 100
+#define INBOX_RETRY_MAX_MS 10000
+
+/* Failures of the same kind are logged at most once per this interval. */
+#define INBOX_LOG_INTERVAL_MS 10000
+
+/* How often the lag is computed (from local state only). */
+#define INBOX_LAG_INTERVAL_MS 1000
+
+/* While the extension is installed, how often to look whether it still is. */
+#define INBOX_EXTENSION_RECHECK_MS 10000
+
+/* inbox_apply's answer when the extension is being dropped or altered. */
+#define INBOX_NOT_READY (-1)
+
+/* One message's arguments, and the outcome, across the transaction bracket. */
+typedef struct InboxApply
+{
+	Datum		id;
+	Datum		body;
+	bool		body_null;
+} InboxApply;
+
+/* A rate limit for one kind of log line. */
+typedef struct InboxLogLimit
+{
+	TimestampTz logged_at;
+	int			suppressed;
+} InboxLogLimit;
+
+static int	inbox_slotno = -1;
+static char inbox_dbname[NAMEDATALEN];
+static MemoryContext msg_cxt = NULL;
+
+static OmsKafkaState client_state = OMS_KAFKA_OFF;
+static const char *off_reason = NULL;
+
+/* Whether the extension and oms._apply_payment_reply are installed, as last seen. */
+static bool extension_present = false;
+static TimestampTz extension_checked_at = 0;
+
+/* After a failed transaction, nothing is consumed before this time. */
+static TimestampTz hold_until = 0;
+static int	consecutive_failures = 0;
+
+static TimestampTz lag_at = 0;
+
+static InboxLogLimit apply_log;
+static InboxLogLimit consumer_log;
+
+/*
+ * Called by the worker once connected, after oms_relay_init (which sets
+ * up the Kafka clients' wake-up pipe).
+ */
+void
+oms_inbox_init(int slotno, const char *dbname)
+{
+	inbox_slotno = slotno;
+	strlcpy(inbox_dbname, dbname, sizeof(inbox_dbname));
+	msg_cxt = AllocSetContextCreate(TopMemoryContext,
+									"oms inbox message",
+									ALLOCSET_SMALL_SIZES);
+	oms_shmem_inbox_reset(slotno);
+}
+
+/* True when a line of this kind may be logged now. */
+static bool
+log_due(const InboxLogLimit *limit, TimestampTz now)
+{
+	return limit->logged_at == 0 ||
+		TimestampDifferenceExceeds(limit->logged_at, now, INBOX_LOG_INTERVAL_MS);
+}
+
+/*
+ * Accounts for one line of this kind: logged (returns the number left out
+ * since the last one logged) or left out (counted; returns -1).
+ */
+static int
+log_account(InboxLogLimit *limit, bool logged, TimestampTz now)
+{
+	int			suppressed = limit->suppressed;
+
+	if (!logged)
+	{
+		limit->suppressed++;
+		return -1;
+	}
+	limit->suppressed = 0;
+	limit->logged_at = now;
+	return suppressed;
+}
+
+/* ---------------------------------------------------------------- wanted? */
+
+/*
+ * Transaction body: 1 when the extension and oms._apply_payment_reply(text,
+ * text) exist in this database, else 0.
+ */
+static int
+inbox_check_extension(void *arg)
+{
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	List	   *name;
+
+	if (!OidIsValid(get_extension_oid("oms", true)))
+		return 0;
+	name = list_make2(makeString("oms"), makeString("_apply_payment_reply"));
+	return OidIsValid(LookupFuncName(name, 2, argtypes, true)) ? 1 : 0;
+}
+
+/*
+ * Whether this worker should consume replies now: brokers set, the Kafka
+ * payment provider chosen and the extension installed.  The extension is
+ * looked up in a short transaction at most every naptime while it is
+ * missing, every INBOX_EXTENSION_RECHECK_MS while it is there (a reply
+ * that finds it gone asks for a look at once).
+ */
+static bool
+inbox_wanted(int slotno, MemoryContext loop_cxt, TimestampTz now)
+{
+	int			interval;
+	int			present = 0;
+
+	if (oms_kafka_brokers == NULL || oms_kafka_brokers[0] == '\0')
+	{
+		off_reason = "oms.kafka_brokers is empty.";
+		return false;
+	}
+	if (!oms_payment_provider_is_kafka())
+	{
+		off_reason = "oms.payment_provider is not kafka.";
+		return false;
+	}
+
+	interval = extension_present ? Max(INBOX_EXTENSION_RECHECK_MS, oms_worker_naptime) :
+		oms_worker_naptime;
+	if (extension_checked_at == 0 ||
+		TimestampDifferenceExceeds(extension_checked_at, now, interval))
+	{
+		if (oms_worker_run_xact(slotno, loop_cxt, "oms inbox: extension check",
+								inbox_check_extension, NULL, &present, NULL))
+			extension_present = (present == 1);
+		MemoryContextSwitchTo(loop_cxt);
+		extension_checked_at = now;
+	}
+	if (!extension_present)
+	{
+		off_reason = "The oms extension, or its oms._apply_payment_reply function, is not installed in this database.";
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Brings the consumer in line with the settings; logs what changed.
+ * Returns true when replies can be consumed.
+ */
+static bool
+inbox_client_ready(bool wanted)
+{
+	char		errbuf[512];
+	bool		changed;
+	OmsKafkaState state = oms_kafka_inbox_ensure(wanted, &changed, errbuf, sizeof(errbuf));
+
+	if (changed || state != client_state)
+	{
+		switch (state)
+		{
+			case OMS_KAFKA_OFF:
+				ereport(LOG,
+						(errmsg("oms inbox for database \"%s\" stopped consuming payment replies",
+								inbox_dbname),
+						 off_reason ? errdetail("%s", off_reason) : 0));
+				break;
+			case OMS_KAFKA_READY:
+				ereport(LOG,
+						(errmsg("oms inbox for database \"%s\" consumes payment replies from topic \"%s\" at \"%s\"",
+								inbox_dbname, oms_kafka_payment_replies_topic, oms_kafka_brokers),
+						 errdetail("Consumer group \"%s-%s\".",
+								   oms_kafka_consumer_group, inbox_dbname)));
+				break;
+			case OMS_KAFKA_BAD_CONFIG:
+				oms_shmem_inbox_note_error(inbox_slotno,
+										   psprintf("invalid Kafka consumer settings: %s", errbuf));
+				ereport(LOG,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("oms inbox for database \"%s\" is off: invalid Kafka consumer settings",
+								inbox_dbname),
+						 errdetail_internal("%s", errbuf),
+						 errhint("Correct oms.kafka_config, oms.kafka_consumer_group or oms.kafka_payment_replies_topic and reload the configuration.")));
+				break;
+		}
+		oms_shmem_inbox_set_state(inbox_slotno, state);
+		client_state = state;
+		hold_until = 0;
+		consecutive_failures = 0;
+		lag_at = 0;
+	}
+	return state == OMS_KAFKA_READY;
+}
+
+/* Serves the consumer's log queue; client and offset errors go to shared memory. */
+static void
+serve_consumer(void)
+{
+	char		errbuf[OMS_ERROR_LEN];
+
+	if (oms_kafka_inbox_serve(errbuf, sizeof(errbuf)))
+		oms_shmem_inbox_note_error(inbox_slotno, errbuf);
+}
+
+/* ---------------------------------------------------------------- applying */
+
+/*
+ * Transaction body: applies one reply.  Returns its OmsInboxOutcome, or
+ * INBOX_NOT_READY when the extension is being dropped or altered right
+ * now (nothing was done).
+ */
+static int
+inbox_apply(void *arg)
+{
+	InboxApply *a = (InboxApply *) arg;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	bool		isnull;
+	Datum		result;
+	char	   *word;
+	int			ret;
+
+	if (!oms_worker_extension_ready())
+		return INBOX_NOT_READY;
+
+	args[0] = a->id;
+	args[1] = a->body;
+	if (a->body_null)
+		nulls[1] = 'n';
+	ret = SPI_execute_with_args(APPLY_QUERY, 2, argtypes, args, nulls, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("oms._apply_payment_reply returned no row"),
+				 errdetail("SPI returned code %d with %llu rows.",
+						   ret, (unsigned long long) SPI_processed)));
+	if (SPI_gettypeid(SPI_tuptable->tupdesc, 1) != TEXTOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("oms._apply_payment_reply must return text")));
+
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return OMS_INBOX_OTHER;
+	word = TextDatumGetCString(result);
+	if (strcmp(word, "applied") == 0)
+		return OMS_INBOX_APPLIED;
+	if (strcmp(word, "duplicate") == 0)
+		return OMS_INBOX_DUPLICATE;
+	if (strcmp(word, "late") == 0)
+		return OMS_INBOX_LATE;
+	if (strcmp(word, "rejected") == 0)
+		return OMS_INBOX_REJECTED;
+	return OMS_INBOX_OTHER;
+}
+
+/* Retry delay after the n-th consecutive failure. */
+static int
+retry_delay_ms(int failures)
+{
+	int			shift = Min(Max(failures - 1, 0), 10);
+
+	return Min(INBOX_RETRY_MIN_MS << shift, INBOX_RETRY_MAX_MS);
+}
+
+/*
+ * Applies one message in its own transaction.  Returns false when it was
+ * not applied: the message is rewound and consumption pauses.
+ */
+static bool
+apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
+			  int *applied)
+{
+	InboxApply a;
+	char	   *idtext;
+	int			result = 0;
+	char	   *failure = NULL;
+	bool		ok;
+	bool		logged;
+	int			suppressed;
+	TimestampTz now;
+
+	/*
+	 * The arguments, in a context of their own: a reply may be large.  An id
+	 * or body that is not valid in the database encoding (or holds a NUL) is
+	 * not passed: the id falls back to the message's position, the body to
+	 * null, which the function dead-letters.
+	 */
+	MemoryContextSwitchTo(msg_cxt);
+	if (m->id != NULL && m->idlen > 0 && pg_verifymbstr(m->id, m->idlen, true))
+		idtext = pnstrdup(m->id, m->idlen);
+	else
+		idtext = psprintf("%s:%d:" INT64_FORMAT,
+						  m->topic ? m->topic : "", (int) m->partition, m->offset);
+	a.id = CStringGetTextDatum(idtext);
+	a.body_null = !(m->value != NULL && m->valuelen > 0 &&
+					m->valuelen <= MaxAllocSize - VARHDRSZ &&
+					pg_verifymbstr(m->value, m->valuelen, true));
+	a.body = a.body_null ? (Datum) 0 :
+		PointerGetDatum(cstring_to_text_with_len(m->value, m->valuelen));
+	MemoryContextSwitchTo(loop_cxt);
+
+	/* A failure is logged in full (with its context) once per interval. */
+	logged = log_due(&apply_log, GetCurrentTimestamp());
+	ok = oms_worker_run_xact_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
+								 &result, &failure, logged);
+	MemoryContextSwitchTo(loop_cxt);
+	now = GetCurrentTimestamp();
+
+	if (!ok)
+	{
+		oms_kafka_inbox_rewind();
+		consecutive_failures++;
+		hold_until = TimestampTzPlusMilliseconds(now, retry_delay_ms(consecutive_failures));
+		oms_shmem_inbox_note_failure(slotno, failure);
+		suppressed = log_account(&apply_log, logged, now);
+		if (logged)
+			ereport(LOG,
+					(errmsg("oms inbox for database \"%s\" could not apply payment reply \"%s\"",
+							inbox_dbname, idtext),
+					 errdetail("Topic \"%s\", partition %d, offset " INT64_FORMAT ": %s",
+							   m->topic ? m->topic : "", (int) m->partition, m->offset,
+							   failure ? failure : "(no message)"),
+					 suppressed > 0 ?
+					 errhint("Its offset is not committed; it is retried in %d ms.  %d more failures were not logged since the last one.",
+							 retry_delay_ms(consecutive_failures), suppressed) :
+					 errhint("Its offset is not committed; it is retried in %d ms.",
+							 retry_delay_ms(consecutive_failures))));
+		MemoryContextReset(msg_cxt);
+		return false;
+	}
+	MemoryContextReset(msg_cxt);
+
+	if (result == INBOX_NOT_READY)
+	{
+		/* DROP or ALTER EXTENSION under way: try again after a look at it. */
+		oms_kafka_inbox_rewind();
+		extension_checked_at = 0;
+		hold_until = TimestampTzPlusMilliseconds(now, oms_worker_naptime);
+		return false;
+	}
+
+	/* Committed: only now may Kafka forget the message. */
+	oms_kafka_inbox_ack();
+	consecutive_failures = 0;
+	oms_shmem_inbox_note_reply(slotno, (OmsInboxOutcome) result, now);
+	if (result != OMS_INBOX_DUPLICATE)
+		(*applied)++;
+	return true;
+}
+
+/* Logs a consumer error delivered as a message (rate-limited), and records it. */
+static void
+report_consumer_error(const OmsKafkaMessage *m)
+{
+	TimestampTz now;
+	int			suppressed;
+	char	   *text;
+
+	text = psprintf("Kafka consumer error %s: %s", oms_kafka_err_name(m->err),
+					m->errtext ? m->errtext : "");
+	oms_shmem_inbox_note_error(inbox_slotno, text);
+	now = GetCurrentTimestamp();
+	suppressed = log_account(&consumer_log, log_due(&consumer_log, now), now);
+	if (suppressed >= 0)
+		ereport(LOG,
+				(errmsg("oms inbox for database \"%s\": Kafka consumer error %s",
+						inbox_dbname, oms_kafka_err_name(m->err)),
+				 errdetail_internal("%s", m->errtext ? m->errtext : ""),
+				 suppressed > 0 ?
+				 errhint("%d more consumer errors were not logged since the last one.", suppressed) : 0));
+	pfree(text);
+}
+
+/* ---------------------------------------------------------------- the step */
+
+/*
+ * The inbox's step in a worker loop: applies what arrived, never waiting
+ * for Kafka.  *applied counts replies that had an effect (not
+ * duplicates), which may have made saga steps due.  Returns true when more
+ * messages are probably waiting (a full batch), so the worker loops again
+ * without sleeping.
+ */
+bool
+oms_inbox_run(int slotno, MemoryContext loop_cxt, int *applied)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			n = 0;
+	bool		stopped = false;
+
+	*applied = 0;
+	if (!inbox_client_ready(inbox_wanted(slotno, loop_cxt, now)))
+		return false;
+
+	serve_consumer();
+	if (now < hold_until)
+		return false;
+
+	while (n < oms_relay_batch_size)
+	{
+		OmsKafkaMessage m;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!oms_kafka_inbox_poll(&m))
+			break;
+		n++;
+		if (m.err != 0)
+		{
+			report_consumer_error(&m);
+			continue;
+		}
+		if (!apply_message(slotno, loop_cxt, &m, applied))
+		{
+			stopped = true;
+			break;
+		}
+	}
+
+	oms_kafka_inbox_commit();
+	serve_consumer();
+
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(lag_at, now, INBOX_LAG_INTERVAL_MS))
+	{
+		int			partitions;
+		int64		lag = oms_kafka_inbox_lag(&partitions);
+
+		oms_shmem_inbox_set_lag(slotno, partitions, lag, now);
+		lag_at = now;
+	}
+
+	return !stopped && n >= oms_relay_batch_size;
+}
+
+/*
+ * The worker is paused or in recovery: no consumer.  It is closed (leaving
+ * the group) and built again when the worker resumes.
+ */
+void
+oms_inbox_idle(int slotno)
+{
+	off_reason = RecoveryInProgress() ? "The server is in recovery." :
+		"oms.worker_enabled is off.";
+	(void) inbox_client_ready(false);
+}
+
+/* The longest the worker may sleep: until a failed reply's retry. */
+long
+oms_inbox_sleep_limit(long naptime)
+{
+	TimestampTz now;
+
+	if (client_state != OMS_KAFKA_READY || hold_until == 0)
+		return naptime;
+	now = GetCurrentTimestamp();
+	if (now >= hold_until)
+		return naptime;
+	return Max(1, Min(naptime, TimestampDifferenceMilliseconds(now, hold_until)));
+}

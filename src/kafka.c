@@ -1,28 +1,34 @@
 /*-------------------------------------------------------------------------
  *
  * kafka.c
- *	  The Kafka producer of the outbox relay: the only file that includes
- *	  librdkafka's header.
+ *	  The Kafka producer of the outbox relay and the reply consumer of the
+ *	  inbox: the only file that includes librdkafka's header.
  *
  * One idempotent producer per worker, built lazily from the oms.kafka_*
  * settings and rebuilt when a reload changes one of them.  Settings that
  * librdkafka refuses are reported once and keep the relay off until they
- * change; they are not retried in a loop.
+ * change; they are not retried in a loop.  The reply consumer (see
+ * oms_kafka_inbox_ensure) is a second client built the same way, with
+ * manual offset storage: src/inbox.c acknowledges a message only after
+ * the transaction that applied it committed.
  *
  * librdkafka runs threads of its own, and a PostgreSQL backend must not
  * allocate, log or throw outside its main thread.  So nothing of ours runs
  * on librdkafka's threads: log lines are sent to a queue (log.queue=true)
  * and delivery reports and client errors to the main queue, and both are
- * served only by oms_kafka_serve() on the worker's thread.  Even there the
- * callbacks write only into preallocated memory (the batch's report array
- * and fixed-size buffers), because an error thrown inside them would
- * unwind through librdkafka's frames; whatever needs logging is logged
- * after rd_kafka_poll() returns.  Both queues write a byte to a
- * non-blocking pipe when they become non-empty, so the relay's wait wakes
- * up as soon as a report arrives.
+ * served only by oms_kafka_serve() on the worker's thread; the consumer's
+ * messages, rebalances, errors and commit results come from its consumer
+ * queue, served only by rd_kafka_consumer_poll() on the same thread.  Even
+ * there the callbacks write only into preallocated memory (the batch's
+ * report array and fixed-size buffers) or librdkafka's own, because an
+ * error thrown inside them would unwind through librdkafka's frames;
+ * whatever needs logging is logged after the poll returns.  All these
+ * queues write a byte to one non-blocking pipe when they become non-empty,
+ * so the worker's wait wakes up as soon as a report or a reply arrives.
  *
  * No call here blocks for long: produce never waits for queue space,
- * purge and destroy are bounded, and there is no rd_kafka_flush().
+ * the consumer is polled with a zero timeout and seeks without waiting,
+ * purge, close and destroy are bounded, and there is no rd_kafka_flush().
  *
  *-------------------------------------------------------------------------
  */
@@ -50,6 +56,9 @@
 
 /* Longest wait for the reports of purged messages before a producer is destroyed. */
 #define KAFKA_DESTROY_WAIT_MS 500
+
+/* Least time between a failed offset commit of the reply consumer and its retry. */
+#define KAFKA_COMMIT_RETRY_MS 1000
 
 /* librdkafka log lines and client errors logged per window; the rest are counted. */
 #define KAFKA_LOG_BURST 20
@@ -100,10 +109,38 @@ static int	batch_pending = 0;
 static TimestampTz transport_error_at = 0;
 static TimestampTz acked_at = 0;
 
-/* Client errors noted by error_callback, logged by oms_kafka_serve. */
-static int	client_error_code = 0;
-static int	client_errors_unlogged = 0;
-static char client_error_reason[512];
+/* Client errors noted by an error callback, waiting to be logged. */
+typedef struct ClientErrors
+{
+	int			code;
+	int			unlogged;
+	char		reason[512];
+} ClientErrors;
+
+static ClientErrors producer_errors;
+
+/*
+ * The reply consumer of the inbox (src/inbox.c): a second client, a
+ * consumer in group oms.kafka_consumer_group || '-' || database, with its
+ * own log queue.  Its consumer queue (which the main queue is forwarded
+ * to) and its log queue wake the worker through the same pipe as the
+ * producer's.  inbox_msg is the one message handed to the inbox and not
+ * yet acknowledged or rewound; it is destroyed before the consumer is.
+ */
+static rd_kafka_t *consumer = NULL;
+static rd_kafka_queue_t *consumer_queue = NULL;
+static rd_kafka_queue_t *consumer_log_queue = NULL;
+static char *consumer_settings = NULL;
+static char *consumer_refused_settings = NULL;
+static char consumer_refused_reason[512];
+static char consumer_client_id[NAMEDATALEN + 16];
+static rd_kafka_message_t *inbox_msg = NULL;
+static rd_kafka_topic_partition_list_t *consumer_assignment = NULL;
+static bool consumer_offsets_stored = false;	/* stored since the last commit */
+static bool consumer_broken = false;	/* rebuild it before the next poll */
+static TimestampTz commit_failed_at = 0;	/* last failed offset commit */
+static ClientErrors consumer_errors;
+static ClientErrors commit_errors;
 
 /* Log rate limit, shared by librdkafka log lines and client errors. */
 static TimestampTz log_window_start = 0;
@@ -111,9 +148,19 @@ static int	log_window_count = 0;
 static int	log_suppressed = 0;
 
 static void destroy_producer(void);
+static void destroy_consumer(void);
 static void kafka_exit(int code, Datum arg);
 
 /* ---------------------------------------------------------------- callbacks */
+
+/* Keeps the last client error for logging on the worker's thread: only copies. */
+static void
+note_client_error(ClientErrors *errors, int err, const char *reason)
+{
+	errors->code = err;
+	strlcpy(errors->reason, reason ? reason : "", sizeof(errors->reason));
+	errors->unlogged++;
+}
 
 /*
  * Delivery report of one message.  Called by rd_kafka_poll() on the
@@ -166,9 +213,7 @@ error_callback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 		default:
 			break;
 	}
-	client_error_code = err;
-	strlcpy(client_error_reason, reason ? reason : "", sizeof(client_error_reason));
-	client_errors_unlogged++;
+	note_client_error(&producer_errors, err, reason);
 }
 
 /* ---------------------------------------------------------------- logging */
@@ -183,7 +228,7 @@ log_allowed(void)
 	{
 		if (log_suppressed > 0)
 			ereport(LOG,
-					(errmsg("oms relay for database \"%s\" suppressed %d librdkafka log lines in the last %d seconds",
+					(errmsg("oms worker for database \"%s\" suppressed %d librdkafka log lines in the last %d seconds",
 							kafka_dbname, log_suppressed, KAFKA_LOG_WINDOW_MS / 1000)));
 		log_window_start = now;
 		log_window_count = 0;
@@ -209,15 +254,16 @@ log_level_to_elevel(int level)
 	return DEBUG2;
 }
 
+/* Logs what librdkafka queued on "queue"; "who" names the client in the line. */
 static void
-serve_log_queue(void)
+serve_log_queue(rd_kafka_queue_t *queue, const char *who)
 {
 	rd_kafka_event_t *ev;
 
-	if (log_queue == NULL)
+	if (queue == NULL)
 		return;
 
-	while ((ev = rd_kafka_queue_poll(log_queue, 0)) != NULL)
+	while ((ev = rd_kafka_queue_poll(queue, 0)) != NULL)
 	{
 		const char *fac = NULL;
 		const char *str = NULL;
@@ -231,8 +277,8 @@ serve_log_queue(void)
 			if (message_level_is_interesting(elevel) &&
 				(elevel != LOG || log_allowed()))
 				ereport(elevel,
-						(errmsg("oms relay for database \"%s\": librdkafka %s",
-								kafka_dbname, fac ? fac : "log"),
+						(errmsg("oms %s for database \"%s\": librdkafka %s",
+								who, kafka_dbname, fac ? fac : "log"),
 						 errdetail_internal("%s", str ? str : "")));
 		}
 		rd_kafka_event_destroy(ev);
@@ -240,17 +286,17 @@ serve_log_queue(void)
 }
 
 static void
-log_client_errors(void)
+log_client_errors(ClientErrors *errors, const char *who)
 {
-	if (client_errors_unlogged == 0)
+	if (errors->unlogged == 0)
 		return;
 	if (log_allowed())
 		ereport(LOG,
-				(errmsg("oms relay for database \"%s\": Kafka client error %s",
-						kafka_dbname,
-						rd_kafka_err2name((rd_kafka_resp_err_t) client_error_code)),
-				 errdetail_internal("%s", client_error_reason)));
-	client_errors_unlogged = 0;
+				(errmsg("oms %s for database \"%s\": Kafka client error %s",
+						who, kafka_dbname,
+						rd_kafka_err2name((rd_kafka_resp_err_t) errors->code)),
+				 errdetail_internal("%s", errors->reason)));
+	errors->unlogged = 0;
 }
 
 /* Empties the wake-up pipe; it is non-blocking, so this never waits. */
@@ -276,6 +322,7 @@ void
 oms_kafka_init(const char *dbname)
 {
 	snprintf(client_id, sizeof(client_id), "oms-relay-%s", dbname);
+	snprintf(consumer_client_id, sizeof(consumer_client_id), "oms-inbox-%s", dbname);
 	strlcpy(kafka_dbname, dbname, sizeof(kafka_dbname));
 
 	if (pipe(wake_pipe) != 0)
@@ -337,7 +384,7 @@ set_property(rd_kafka_conf_t *conf, const char *name, const char *value,
  */
 static bool
 apply_user_properties(rd_kafka_conf_t *conf, const char *config,
-					  char *errbuf, size_t errlen)
+					  const char *const *reserved, char *errbuf, size_t errlen)
 {
 	char	   *copy = pstrdup(config ? config : "");
 	char	   *items[256];
@@ -393,7 +440,7 @@ apply_user_properties(rd_kafka_conf_t *conf, const char *config,
 			snprintf(errbuf, errlen, "oms.kafka_config has an item without a property name");
 			return false;
 		}
-		for (const char *const *r = reserved_properties; *r; r++)
+		for (const char *const *r = reserved; *r; r++)
 		{
 			if (strcmp(name, *r) == 0)
 			{
@@ -443,7 +490,7 @@ create_producer(char *errbuf, size_t errlen)
 	if (!set_property(conf, "message.max.bytes", num, errbuf, errlen))
 		goto fail;
 
-	if (!apply_user_properties(conf, oms_kafka_config, errbuf, errlen))
+	if (!apply_user_properties(conf, oms_kafka_config, reserved_properties, errbuf, errlen))
 		goto fail;
 
 	rd_kafka_conf_set_dr_msg_cb(conf, delivery_callback);
@@ -507,7 +554,7 @@ destroy_producer(void)
 	if (log_queue)
 	{
 		rd_kafka_queue_io_event_enable(log_queue, -1, NULL, 0);
-		serve_log_queue();
+		serve_log_queue(log_queue, "relay");
 		rd_kafka_set_log_queue(producer, NULL);
 		rd_kafka_queue_destroy(log_queue);
 		log_queue = NULL;
@@ -594,7 +641,10 @@ oms_kafka_ensure(bool *changed, char *errbuf, size_t errlen)
 
 /*
  * Serves what librdkafka queued for us: delivery reports and client
- * errors (main queue), log lines (log queue).  Never waits.
+ * errors (main queue), log lines (both clients' log queues).  Never waits.
+ * It empties the wake-up pipe, so the reply consumer's queue must be
+ * polled after it, before the worker sleeps: the worker runs the inbox
+ * after the relay.
  */
 void
 oms_kafka_serve(void)
@@ -602,8 +652,9 @@ oms_kafka_serve(void)
 	drain_wake_pipe();
 	if (producer != NULL)
 		rd_kafka_poll(producer, 0);
-	serve_log_queue();
-	log_client_errors();
+	serve_log_queue(log_queue, "relay");
+	log_client_errors(&producer_errors, "relay");
+	serve_log_queue(consumer_log_queue, "inbox");
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -795,6 +846,685 @@ oms_kafka_error_text(int err)
 	}
 }
 
+/* ---------------------------------------------------------------- inbox consumer */
+
+/*
+ * Properties oms sets itself on the reply consumer, on top of the
+ * producer's: the group, and manual offsets, which is what lets a reply's
+ * offset be committed only after its transaction committed.
+ */
+static const char *const consumer_reserved_properties[] = {
+	"bootstrap.servers", "metadata.broker.list", "enable.idempotence",
+	"log.queue", "transactional.id",
+	"group.id", "enable.auto.commit", "enable.auto.offset.store", NULL
+};
+
+/*
+ * A client-level error of the consumer.  Called on the worker's thread
+ * from rd_kafka_consumer_poll(); only copies.  A fatal error (only static
+ * group membership has them) makes the client unusable: it is rebuilt.
+ */
+static void
+consumer_error_callback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+		consumer_broken = true;
+	note_client_error(&consumer_errors, err, reason);
+}
+
+/*
+ * Result of an asynchronous offset commit; on the worker's thread, only
+ * copies.  After a failure the stored offsets are committed again, at most
+ * once per KAFKA_COMMIT_RETRY_MS (a commit's result wakes the worker, so an
+ * immediate retry would spin against a broker that keeps refusing).
+ */
+static void
+commit_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+				rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR && offsets != NULL)
+	{
+		for (int i = 0; i < offsets->cnt; i++)
+		{
+			if (offsets->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				err = offsets->elems[i].err;
+				break;
+			}
+		}
+	}
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+	{
+		note_client_error(&commit_errors, err, rd_kafka_err2str(err));
+		consumer_offsets_stored = true;
+		commit_failed_at = GetCurrentTimestamp();
+	}
+}
+
+/* Adds (or, with "add" false, removes) partitions to our copy of the assignment. */
+static void
+track_assignment(const rd_kafka_topic_partition_list_t *partitions, bool add)
+{
+	if (consumer_assignment == NULL)
+		consumer_assignment = rd_kafka_topic_partition_list_new(partitions ? partitions->cnt : 0);
+	if (partitions == NULL)
+		return;
+	for (int i = 0; i < partitions->cnt; i++)
+	{
+		const rd_kafka_topic_partition_t *p = &partitions->elems[i];
+
+		if (add)
+		{
+			if (rd_kafka_topic_partition_list_find(consumer_assignment, p->topic, p->partition) == NULL)
+				rd_kafka_topic_partition_list_add(consumer_assignment, p->topic, p->partition);
+		}
+		else
+			rd_kafka_topic_partition_list_del(consumer_assignment, p->topic, p->partition);
+	}
+}
+
+/* The consumer gives up "partitions" (all of them under the eager protocol). */
+static void
+consumer_unassign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *partitions)
+{
+	if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+	{
+		rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, partitions);
+
+		if (error)
+		{
+			note_client_error(&consumer_errors, rd_kafka_error_code(error),
+							  rd_kafka_error_string(error));
+			rd_kafka_error_destroy(error);
+		}
+		track_assignment(partitions, false);
+	}
+	else
+	{
+		rd_kafka_assign(rk, NULL);
+		if (consumer_assignment)
+		{
+			rd_kafka_topic_partition_list_destroy(consumer_assignment);
+			consumer_assignment = NULL;
+		}
+	}
+}
+
+/*
+ * Group rebalance, called on the worker's thread from
+ * rd_kafka_consumer_poll(), never while a message is being applied.
+ * Takes what the group assigns; before partitions are taken away, the
+ * offsets of replies already applied are committed (asynchronously), so
+ * their next owner does not see them again.
+ */
+static void
+rebalance_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+				   rd_kafka_topic_partition_list_t *partitions, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+	{
+		if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+		{
+			rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, partitions);
+
+			if (error)
+			{
+				note_client_error(&consumer_errors, rd_kafka_error_code(error),
+								  rd_kafka_error_string(error));
+				rd_kafka_error_destroy(error);
+			}
+		}
+		else
+		{
+			rd_kafka_assign(rk, partitions);
+			if (consumer_assignment)
+			{
+				rd_kafka_topic_partition_list_destroy(consumer_assignment);
+				consumer_assignment = NULL;
+			}
+		}
+		track_assignment(partitions, true);
+		return;
+	}
+
+	if (consumer_offsets_stored && !rd_kafka_assignment_lost(rk))
+		rd_kafka_commit(rk, NULL, 1);
+	consumer_offsets_stored = false;
+	consumer_unassign(rk, partitions);
+}
+
+/*
+ * The settings the consumer depends on, as one string: a different string
+ * means a different consumer.
+ */
+static char *
+consumer_current_settings(void)
+{
+	return psprintf("%s\n%s\n%s\n%s",
+					oms_kafka_brokers ? oms_kafka_brokers : "",
+					oms_kafka_config ? oms_kafka_config : "",
+					oms_kafka_consumer_group ? oms_kafka_consumer_group : "",
+					oms_kafka_payment_replies_topic ? oms_kafka_payment_replies_topic : "");
+}
+
+/*
+ * Builds the reply consumer from the current settings and subscribes it to
+ * oms.kafka_payment_replies_topic.  On failure returns false with the
+ * reason in errbuf and leaves no consumer behind.
+ */
+static bool
+create_consumer(char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *topics;
+	rd_kafka_resp_err_t err;
+	char	   *group;
+	char		reason[512];
+	rd_kafka_t *rk;
+
+	if (oms_kafka_payment_replies_topic == NULL || oms_kafka_payment_replies_topic[0] == '\0')
+	{
+		snprintf(errbuf, errlen, "oms.kafka_payment_replies_topic is empty");
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+	group = psprintf("%s-%s", oms_kafka_consumer_group ? oms_kafka_consumer_group : "",
+					 kafka_dbname);
+
+	/*
+	 * Ours first; oms.kafka_config may override all but the reserved ones.
+	 * The prefetch is kept small: this is a database backend, and replies
+	 * are small and few.
+	 */
+	if (!set_property(conf, "client.id", consumer_client_id, errbuf, errlen) ||
+		!set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) ||
+		!set_property(conf, "group.id", group, errbuf, errlen) ||
+		!set_property(conf, "enable.auto.commit", "false", errbuf, errlen) ||
+		!set_property(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
+		!set_property(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
+		!set_property(conf, "session.timeout.ms", "6000", errbuf, errlen) ||
+		!set_property(conf, "heartbeat.interval.ms", "1000", errbuf, errlen) ||
+		!set_property(conf, "log.queue", "true", errbuf, errlen) ||
+		!set_property(conf, "socket.timeout.ms", "10000", errbuf, errlen) ||
+		!set_property(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen) ||
+		!set_property(conf, "log.connection.close", "false", errbuf, errlen) ||
+		!set_property(conf, "queued.min.messages", "1000", errbuf, errlen) ||
+		!set_property(conf, "queued.max.messages.kbytes", "8192", errbuf, errlen))
+		goto fail;
+
+	if (!apply_user_properties(conf, oms_kafka_config, consumer_reserved_properties,
+							   errbuf, errlen))
+		goto fail;
+
+	rd_kafka_conf_set_error_cb(conf, consumer_error_callback);
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_callback);
+	rd_kafka_conf_set_offset_commit_cb(conf, commit_callback);
+
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, reason, sizeof(reason));
+	if (rk == NULL)
+	{
+		snprintf(errbuf, errlen, "%s", reason);
+		goto fail;
+	}
+	/* conf belongs to rk now. */
+	pfree(group);
+
+	consumer = rk;
+	consumer_broken = false;
+	consumer_offsets_stored = false;
+	consumer_log_queue = rd_kafka_queue_new(rk);
+	if (rd_kafka_set_log_queue(rk, consumer_log_queue) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		snprintf(errbuf, errlen, "could not set the librdkafka log queue");
+		destroy_consumer();
+		return false;
+	}
+
+	/*
+	 * Everything the consumer has for us (messages, rebalances, errors,
+	 * commit results) arrives on its consumer queue, served by
+	 * rd_kafka_consumer_poll() on this thread; a byte in the pipe says it
+	 * became non-empty.
+	 */
+	rd_kafka_poll_set_consumer(rk);
+	consumer_queue = rd_kafka_queue_get_consumer(rk);
+	rd_kafka_queue_io_event_enable(consumer_queue, wake_pipe[1], "1", 1);
+	rd_kafka_queue_io_event_enable(consumer_log_queue, wake_pipe[1], "1", 1);
+
+	topics = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(topics, oms_kafka_payment_replies_topic,
+									  RD_KAFKA_PARTITION_UA);
+	err = rd_kafka_subscribe(rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		snprintf(errbuf, errlen, "could not subscribe to topic \"%s\": %s",
+				 oms_kafka_payment_replies_topic, rd_kafka_err2str(err));
+		destroy_consumer();
+		return false;
+	}
+	return true;
+
+fail:
+	rd_kafka_conf_destroy(conf);
+	pfree(group);
+	return false;
+}
+
+/*
+ * Leaves the group cleanly, so that the next consumer of this group gets
+ * the partitions at once instead of after session.timeout.ms, but waits
+ * at most KAFKA_DESTROY_WAIT_MS: with the brokers down it cannot complete,
+ * and the group then drops us when our session times out.  Rebalance
+ * events of the close are served here, by giving up what they name.
+ */
+static void
+close_consumer(void)
+{
+	rd_kafka_queue_t *queue = rd_kafka_queue_new(consumer);
+	rd_kafka_error_t *error;
+	TimestampTz deadline;
+
+	error = rd_kafka_consumer_close_queue(consumer, queue);
+	if (error)
+	{
+		rd_kafka_error_destroy(error);
+		rd_kafka_queue_destroy(queue);
+		return;
+	}
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KAFKA_DESTROY_WAIT_MS);
+	while (!rd_kafka_consumer_closed(consumer) && GetCurrentTimestamp() < deadline)
+	{
+		rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 10);	/* bounded by the deadline */
+
+		if (ev == NULL)
+			continue;
+		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+			consumer_unassign(consumer, rd_kafka_event_topic_partition_list(ev));
+		rd_kafka_event_destroy(ev);
+	}
+	rd_kafka_queue_destroy(queue);
+}
+
+/*
+ * Destroys the consumer, boundedly: the message in hand is dropped (it was
+ * not applied, or its offset is stored), offsets stored since the last
+ * commit are committed asynchronously, the group is left if that is quick,
+ * and the client is destroyed without librdkafka's own blocking close.
+ * Used on reload, after a fatal error and at exit.  Replies whose offsets
+ * did not reach the broker are delivered again and found in the inbox.
+ */
+static void
+destroy_consumer(void)
+{
+	if (consumer == NULL)
+		return;
+
+	if (inbox_msg)
+	{
+		rd_kafka_message_destroy(inbox_msg);
+		inbox_msg = NULL;
+	}
+
+	if (consumer_queue)
+		rd_kafka_queue_io_event_enable(consumer_queue, -1, NULL, 0);
+	if (consumer_log_queue)
+		rd_kafka_queue_io_event_enable(consumer_log_queue, -1, NULL, 0);
+
+	if (consumer_offsets_stored)
+		rd_kafka_commit(consumer, NULL, 1);
+	consumer_offsets_stored = false;
+	{ TimestampTz a = GetCurrentTimestamp(); /* TMPDEBUG */
+	close_consumer();
+	elog(LOG, "TMPDEBUG close %ld ms closed=%d", (long) ((GetCurrentTimestamp() - a) / 1000), rd_kafka_consumer_closed(consumer)); }
+
+	if (consumer_queue)
+	{
+		rd_kafka_queue_destroy(consumer_queue);
+		consumer_queue = NULL;
+	}
+	if (consumer_log_queue)
+	{
+		serve_log_queue(consumer_log_queue, "inbox");
+		rd_kafka_set_log_queue(consumer, NULL);
+		rd_kafka_queue_destroy(consumer_log_queue);
+		consumer_log_queue = NULL;
+	}
+	rd_kafka_destroy_flags(consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	consumer = NULL;
+	consumer_broken = false;
+
+	if (consumer_assignment)
+	{
+		rd_kafka_topic_partition_list_destroy(consumer_assignment);
+		consumer_assignment = NULL;
+	}
+	if (consumer_settings)
+	{
+		pfree(consumer_settings);
+		consumer_settings = NULL;
+	}
+}
+
+/*
+ * Makes the reply consumer match the settings: none unless "wanted" and
+ * brokers are set, the existing one when nothing it was built from
+ * changed (and it is not broken), else a new one.  Settings librdkafka
+ * refused are not tried again until they change.  *changed is set when the
+ * state differs from the previous call's (the caller logs it); for
+ * OMS_KAFKA_BAD_CONFIG the reason is in errbuf.
+ */
+OmsKafkaState
+oms_kafka_inbox_ensure(bool wanted, bool *changed, char *errbuf, size_t errlen)
+{
+	char	   *settings;
+	MemoryContext oldcxt;
+
+	*changed = false;
+	errbuf[0] = '\0';
+
+	if (!wanted || oms_kafka_brokers == NULL || oms_kafka_brokers[0] == '\0')
+	{
+		if (consumer != NULL || consumer_refused_settings != NULL)
+		{
+			destroy_consumer();
+			if (consumer_refused_settings)
+			{
+				pfree(consumer_refused_settings);
+				consumer_refused_settings = NULL;
+			}
+			*changed = true;
+		}
+		return OMS_KAFKA_OFF;
+	}
+
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	settings = consumer_current_settings();
+	MemoryContextSwitchTo(oldcxt);
+
+	if (consumer != NULL && !consumer_broken && strcmp(settings, consumer_settings) == 0)
+	{
+		pfree(settings);
+		return OMS_KAFKA_READY;
+	}
+	if (consumer == NULL && consumer_refused_settings != NULL &&
+		strcmp(settings, consumer_refused_settings) == 0)
+	{
+		pfree(settings);
+		snprintf(errbuf, errlen, "%s", consumer_refused_reason);
+		return OMS_KAFKA_BAD_CONFIG;
+	}
+
+	destroy_consumer();
+	if (consumer_refused_settings)
+	{
+		pfree(consumer_refused_settings);
+		consumer_refused_settings = NULL;
+	}
+	*changed = true;
+
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	if (!create_consumer(consumer_refused_reason, sizeof(consumer_refused_reason)))
+	{
+		consumer_refused_settings = settings;
+		MemoryContextSwitchTo(oldcxt);
+		snprintf(errbuf, errlen, "%s", consumer_refused_reason);
+		return OMS_KAFKA_BAD_CONFIG;
+	}
+	consumer_settings = settings;
+	MemoryContextSwitchTo(oldcxt);
+	return OMS_KAFKA_READY;
+}
+
+/*
+ * Serves the consumer's log queue and logs its client and commit errors
+ * (rate-limited).  Returns true, with the newest error's text in errbuf,
+ * when there were errors since the last call.  Never waits.
+ */
+bool
+oms_kafka_inbox_serve(char *errbuf, size_t errlen)
+{
+	bool		had_errors = false;
+
+	serve_log_queue(consumer_log_queue, "inbox");
+	if (consumer_errors.unlogged > 0)
+	{
+		snprintf(errbuf, errlen, "Kafka client error %s: %s",
+				 rd_kafka_err2name((rd_kafka_resp_err_t) consumer_errors.code),
+				 consumer_errors.reason);
+		had_errors = true;
+	}
+	log_client_errors(&consumer_errors, "inbox");
+	if (commit_errors.unlogged > 0)
+	{
+		if (log_allowed())
+			ereport(LOG,
+					(errmsg("oms inbox for database \"%s\": could not commit or store reply offsets",
+							kafka_dbname),
+					 errdetail("%s: %s",
+							   rd_kafka_err2name((rd_kafka_resp_err_t) commit_errors.code),
+							   commit_errors.reason),
+					 errhint("Replies whose offsets were not committed are delivered again and found in the inbox.")));
+		snprintf(errbuf, errlen, "offset commit failed: %s: %s",
+				 rd_kafka_err2name((rd_kafka_resp_err_t) commit_errors.code),
+				 commit_errors.reason);
+		commit_errors.unlogged = 0;
+		had_errors = true;
+	}
+	return had_errors;
+}
+
+/* Releases the message in hand, if any. */
+static void
+release_inbox_message(void)
+{
+	if (inbox_msg)
+	{
+		rd_kafka_message_destroy(inbox_msg);
+		inbox_msg = NULL;
+	}
+}
+
+/*
+ * Takes the next message or consumer error off the consumer queue,
+ * without waiting; false when there is none.  Serves rebalances, errors
+ * and commit results on the way.  End-of-partition notices are skipped.
+ * The message stays in hand (and *m points into it) until
+ * oms_kafka_inbox_ack(), oms_kafka_inbox_rewind() or the next poll.
+ */
+bool
+oms_kafka_inbox_poll(OmsKafkaMessage *m)
+{
+	release_inbox_message();
+	memset(m, 0, sizeof(*m));
+
+	while (consumer != NULL && !consumer_broken)
+	{
+		rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 0);
+		rd_kafka_headers_t *hdrs = NULL;
+		const void *value = NULL;
+		size_t		size = 0;
+
+		if (msg == NULL)
+			return false;
+		if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+		{
+			rd_kafka_message_destroy(msg);
+			continue;
+		}
+
+		inbox_msg = msg;
+		m->err = (int) msg->err;
+		m->topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : NULL;
+		m->partition = msg->partition;
+		m->offset = msg->offset;
+		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			m->errtext = rd_kafka_message_errstr(msg);
+			return true;
+		}
+
+		m->value = msg->payload;
+		m->valuelen = msg->payload ? msg->len : 0;
+		if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			rd_kafka_header_get_last(hdrs, "ce_id", &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			value != NULL)
+		{
+			m->id = value;
+			m->idlen = size;
+		}
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The message in hand was applied and its transaction committed: stores
+ * its offset for the next commit and lets it go.  A failed store (the
+ * partition was taken away meanwhile) is reported by
+ * oms_kafka_inbox_serve(); the new owner gets the reply again and finds it
+ * in the inbox.
+ */
+void
+oms_kafka_inbox_ack(void)
+{
+	rd_kafka_topic_partition_list_t *offsets;
+	rd_kafka_resp_err_t err;
+
+	if (inbox_msg == NULL || consumer == NULL || inbox_msg->rkt == NULL)
+	{
+		release_inbox_message();
+		return;
+	}
+
+	offsets = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(offsets, rd_kafka_topic_name(inbox_msg->rkt),
+									  inbox_msg->partition)->offset = inbox_msg->offset + 1;
+	err = rd_kafka_offsets_store(consumer, offsets);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		consumer_offsets_stored = true;
+	else
+		note_client_error(&commit_errors, err, rd_kafka_err2str(err));
+	rd_kafka_topic_partition_list_destroy(offsets);
+	release_inbox_message();
+}
+
+/*
+ * The message in hand could not be applied: seeks its partition back to
+ * it so that it comes again, and lets it go.  The seek moves the
+ * partition's version on, so later messages of the partition fetched
+ * already are discarded and fetched again after it.  When the seek cannot
+ * even start, the consumer is rebuilt, which resumes from the committed
+ * offsets.
+ */
+void
+oms_kafka_inbox_rewind(void)
+{
+	rd_kafka_topic_partition_list_t *partitions;
+	rd_kafka_error_t *error;
+
+	if (inbox_msg == NULL || consumer == NULL || inbox_msg->rkt == NULL)
+	{
+		release_inbox_message();
+		return;
+	}
+
+	partitions = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(partitions, rd_kafka_topic_name(inbox_msg->rkt),
+									  inbox_msg->partition)->offset = inbox_msg->offset;
+	error = rd_kafka_seek_partitions(consumer, partitions, 0);	/* 0: does not wait */
+	if (error)
+	{
+		note_client_error(&consumer_errors, rd_kafka_error_code(error),
+						  rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+		consumer_broken = true;
+	}
+	else if (partitions->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR &&
+			 partitions->elems[0].err != RD_KAFKA_RESP_ERR__IN_PROGRESS)
+	{
+		note_client_error(&consumer_errors, partitions->elems[0].err,
+						  rd_kafka_err2str(partitions->elems[0].err));
+		consumer_broken = true;
+	}
+	rd_kafka_topic_partition_list_destroy(partitions);
+	release_inbox_message();
+}
+
+/*
+ * Commits the offsets stored since the last commit, asynchronously; after
+ * a failed commit, not before KAFKA_COMMIT_RETRY_MS passed.
+ */
+void
+oms_kafka_inbox_commit(void)
+{
+	rd_kafka_resp_err_t err;
+
+	if (consumer == NULL || !consumer_offsets_stored)
+		return;
+	if (commit_failed_at != 0 &&
+		!TimestampDifferenceExceeds(commit_failed_at, GetCurrentTimestamp(), KAFKA_COMMIT_RETRY_MS))
+		return;
+	consumer_offsets_stored = false;
+	err = rd_kafka_commit(consumer, NULL, 1);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		note_client_error(&commit_errors, err, rd_kafka_err2str(err));
+}
+
+/* Whether messages (or other consumer events) wait in the consumer queue. */
+bool
+oms_kafka_inbox_queued(void)
+{
+	return consumer_queue != NULL && !consumer_broken && rd_kafka_queue_length(consumer_queue) > 0;
+}
+
+/*
+ * The assigned partitions and the consumer's lag: per partition the high
+ * watermark seen by the last fetch minus the position, summed over the
+ * partitions where both are known; -1 when none is.  Local state only,
+ * nothing is asked of the brokers.
+ */
+int64
+oms_kafka_inbox_lag(int *npartitions)
+{
+	rd_kafka_topic_partition_list_t *positions;
+	int64		lag = -1;
+
+	*npartitions = 0;
+	if (consumer == NULL || consumer_assignment == NULL || consumer_assignment->cnt == 0)
+		return -1;
+
+	*npartitions = consumer_assignment->cnt;
+	positions = rd_kafka_topic_partition_list_copy(consumer_assignment);
+	if (rd_kafka_position(consumer, positions) == RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		for (int i = 0; i < positions->cnt; i++)
+		{
+			rd_kafka_topic_partition_t *p = &positions->elems[i];
+			int64_t		low;
+			int64_t		high;
+
+			if (p->err != RD_KAFKA_RESP_ERR_NO_ERROR || p->offset < 0)
+				continue;
+			if (rd_kafka_get_watermark_offsets(consumer, p->topic, p->partition,
+											   &low, &high) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+				high < 0)
+				continue;
+			lag = Max(lag, 0) + Max(high - p->offset, 0);
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(positions);
+	return lag;
+}
+
+/* Text of a consumer error code, for the inbox's log lines. */
+const char *
+oms_kafka_err_name(int err)
+{
+	return rd_kafka_err2name((rd_kafka_resp_err_t) err);
+}
+
 /* ---------------------------------------------------------------- exit */
 
 void
@@ -802,11 +1532,18 @@ oms_kafka_shutdown(void)
 {
 	oms_kafka_end_batch();
 	destroy_producer();
+	destroy_consumer();
 }
 
 /* before_shmem_exit callback: bounded, never flushes. */
 static void
 kafka_exit(int code, Datum arg)
 {
-	oms_kafka_shutdown();
+	TimestampTz t0 = GetCurrentTimestamp(), t1, t2; /* TMPDEBUG */
+	oms_kafka_end_batch();
+	destroy_producer();
+	t1 = GetCurrentTimestamp();
+	destroy_consumer();
+	t2 = GetCurrentTimestamp();
+	elog(LOG, "TMPDEBUG kafka_exit producer %ld ms consumer %ld ms", (long) ((t1 - t0) / 1000), (long) ((t2 - t1) / 1000));
 }

@@ -92,6 +92,9 @@ extern bool oms_worker_extension_ready(void);
 extern bool oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 								OmsXactBody body, void *arg, int *result,
 								char **errmsg);
+extern bool oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
+									OmsXactBody body, void *arg, int *result,
+									char **errmsg, bool log_error);
 
 /* relay.c: the outbox relay, one batch per worker loop */
 extern void oms_relay_init(int slotno, const char *dbname);
@@ -154,6 +157,58 @@ extern bool oms_kafka_error_is_permanent(int err);
 extern bool oms_kafka_error_never_sent(int err);
 extern char *oms_kafka_error_text(int err);
 extern void oms_kafka_shutdown(void);
+
+/*
+ * kafka.c: the inbox's reply consumer.  A polled message stays valid (the
+ * pointers point into librdkafka's copy) until it is acknowledged, rewound
+ * or the next poll.
+ */
+typedef struct OmsKafkaMessage
+{
+	int			err;			/* 0, or a consumer error (rd_kafka_resp_err_t) */
+	const char *errtext;		/* the error's text, when err != 0 */
+	const char *topic;
+	int32		partition;
+	int64		offset;
+	const char *value;			/* not NUL-terminated; NULL when empty */
+	size_t		valuelen;
+	const char *id;				/* the ce_id header, not NUL-terminated, or NULL */
+	size_t		idlen;
+} OmsKafkaMessage;
+
+extern OmsKafkaState oms_kafka_inbox_ensure(bool wanted, bool *changed,
+											char *errbuf, size_t errlen);
+extern bool oms_kafka_inbox_serve(char *errbuf, size_t errlen);
+extern bool oms_kafka_inbox_poll(OmsKafkaMessage *m);
+extern void oms_kafka_inbox_ack(void);
+extern void oms_kafka_inbox_rewind(void);
+extern void oms_kafka_inbox_commit(void);
+extern bool oms_kafka_inbox_queued(void);
+extern int64 oms_kafka_inbox_lag(int *npartitions);
+extern const char *oms_kafka_err_name(int err);
+
+/* inbox.c: the reply consumer's step in each worker loop */
+extern void oms_inbox_init(int slotno, const char *dbname);
+extern bool oms_inbox_run(int slotno, MemoryContext loop_cxt, int *applied);
+extern void oms_inbox_idle(int slotno);
+extern long oms_inbox_sleep_limit(long naptime);
+
+/* shmem.c: the inbox's counters, shown by oms._inbox_shmem_status() */
+typedef enum OmsInboxOutcome
+{
+	OMS_INBOX_APPLIED = 0,
+	OMS_INBOX_DUPLICATE,
+	OMS_INBOX_LATE,
+	OMS_INBOX_REJECTED,
+	OMS_INBOX_OTHER				/* a word oms._apply_payment_reply should not return */
+} OmsInboxOutcome;
+
+extern void oms_shmem_inbox_reset(int slotno);
+extern void oms_shmem_inbox_set_state(int slotno, OmsKafkaState state);
+extern void oms_shmem_inbox_note_reply(int slotno, OmsInboxOutcome outcome, TimestampTz now);
+extern void oms_shmem_inbox_note_failure(int slotno, const char *message);
+extern void oms_shmem_inbox_note_error(int slotno, const char *message);
+extern void oms_shmem_inbox_set_lag(int slotno, int partitions, int64 lag, TimestampTz now);
 
 /* guc.c: remote payment provider */
 extern char *oms_kafka_payment_replies_topic;

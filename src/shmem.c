@@ -2,8 +2,8 @@
  *
  * shmem.c
  *	  The shared memory of oms: one slot per database in oms.database_name,
- *	  and oms_worker_status() and oms._relay_shmem_status(), which report
- *	  them.
+ *	  and oms_worker_status(), oms._relay_shmem_status() and
+ *	  oms._inbox_shmem_status(), which report them.
  *
  * The launcher, the workers, the DROP DATABASE hook and every committing
  * backend that woke a worker meet here.  The struct is small and each
@@ -22,6 +22,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -33,6 +34,9 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -71,6 +75,24 @@ typedef struct OmsWorkerSlot
 	TimestampTz relay_last_error_at;
 	TimestampTz relay_last_publish_at;
 	double		relay_ack_latency_ms;	/* mean of the last batch */
+
+	/*
+	 * The reply consumer of this database (src/inbox.c).  Counters run from
+	 * server start; the state, lag and errors are the current worker's.
+	 */
+	OmsKafkaState inbox_state;
+	int64		inbox_applied;
+	int64		inbox_duplicates;
+	int64		inbox_late;
+	int64		inbox_rejected;
+	int64		inbox_other;	/* unexpected result words */
+	int64		inbox_failures; /* transactions that failed: retried */
+	TimestampTz inbox_last_reply_at;
+	int			inbox_partitions;	/* assigned to this worker */
+	int64		inbox_lag;		/* -1 when unknown */
+	TimestampTz inbox_lag_at;
+	char		inbox_last_error[OMS_ERROR_LEN];
+	TimestampTz inbox_last_error_at;
 } OmsWorkerSlot;
 
 typedef struct OmsShared
@@ -88,6 +110,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PG_FUNCTION_INFO_V1(oms_worker_status);
 PG_FUNCTION_INFO_V1(oms_relay_shmem_status);
+PG_FUNCTION_INFO_V1(oms_inbox_shmem_status);
 
 static void
 oms_shmem_request(void)
@@ -331,6 +354,110 @@ oms_shmem_relay_note_error(int slotno, const char *message)
 	SpinLockRelease(&oms_shared->mutex);
 }
 
+/* A starting worker's inbox: no consumer yet, nothing assigned. */
+void
+oms_shmem_inbox_reset(int slotno)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->inbox_state = OMS_KAFKA_OFF;
+	slot->inbox_partitions = 0;
+	slot->inbox_lag = -1;
+	slot->inbox_lag_at = 0;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+void
+oms_shmem_inbox_set_state(int slotno, OmsKafkaState state)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->inbox_state = state;
+	if (state != OMS_KAFKA_READY)
+	{
+		slot->inbox_partitions = 0;
+		slot->inbox_lag = -1;
+		slot->inbox_lag_at = 0;
+	}
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+/* One reply applied (committed) with the outcome oms._apply_payment_reply gave. */
+void
+oms_shmem_inbox_note_reply(int slotno, OmsInboxOutcome outcome, TimestampTz now)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	switch (outcome)
+	{
+		case OMS_INBOX_APPLIED:
+			slot->inbox_applied++;
+			break;
+		case OMS_INBOX_DUPLICATE:
+			slot->inbox_duplicates++;
+			break;
+		case OMS_INBOX_LATE:
+			slot->inbox_late++;
+			break;
+		case OMS_INBOX_REJECTED:
+			slot->inbox_rejected++;
+			break;
+		case OMS_INBOX_OTHER:
+			slot->inbox_other++;
+			break;
+	}
+	slot->inbox_last_reply_at = now;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+/* A reply's transaction failed; it will be delivered again. */
+void
+oms_shmem_inbox_note_failure(int slotno, const char *message)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	TimestampTz now = GetCurrentTimestamp();
+	char		copy[OMS_ERROR_LEN];
+
+	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->inbox_failures++;
+	memcpy(slot->inbox_last_error, copy, sizeof(copy));
+	slot->inbox_last_error_at = now;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+/* A consumer-side error: Kafka client, offsets, refused settings. */
+void
+oms_shmem_inbox_note_error(int slotno, const char *message)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	TimestampTz now = GetCurrentTimestamp();
+	char		copy[OMS_ERROR_LEN];
+
+	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(slot->inbox_last_error, copy, sizeof(copy));
+	slot->inbox_last_error_at = now;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
+void
+oms_shmem_inbox_set_lag(int slotno, int partitions, int64 lag, TimestampTz now)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	slot->inbox_partitions = partitions;
+	slot->inbox_lag = lag;
+	slot->inbox_lag_at = now;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
 void
 oms_shmem_mark_drop(int slotno, Oid dboid, TimestampTz until)
 {
@@ -524,4 +651,82 @@ oms_relay_shmem_status(PG_FUNCTION_ARGS)
 	nulls[9] = (copy.relay_last_publish_at == 0);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* Appends "key": value-as-JSON-timestamp-or-null to a JSON object under construction. */
+static void
+json_add_timestamp(StringInfo buf, const char *key, TimestampTz ts)
+{
+	appendStringInfo(buf, ", \"%s\": ", key);
+	if (ts == 0)
+		appendStringInfoString(buf, "null");
+	else
+	{
+		char		tsbuf[MAXDATELEN + 1];
+
+		appendStringInfo(buf, "\"%s\"",
+						 JsonEncodeDateTime(tsbuf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL));
+	}
+}
+
+/*
+ * oms._inbox_shmem_status(): the reply consumer of the current database's
+ * slot as jsonb; null when oms.database_name does not list the database.
+ */
+Datum
+oms_inbox_shmem_status(PG_FUNCTION_ARGS)
+{
+	OmsWorkerSlot copy;
+	char	   *dbname;
+	int			slotno;
+	StringInfoData buf;
+	static const char *const state_names[] = {"off", "running", "bad_config"};
+
+	if (oms_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("oms shared memory is not initialized"),
+				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	dbname = get_database_name(MyDatabaseId);
+	slotno = dbname ? oms_shmem_slot_by_name(dbname) : -1;
+	if (slotno < 0)
+		PG_RETURN_NULL();
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(&copy, &oms_shared->slots[slotno], sizeof(OmsWorkerSlot));
+	SpinLockRelease(&oms_shared->mutex);
+
+	/* A consumer belongs to a running worker; a stopped one leaves stale state. */
+	if (copy.pid == 0)
+		copy.inbox_state = OMS_KAFKA_OFF;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"worker_running\": %s", copy.pid != 0 ? "true" : "false");
+	appendStringInfo(&buf, ", \"consumer\": \"%s\"", state_names[copy.inbox_state]);
+	appendStringInfo(&buf, ", \"applied\": " INT64_FORMAT, copy.inbox_applied);
+	appendStringInfo(&buf, ", \"duplicates\": " INT64_FORMAT, copy.inbox_duplicates);
+	appendStringInfo(&buf, ", \"late\": " INT64_FORMAT, copy.inbox_late);
+	appendStringInfo(&buf, ", \"rejected\": " INT64_FORMAT, copy.inbox_rejected);
+	appendStringInfo(&buf, ", \"other\": " INT64_FORMAT, copy.inbox_other);
+	appendStringInfo(&buf, ", \"failures\": " INT64_FORMAT, copy.inbox_failures);
+	json_add_timestamp(&buf, "last_reply_at", copy.inbox_last_reply_at);
+	if (copy.inbox_state == OMS_KAFKA_READY)
+		appendStringInfo(&buf, ", \"partitions\": %d", copy.inbox_partitions);
+	else
+		appendStringInfoString(&buf, ", \"partitions\": null");
+	if (copy.inbox_state == OMS_KAFKA_READY && copy.inbox_lag >= 0)
+		appendStringInfo(&buf, ", \"lag\": " INT64_FORMAT, copy.inbox_lag);
+	else
+		appendStringInfoString(&buf, ", \"lag\": null");
+	json_add_timestamp(&buf, "lag_at", copy.inbox_state == OMS_KAFKA_READY ? copy.inbox_lag_at : 0);
+	appendStringInfoString(&buf, ", \"last_error\": ");
+	if (copy.inbox_last_error_at != 0)
+		escape_json(&buf, copy.inbox_last_error);
+	else
+		appendStringInfoString(&buf, "null");
+	json_add_timestamp(&buf, "last_error_at", copy.inbox_last_error_at);
+	appendStringInfoChar(&buf, '}');
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

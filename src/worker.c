@@ -16,7 +16,8 @@
  * script); this file owns the process around it: signals, the transaction
  * bracket, surviving errors, and sleeping on the latch.  After the saga
  * batch, the outbox relay (relay.c) publishes a batch of events, using the
- * same transaction bracket for its two short transactions.
+ * same transaction bracket for its two short transactions, and the inbox
+ * (inbox.c) applies the payment replies that arrived, one transaction each.
  *
  *-------------------------------------------------------------------------
  */
@@ -129,6 +130,20 @@ bool
 oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 					OmsXactBody body, void *arg, int *result, char **errmsg)
 {
+	return oms_worker_run_xact_ext(slotno, err_cxt, activity, body, arg, result,
+								   errmsg, true);
+}
+
+/*
+ * oms_worker_run_xact, where the caller decides whether an error is logged
+ * (log_error false: the caller rate-limits its own lines).  The error is
+ * recorded in shared memory either way.
+ */
+bool
+oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
+						OmsXactBody body, void *arg, int *result, char **errmsg,
+						bool log_error)
+{
 	volatile bool ok = true;
 	volatile int value = 0;
 
@@ -161,7 +176,8 @@ oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 			*errmsg = edata->message;
 
 		/* Logged the way the server logs any error, context included. */
-		EmitErrorReport();
+		if (log_error)
+			EmitErrorReport();
 		FlushErrorState();
 
 		/* Releases SPI, snapshots and locks of the failed batch. */
@@ -236,8 +252,12 @@ oms_worker_main(Datum main_arg)
 			(errmsg("oms worker started for database \"%s\"",
 					oms_shmem_slot_name(slotno))));
 
-	/* The relay's producer is created later, when brokers are configured. */
+	/*
+	 * The relay's producer and the inbox's consumer are created later, when
+	 * brokers are configured.
+	 */
 	oms_relay_init(slotno, oms_shmem_slot_name(slotno));
+	oms_inbox_init(slotno, oms_shmem_slot_name(slotno));
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext,
 									 "oms worker loop",
@@ -247,6 +267,8 @@ oms_worker_main(Datum main_arg)
 	{
 		int			units = 0;
 		bool		more = false;
+		bool		inbox_more = false;
+		int			applied = 0;
 		int			woke;
 
 		MemoryContextSwitchTo(loop_cxt);
@@ -259,10 +281,12 @@ oms_worker_main(Datum main_arg)
 		}
 
 		/*
-		 * A standby has no work to do: sagas run and events are published on
-		 * the primary only.  Sagas run when woken, after a full batch and at
-		 * least every naptime, not when only a Kafka delivery report woke
-		 * us.  The relay step follows and never waits for Kafka.
+		 * A standby has no work to do: sagas run, events are published and
+		 * replies consumed on the primary only.  Sagas run when woken, after
+		 * a full batch or applied replies and at least every naptime, not
+		 * when only Kafka woke us.  The relay step follows and never waits
+		 * for Kafka, then the inbox step, which must come after it: the
+		 * relay empties the wake-up pipe the reply consumer shares.
 		 */
 		if (oms_worker_enabled && !RecoveryInProgress())
 		{
@@ -274,25 +298,34 @@ oms_worker_main(Datum main_arg)
 				last_sagas = GetCurrentTimestamp();
 			}
 			oms_relay_run(slotno, loop_cxt);
+			inbox_more = oms_inbox_run(slotno, loop_cxt, &applied);
 		}
 		else
+		{
 			oms_relay_idle(slotno, loop_cxt);
+			oms_inbox_idle(slotno);
+		}
 
 		oms_shmem_note_loop(slotno, units);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);
 
-		/* A full batch: more is waiting, so no sleep. */
-		run_sagas = more;
-		if (more)
+		/*
+		 * A full batch: more is waiting, so no sleep.  Applied replies may
+		 * have made saga steps due (their wake-up is our own latch, which we
+		 * do not look at when we skip the sleep).
+		 */
+		run_sagas = more || applied > 0;
+		if (more || inbox_more)
 			continue;
 
 		/*
-		 * Sleep on the latch, and on the relay's producer while a batch is in
-		 * flight; a batch's deadline or an open breaker's cooldown may end the
-		 * sleep before the naptime.
+		 * Sleep on the latch and on the Kafka clients (delivery reports,
+		 * replies); a batch's deadline, an open breaker's cooldown or the
+		 * inbox's retry may end the sleep before the naptime.
 		 */
-		woke = oms_relay_wait(oms_relay_sleep_limit(oms_worker_naptime));
+		woke = oms_relay_wait(Min(oms_relay_sleep_limit(oms_worker_naptime),
+								  oms_inbox_sleep_limit(oms_worker_naptime)));
 		if (woke & WL_LATCH_SET)
 			run_sagas = true;
 	}

@@ -171,7 +171,9 @@ BEGIN
 	END IF;
 
 	-- The same answer under another message id has no second effect.
-	IF oms._reply_for(v_correlation) IS NOT NULL THEN
+	IF oms._reply_for(v_correlation) IS NOT NULL OR
+	   EXISTS (SELECT FROM oms.inbox AS i
+			   WHERE i.correlation_id = v_correlation AND i.result = 'late' AND i.outcome = v_outcome) THEN
 		UPDATE oms.inbox AS i SET result = 'duplicate', correlation_id = v_correlation, outcome = v_outcome,
 			body = v_body
 		WHERE i.message_id = v_id;
@@ -180,10 +182,30 @@ BEGIN
 
 	PERFORM 1 FROM oms.orders AS o WHERE o.id = v_command.order_id FOR NO KEY UPDATE;
 
+	-- The answer to a refund oms sent for a late charge: no saga waits for
+	-- it; it is recorded, and a refusal needs an operator.
+	IF v_correlation LIKE 'late:%' THEN
+		UPDATE oms.inbox AS i
+		SET correlation_id = v_correlation, outcome = v_outcome, body = v_body, result = 'applied'
+		WHERE i.message_id = v_id;
+		PERFORM oms._timeline(v_command.order_id, 'payment.late_refund',
+			jsonb_build_object('correlation_id', v_correlation, 'outcome', v_outcome, 'message_id', v_id));
+		IF v_outcome <> 'approved' THEN
+			INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
+			VALUES ('late_reply', v_command.order_id, 'refund',
+					jsonb_build_object('message', 'the refund of a late charge was not approved',
+									   'outcome', v_outcome, 'at', now()),
+					jsonb_build_object('message_id', v_id, 'reply', v_body));
+		END IF;
+		RETURN 'applied';
+	END IF;
+
 	-- Is a saga step waiting for exactly this command?
 	v_attempt := split_part(v_correlation, ':', 3);
-	SELECT * INTO v_saga FROM oms.sagas AS s
-	WHERE s.id::text = split_part(v_correlation, ':', 1) FOR UPDATE;
+	IF split_part(v_correlation, ':', 1) ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+		SELECT * INTO v_saga FROM oms.sagas AS s
+		WHERE s.id = split_part(v_correlation, ':', 1)::uuid FOR UPDATE;
+	END IF;
 	SELECT * INTO v_step FROM oms.saga_steps AS t
 	WHERE t.saga_id = v_saga.id AND t.step_no::text = split_part(v_correlation, ':', 2);
 	v_waiting := v_saga.id IS NOT NULL AND v_step.step_no = v_saga.step_no AND
@@ -211,7 +233,8 @@ BEGIN
 			jsonb_build_object('message', 'reply after the saga stopped waiting for it', 'outcome', v_outcome,
 							   'at', now()),
 			jsonb_build_object('message_id', v_id, 'reply', v_body));
-	IF v_outcome = 'approved' AND v_command.command = 'charge' THEN
+	IF v_outcome = 'approved' AND v_command.command = 'charge'
+	   AND NOT EXISTS (SELECT FROM oms.payment_commands AS c WHERE c.correlation_id = 'late:' || v_correlation) THEN
 		-- The provider charged after oms gave up: give the money back.
 		PERFORM oms._send_payment_command((SELECT p FROM oms.payments AS p WHERE p.id = v_command.payment_id),
 										  'refund', v_command.amount, 'late:' || v_correlation);

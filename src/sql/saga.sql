@@ -477,18 +477,17 @@ DECLARE
 	v_error jsonb;
 	v_last integer := pg_catalog.cardinality(oms._saga_step_names(p_saga.kind));
 BEGIN
-	IF p_saga.kind = 'fulfilment' AND p_order.status = 'cancel_requested' THEN
-		PERFORM oms._start_compensation(p_saga, p_saga.step_no, 'canceled', NULL, p_now);
-		RETURN;
-	END IF;
-
 	SELECT * INTO v_step FROM oms.saga_steps AS t WHERE t.saga_id = p_saga.id AND t.step_no = p_saga.step_no;
 	v_timeout := oms._step_timeout(v_step.name);
 	IF v_step.status = 'waiting' AND oms._reply_for(pg_catalog.format('%s:%s:%s', p_saga.id, v_step.step_no,
 																	  v_step.attempts)) IS NOT NULL THEN
 		-- The remote provider answered: run the same attempt again, the
-		-- provider now returns the answer.
+		-- provider now returns the answer.  This comes before a cancel, so
+		-- that a capture the provider made is recorded (and then refunded).
 		v_rerun := true;
+	ELSIF p_saga.kind = 'fulfilment' AND p_order.status = 'cancel_requested' THEN
+		PERFORM oms._start_compensation(p_saga, p_saga.step_no, 'canceled', NULL, p_now);
+		RETURN;
 	ELSIF v_step.status = 'waiting' THEN
 		IF p_now < v_step.started_at + v_timeout THEN
 			UPDATE oms.sagas AS s SET next_run_at = v_step.started_at + v_timeout WHERE s.id = p_saga.id;
@@ -558,6 +557,25 @@ $$;
 COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.orders, timestamptz) IS
 	'Runs one attempt of the current step of a running saga, or notices its timeout or a cancel request';
 
+-- A compensation that cannot finish needs an operator.
+CREATE FUNCTION oms._compensation_stuck(p_saga oms.sagas, p_step oms.saga_steps, p_error jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+	UPDATE oms.saga_steps AS t SET last_error = p_error
+	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
+	UPDATE oms.sagas AS s SET status = 'stuck', error = p_error, updated_at = pg_catalog.now()
+	WHERE s.id = p_saga.id;
+	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error)
+	VALUES ('compensation_stuck', p_saga.id, p_saga.order_id, p_step.name, p_error);
+	PERFORM oms._timeline(p_saga.order_id, 'saga.stuck',
+		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', p_step.name, 'error', p_error));
+END;
+$$;
+COMMENT ON FUNCTION oms._compensation_stuck(oms.sagas, oms.saga_steps, jsonb) IS
+	'Parks a saga whose compensation cannot finish, with a replayable dead letter';
+
 -- One backward move of a compensating saga.
 CREATE FUNCTION oms._advance_backward(p_saga oms.sagas, p_now timestamptz)
 RETURNS void
@@ -604,10 +622,19 @@ BEGIN
 	END IF;
 
 	-- A remote provider's answer to the compensation sent last time is run
-	-- under the same attempt; otherwise this is a new attempt.
+	-- under the same attempt; otherwise this is a new attempt, within the
+	-- same attempt budget as failures (a void nobody answers ends stuck).
 	IF v_step.compensation_attempts = 0 OR
 	   oms._reply_for(pg_catalog.format('%s:%s:c%s', p_saga.id, v_step.step_no,
 										v_step.compensation_attempts)) IS NULL THEN
+		IF v_step.compensation_attempts
+		   >= pg_catalog.current_setting('oms.max_attempts')::integer * (1 + v_step.replays) THEN
+			PERFORM oms._compensation_stuck(p_saga, v_step,
+				oms._error_json('OM012', pg_catalog.format('compensation of step %s got no answer', v_step.name),
+								NULL, v_step, v_step.compensation_attempts, p_now)
+				|| pg_catalog.jsonb_build_object('compensation', true));
+			RETURN;
+		END IF;
 		UPDATE oms.saga_steps AS t SET compensation_attempts = t.compensation_attempts + 1
 		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
 		RETURNING * INTO v_step;
@@ -626,15 +653,7 @@ BEGIN
 			   < pg_catalog.current_setting('oms.max_attempts')::integer * (1 + v_step.replays) THEN
 			PERFORM oms._step_retry(p_saga, v_step, v_error, p_now, true);
 		ELSE
-			-- A compensation that cannot finish needs an operator.
-			UPDATE oms.saga_steps AS t SET last_error = v_error
-			WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
-			UPDATE oms.sagas AS s SET status = 'stuck', error = v_error, updated_at = pg_catalog.now()
-			WHERE s.id = p_saga.id;
-			INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error)
-			VALUES ('compensation_stuck', p_saga.id, p_saga.order_id, v_step.name, v_error);
-			PERFORM oms._timeline(p_saga.order_id, 'saga.stuck',
-				pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'error', v_error));
+			PERFORM oms._compensation_stuck(p_saga, v_step, v_error);
 		END IF;
 		RETURN;
 	END;

@@ -196,6 +196,11 @@ BEGIN
 		PERFORM oms._notify_worker();
 		RETURN (SELECT to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
 	END IF;
+	IF v_letter.kind IN ('reply', 'late_reply') THEN
+		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'A payment reply that could not be applied is kept as a record; the provider must send a valid one.';
+	END IF;
 	IF v_letter.kind = 'saga_failed' THEN
 		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',

@@ -108,7 +108,7 @@ rl_analyse() {
 	((rc == 0)) || WT_RC=1
 	RL_DUPLICATES=$(awk '{print $2}' "$dir/stats" 2>/dev/null || echo "?")
 	if [[ "$validate" == --validate ]]; then
-		[[ "${VALIDATE_ALL:-0}" == 1 ]] && extra=(--require-all-types)
+		[[ "${VALIDATE_ALL:-0}" == 1 ]] && extra=(--require-all-types --require-prefix order.)
 		rc=0
 		"$RL_PY" "$OMS_ROOT/test/events/validate.py" "${extra[@]}" <"$dir/validate.json" \
 			>"$dir/validate.out" 2>&1 || rc=$?

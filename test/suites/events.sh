@@ -2,7 +2,8 @@
 # test/suites/events.sh: every event oms writes matches its published schema.
 # Drives orders through every path (create, pay -> confirmed, partial and
 # full refund, cancel pending, cancel processing, declined and out-of-stock
-# payments -> failed) in a fresh database that no worker serves and no relay
+# payments -> failed, a remote payment's charge, void and late-charge
+# refund commands) in a fresh database that no worker serves and no relay
 # drains, so every outbox row stays; then exports each row as the relay would
 # publish it (value and CloudEvents headers from oms._relay_claim) and checks
 # it with test/events/validate.py against docs/events/*.json.  Finally shows
@@ -65,6 +66,21 @@ SELECT oms_refund_order(id, 100, 'damaged', 'ev-refund-1') FROM o WHERE name = '
 SELECT oms_run_sagas();
 SELECT oms_refund_order(id) FROM o WHERE name = 'refunded';
 SELECT oms_run_sagas();
+-- The remote payment provider's commands: a charge that times out (a
+-- void follows), and a late approval of it (a refund follows).
+SET oms.payment_provider = 'kafka';
+SET oms.payment_reply_timeout = '1s';
+INSERT INTO o VALUES
+	('remote', (oms_create_order('ev-remote', :'items') ->> 'order_id')::uuid, 'failed');
+SELECT oms_pay_order(id, 'card') FROM o WHERE name = 'remote';
+SELECT oms_run_sagas();
+SELECT oms._run_sagas(100, now() + interval '2 seconds');
+SELECT oms_payment_result(c.correlation_id, 'approved') FROM oms.payment_commands c JOIN o ON o.id = c.order_id
+WHERE o.name = 'remote' AND c.command = 'void';
+SELECT oms._run_sagas(100, now() + interval '3 seconds');
+SELECT oms_payment_result(c.correlation_id, 'approved') FROM oms.payment_commands c JOIN o ON o.id = c.order_id
+WHERE o.name = 'remote' AND c.command = 'charge';
+RESET oms.payment_provider;
 -- Kept for the checks below (the temp table dies with this session).
 CREATE TABLE public.ev_expected AS SELECT * FROM o;
 SQL

@@ -69,7 +69,14 @@ scenario() {
 	local label=$1 how=$2 t0 old_pid pm_before pm_after confirmed_at_crash repaid rc=0 payer_rc=0
 	local pay_file="$WORK/pay-$how.sql"
 
-	wt_sql "$DB" "TRUNCATE oms.orders, oms.outbox, oms.stock, oms.idempotency_keys CASCADE" >/dev/null
+	# TRUNCATE takes its locks table by table while the worker's loop takes
+	# its own: a deadlock between them is possible and harmless; try again.
+	local try
+	for try in 1 2 3 4 5; do
+		wt_sql "$DB" "TRUNCATE oms.orders, oms.outbox, oms.stock, oms.idempotency_keys CASCADE" \
+			>/dev/null 2>&1 && break
+		[[ $try == 5 ]] && wt_sql "$DB" "TRUNCATE oms.orders, oms.outbox, oms.stock, oms.idempotency_keys CASCADE"
+	done
 	wt_setup_stock "$DB" "$NSKUS" "$ON_HAND"
 	wt_create_orders "$DB" "$N" "$NSKUS" "$how"
 	wt_pay_script "$DB" "$pay_file"
