@@ -104,6 +104,7 @@ static TimestampTz hold_until = 0;
 static int	consecutive_failures = 0;
 
 static TimestampTz lag_at = 0;
+static uint32 lag_assignment = 0;	/* assignment the lag was computed for */
 
 static InboxLogLimit apply_log;
 static InboxLogLimit consumer_log;
@@ -377,7 +378,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 
 	if (!ok)
 	{
-		oms_kafka_inbox_rewind();
+		/* Logged first: *m points into the message, which the rewind lets go. */
 		consecutive_failures++;
 		hold_until = TimestampTzPlusMilliseconds(now, retry_delay_ms(consecutive_failures));
 		oms_shmem_inbox_note_failure(slotno, failure);
@@ -394,6 +395,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 							 retry_delay_ms(consecutive_failures), suppressed) :
 					 errhint("Its offset is not committed; it is retried in %d ms.",
 							 retry_delay_ms(consecutive_failures))));
+		oms_kafka_inbox_rewind();
 		MemoryContextReset(msg_cxt);
 		return false;
 	}
@@ -488,13 +490,15 @@ oms_inbox_run(int slotno, MemoryContext loop_cxt, int *applied)
 	serve_consumer();
 
 	now = GetCurrentTimestamp();
-	if (TimestampDifferenceExceeds(lag_at, now, INBOX_LAG_INTERVAL_MS))
+	if (TimestampDifferenceExceeds(lag_at, now, INBOX_LAG_INTERVAL_MS) ||
+		oms_kafka_inbox_assignment_changes() != lag_assignment)
 	{
 		int			partitions;
 		int64		lag = oms_kafka_inbox_lag(&partitions);
 
 		oms_shmem_inbox_set_lag(slotno, partitions, lag, now);
 		lag_at = now;
+		lag_assignment = oms_kafka_inbox_assignment_changes();
 	}
 
 	return !stopped && n >= oms_relay_batch_size;

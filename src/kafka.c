@@ -139,6 +139,7 @@ static rd_kafka_topic_partition_list_t *consumer_assignment = NULL;
 static bool consumer_offsets_stored = false;	/* stored since the last commit */
 static bool consumer_broken = false;	/* rebuild it before the next poll */
 static TimestampTz commit_failed_at = 0;	/* last failed offset commit */
+static uint32 consumer_assignment_changes = 0;
 static ClientErrors consumer_errors;
 static ClientErrors commit_errors;
 
@@ -905,6 +906,7 @@ commit_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void
 track_assignment(const rd_kafka_topic_partition_list_t *partitions, bool add)
 {
+	consumer_assignment_changes++;
 	if (consumer_assignment == NULL)
 		consumer_assignment = rd_kafka_topic_partition_list_new(partitions ? partitions->cnt : 0);
 	if (partitions == NULL)
@@ -947,6 +949,7 @@ consumer_unassign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *partitions)
 			rd_kafka_topic_partition_list_destroy(consumer_assignment);
 			consumer_assignment = NULL;
 		}
+		consumer_assignment_changes++;
 	}
 }
 
@@ -1034,7 +1037,10 @@ create_consumer(char *errbuf, size_t errlen)
 	/*
 	 * Ours first; oms.kafka_config may override all but the reserved ones.
 	 * The prefetch is kept small: this is a database backend, and replies
-	 * are small and few.
+	 * are small and few.  A broker answers a fetch as soon as data arrives;
+	 * fetch.wait.max.ms only bounds how long an idle fetch waits, which
+	 * also bounds the latency of brokers that do not answer early (the
+	 * test broker).
 	 */
 	if (!set_property(conf, "client.id", consumer_client_id, errbuf, errlen) ||
 		!set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) ||
@@ -1049,6 +1055,7 @@ create_consumer(char *errbuf, size_t errlen)
 		!set_property(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen) ||
 		!set_property(conf, "log.connection.close", "false", errbuf, errlen) ||
 		!set_property(conf, "queued.min.messages", "1000", errbuf, errlen) ||
+		!set_property(conf, "fetch.wait.max.ms", "100", errbuf, errlen) ||
 		!set_property(conf, "queued.max.messages.kbytes", "8192", errbuf, errlen))
 		goto fail;
 
@@ -1175,9 +1182,7 @@ destroy_consumer(void)
 	if (consumer_offsets_stored)
 		rd_kafka_commit(consumer, NULL, 1);
 	consumer_offsets_stored = false;
-	{ TimestampTz a = GetCurrentTimestamp(); /* TMPDEBUG */
 	close_consumer();
-	elog(LOG, "TMPDEBUG close %ld ms closed=%d", (long) ((GetCurrentTimestamp() - a) / 1000), rd_kafka_consumer_closed(consumer)); }
 
 	if (consumer_queue)
 	{
@@ -1472,18 +1477,19 @@ oms_kafka_inbox_commit(void)
 		note_client_error(&commit_errors, err, rd_kafka_err2str(err));
 }
 
-/* Whether messages (or other consumer events) wait in the consumer queue. */
-bool
-oms_kafka_inbox_queued(void)
+/* A number that changes whenever the consumer's assignment does. */
+uint32
+oms_kafka_inbox_assignment_changes(void)
 {
-	return consumer_queue != NULL && !consumer_broken && rd_kafka_queue_length(consumer_queue) > 0;
+	return consumer_assignment_changes;
 }
 
 /*
  * The assigned partitions and the consumer's lag: per partition the high
- * watermark seen by the last fetch minus the position, summed over the
- * partitions where both are known; -1 when none is.  Local state only,
- * nothing is asked of the brokers.
+ * watermark seen by the last fetch minus the position (the offset after
+ * the last message polled), summed over the partitions where both are
+ * known; -1 when none is (no message polled since the assignment).  Local
+ * state only, nothing is asked of the brokers.
  */
 int64
 oms_kafka_inbox_lag(int *npartitions)
@@ -1539,11 +1545,5 @@ oms_kafka_shutdown(void)
 static void
 kafka_exit(int code, Datum arg)
 {
-	TimestampTz t0 = GetCurrentTimestamp(), t1, t2; /* TMPDEBUG */
-	oms_kafka_end_batch();
-	destroy_producer();
-	t1 = GetCurrentTimestamp();
-	destroy_consumer();
-	t2 = GetCurrentTimestamp();
-	elog(LOG, "TMPDEBUG kafka_exit producer %ld ms consumer %ld ms", (long) ((t1 - t0) / 1000), (long) ((t2 - t1) / 1000));
+	oms_kafka_shutdown();
 }

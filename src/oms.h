@@ -183,7 +183,7 @@ extern bool oms_kafka_inbox_poll(OmsKafkaMessage *m);
 extern void oms_kafka_inbox_ack(void);
 extern void oms_kafka_inbox_rewind(void);
 extern void oms_kafka_inbox_commit(void);
-extern bool oms_kafka_inbox_queued(void);
+extern uint32 oms_kafka_inbox_assignment_changes(void);
 extern int64 oms_kafka_inbox_lag(int *npartitions);
 extern const char *oms_kafka_err_name(int err);
 
