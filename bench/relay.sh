@@ -5,8 +5,8 @@
 # ratio); bench_relay runs the part, report_relay prints its results.
 #
 # The broker is the mock Kafka cluster of test/kafka (librdkafka's mock,
-# BENCH_KAFKA_BROKERS brokers, topic oms.order-events with
-# BENCH_KAFKA_PARTITIONS partitions), started here in the main shell.
+# BENCH_KAFKA_BROKERS (1) brokers, topic oms.order-events with
+# BENCH_KAFKA_PARTITIONS (4) partitions), started here in the main shell.
 #
 # (a) Drain rate.  BENCH_RELAY_EVENTS (500000) events are copied into
 #     oms.outbox while the relay is off (oms.kafka_brokers empty), then the
@@ -22,14 +22,17 @@
 #     each producer configuration in BENCH_RELAY_PRODUCERS:
 #       shipped    oms.kafka_config empty: the producer as oms builds it;
 #       inflight1  oms.kafka_config = 'max.in.flight.requests.per.connection=1';
-#       cfg:<value> oms.kafka_config = '<value>' (for experiments, e.g.
-#                  cfg:max.in.flight.requests.per.connection=1,linger.ms=1).
+#       inflight1+linger0  the same plus linger.ms=0 (oms builds the producer
+#                  with linger.ms=5, src/kafka.c; oms.kafka_config overrides it);
+#       cfg:<value> oms.kafka_config = '<value>', for experiments.
 #     Why the second one: the mock broker (librdkafka 2.0.2) answers ~40 ms
 #     late when more than one produce request is in flight on a connection
-#     (plain librdkafka clients see the same; 40 ms is the Linux delayed-ACK
-#     floor, i.e. a Nagle stall on the mock's side; real brokers set
-#     TCP_NODELAY).  One request in flight per connection avoids it, so that
-#     row shows the relay rather than the test broker.
+#     (a plain confluent-kafka client sees the same: ~46 ms per 40-message
+#     burst over 4 partitions, 5.8 ms with one request in flight; 40 ms is
+#     the Linux delayed-ACK floor, consistent with a Nagle stall on the
+#     mock's side; real brokers set TCP_NODELAY).  One request in flight per connection avoids it, so that
+#     row shows the relay rather than the test broker; the linger0 row shows
+#     what the producer's 5 ms linger costs.
 #     Where the time goes (printed per drain): claim and settle SQL time from
 #     pg_stat_user_functions (track_functions = 'pl' for this part), the rest
 #     = produce + waiting for acknowledgements + commits; CPU of the worker's
@@ -61,7 +64,7 @@
 
 BENCH_RELAY_EVENTS=${BENCH_RELAY_EVENTS:-500000}
 BENCH_RELAY_BATCHES=${BENCH_RELAY_BATCHES:-1000 5000}
-BENCH_RELAY_PRODUCERS=${BENCH_RELAY_PRODUCERS:-shipped inflight1}
+BENCH_RELAY_PRODUCERS=${BENCH_RELAY_PRODUCERS:-shipped inflight1 inflight1+linger0}
 BENCH_RELAY_RATE=${BENCH_RELAY_RATE:-1000}
 BENCH_SUSTAIN_SECONDS=${BENCH_SUSTAIN_SECONDS:-300}
 BENCH_SUSTAIN_SAMPLES=${BENCH_SUSTAIN_SAMPLES:-10}
@@ -83,8 +86,9 @@ relay_describe_producer() {
 	case $1 in
 	shipped) echo "oms.kafka_config empty (the producer as shipped)" ;;
 	inflight1) echo "oms.kafka_config = 'max.in.flight.requests.per.connection=1'" ;;
+	inflight1+linger0) echo "oms.kafka_config = 'max.in.flight.requests.per.connection=1,linger.ms=0'" ;;
 	cfg:*) echo "oms.kafka_config = '${1#cfg:}'" ;;
-	*) oms_die "unknown relay producer configuration '$1' in BENCH_RELAY_PRODUCERS (shipped, inflight1, cfg:<oms.kafka_config>)" ;;
+	*) oms_die "unknown relay producer configuration '$1' in BENCH_RELAY_PRODUCERS (shipped, inflight1, inflight1+linger0, cfg:<oms.kafka_config>)" ;;
 	esac
 }
 
@@ -92,6 +96,7 @@ relay_producer_config() {
 	case $1 in
 	shipped) echo "" ;;
 	inflight1) echo "max.in.flight.requests.per.connection=1" ;;
+	inflight1+linger0) echo "max.in.flight.requests.per.connection=1,linger.ms=0" ;;
 	cfg:*) echo "${1#cfg:}" ;;
 	*) oms_die "unknown relay producer configuration '$1'" ;;
 	esac
@@ -215,7 +220,7 @@ relay_ceiling() {
 relay_drain() {
 	local batch=$1 producer=$2 key="drain.$1.$2" n=$BENCH_RELAY_EVENTS
 	local pid p0 f0 b0 fn0 cpu0 t0 p f b lp first_p="" first_at="" cpu1 fn1 now status=ok
-	printf 'drain    batch %-5s  producer %-9s ... ' "$batch" "$producer"
+	printf 'drain    batch %-5s  producer %-17s ... ' "$batch" "$producer"
 	relay_set oms.relay_batch_size "$batch"
 	relay_set oms.kafka_config "$(relay_producer_config "$producer")"
 	relay_fill
@@ -298,7 +303,7 @@ bench_relay_drain() {
 # ------------------------------------------------- (b) commit -> ack latency
 relay_latency() {
 	local producer=$1 key="lat.$1" t0 t1 from tps drain out fn0 fn1
-	printf 'latency  producer %-9s  %s orders/s for %s s ... ' "$producer" "$BENCH_RELAY_RATE" "$BENCH_SECONDS"
+	printf 'latency  producer %-17s  %s orders/s for %s s ... ' "$producer" "$BENCH_RELAY_RATE" "$BENCH_SECONDS"
 	relay_set oms.kafka_config "$(relay_producer_config "$producer")"
 	relay_on
 	reset_tables >/dev/null
@@ -445,12 +450,12 @@ report_relay() {
 	oms_header "outbox relay results"
 	printf '(a) drain of %s pending events (payload %s B jsonb), relay vs PG-side ceiling (claim + settle SQL, no Kafka)\n' \
 		"$BENCH_RELAY_EVENTS" "${RELAY[payload_jsonb]}"
-	printf '%-6s %-10s %11s %13s %7s %8s %8s %8s %12s %9s %8s\n' batch producer "relay ev/s" "ceiling ev/s" ratio \
+	printf '%-6s %-17s %11s %13s %7s %8s %8s %8s %12s %9s %8s\n' batch producer "relay ev/s" "ceiling ev/s" ratio \
 		"claim s" "settle s" "rest s" "rest ms/batch" "main CPU" "rdk CPU"
 	for batch in $BENCH_RELAY_BATCHES; do
 		for producer in $BENCH_RELAY_PRODUCERS; do
 			key="drain.$batch.$producer"
-			printf '%-6s %-10s %11s %13s %7s %8s %8s %8s %12s %8s%% %7s%%%s\n' "$batch" "$producer" "${RELAY[$key.rate]}" \
+			printf '%-6s %-17s %11s %13s %7s %8s %8s %8s %12s %8s%% %7s%%%s\n' "$batch" "$producer" "${RELAY[$key.rate]}" \
 				"${RELAY[ceiling.$batch.rate]}" "${RELAY[$key.ratio]}" "${RELAY[$key.claim]}" "${RELAY[$key.settle]}" \
 				"${RELAY[$key.other]}" "$(awk -v r="${RELAY[$key.other]}" -v b="${RELAY[$key.batches]}" \
 					'BEGIN { if (b > 0) printf "%.1f", r * 1000 / b; else print "n/a" }')" \
@@ -459,7 +464,7 @@ report_relay() {
 		done
 	done
 	for producer in $BENCH_RELAY_PRODUCERS; do
-		printf '  %-9s = %s\n' "$producer" "$(relay_describe_producer "$producer")"
+		printf '  %-17s = %s\n' "$producer" "$(relay_describe_producer "$producer")"
 	done
 	printf 'claim/settle s: time in oms._relay_claim/_relay_settle during the drain (pg_stat_user_functions); rest: the\n'
 	printf 'drain time outside them (produce, waiting for acknowledgements, commits), also per batch; main/rdk CPU:\n'
@@ -470,11 +475,11 @@ report_relay() {
 
 	printf '\n(b) commit -> ack latency at %s events/s (pgbench -R, create_order), oms.relay_batch_size %s\n' \
 		"$BENCH_RELAY_RATE" "${RELAY[lat.batch]}"
-	printf '%-10s %9s %7s %7s %7s %7s %7s %9s %8s %8s %9s %9s\n' producer orders/s events "p50 ms" "p90 ms" "p99 ms" \
+	printf '%-17s %9s %7s %7s %7s %7s %7s %9s %8s %8s %9s %9s\n' producer orders/s events "p50 ms" "p90 ms" "p99 ms" \
 		"max ms" "not acked" "batches" "ms/batch" "claim ms" "settle ms"
 	for producer in $BENCH_RELAY_PRODUCERS; do
 		key="lat.$producer"
-		printf '%-10s %9s %7s %7s %7s %7s %7s %9s %8s %8s %9s %9s\n' "$producer" "${RELAY[$key.tps]}" \
+		printf '%-17s %9s %7s %7s %7s %7s %7s %9s %8s %8s %9s %9s\n' "$producer" "${RELAY[$key.tps]}" \
 			"${RELAY[$key.events]}" "${RELAY[$key.p50]:-n/a}" "${RELAY[$key.p90]:-n/a}" "${RELAY[$key.p99]:-n/a}" \
 			"${RELAY[$key.max]:-n/a}" "$((${RELAY[$key.events]:-0} - ${RELAY[$key.removed]:-0}))" \
 			"${RELAY[$key.batches]}" "$(awk -v n="${RELAY[$key.batches]}" -v s="$BENCH_SECONDS" \

@@ -15,6 +15,8 @@ CREATE FUNCTION oms._relay_claim(p_limit integer)
 RETURNS TABLE (id uuid, topic text, key text, value text, headers text[], aggregatetype text,
 			   aggregateid uuid, seq bigint)
 LANGUAGE plpgsql STABLE
+-- A batch of wide rows is sorted per aggregate: keep the sort in memory.
+SET work_mem = '64MB'
 AS $$
 DECLARE
 	v_topic text := pg_catalog.current_setting('oms.kafka_topic');
