@@ -88,6 +88,12 @@ CREATE TABLE oms.outbox (
 	last_error	text,
 	UNIQUE (aggregatetype, aggregateid, seq)
 );
+-- Rows live for milliseconds when the relay runs: vacuum by row count, not
+-- by a fraction of a table that is usually almost empty, so the space of
+-- published rows is reused and the table stays flat.
+ALTER TABLE oms.outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+							autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 10000,
+							autovacuum_vacuum_cost_delay = 0);
 -- The relay publishes oldest first; the index keeps a claim cheap however
 -- long the backlog is.
 CREATE INDEX outbox_created_idx ON oms.outbox (created_at);
