@@ -281,20 +281,33 @@ oms_shmem_note_loop(int slotno, int units)
 	SpinLockRelease(&oms_shared->mutex);
 }
 
+/*
+ * Stores an error message and its time into fields of a slot, and counts a
+ * failure when asked.  The message is truncated before the lock; only a
+ * fixed-size copy happens under it.
+ */
+static void
+store_error(char *dst, TimestampTz *at, int64 *failures, const char *message)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char		copy[OMS_ERROR_LEN];
+
+	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(dst, copy, sizeof(copy));
+	*at = now;
+	if (failures)
+		(*failures)++;
+	SpinLockRelease(&oms_shared->mutex);
+}
+
 void
 oms_shmem_note_error(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
-	TimestampTz now = GetCurrentTimestamp();
-	char		copy[OMS_ERROR_LEN];
 
-	/* Truncate outside the lock; only a fixed-size copy happens under it. */
-	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
-
-	SpinLockAcquire(&oms_shared->mutex);
-	memcpy(slot->last_error, copy, sizeof(copy));
-	slot->last_error_at = now;
-	SpinLockRelease(&oms_shared->mutex);
+	store_error(slot->last_error, &slot->last_error_at, NULL, message);
 }
 
 /* A starting worker's relay: breaker closed, as no batch has failed yet. */
@@ -343,15 +356,8 @@ void
 oms_shmem_relay_note_error(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
-	TimestampTz now = GetCurrentTimestamp();
-	char		copy[OMS_ERROR_LEN];
 
-	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
-
-	SpinLockAcquire(&oms_shared->mutex);
-	memcpy(slot->relay_last_error, copy, sizeof(copy));
-	slot->relay_last_error_at = now;
-	SpinLockRelease(&oms_shared->mutex);
+	store_error(slot->relay_last_error, &slot->relay_last_error_at, NULL, message);
 }
 
 /* A starting worker's inbox: no consumer yet, nothing assigned. */
@@ -418,16 +424,8 @@ void
 oms_shmem_inbox_note_failure(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
-	TimestampTz now = GetCurrentTimestamp();
-	char		copy[OMS_ERROR_LEN];
 
-	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
-
-	SpinLockAcquire(&oms_shared->mutex);
-	slot->inbox_failures++;
-	memcpy(slot->inbox_last_error, copy, sizeof(copy));
-	slot->inbox_last_error_at = now;
-	SpinLockRelease(&oms_shared->mutex);
+	store_error(slot->inbox_last_error, &slot->inbox_last_error_at, &slot->inbox_failures, message);
 }
 
 /* A consumer-side error: Kafka client, offsets, refused settings. */
@@ -435,15 +433,8 @@ void
 oms_shmem_inbox_note_error(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
-	TimestampTz now = GetCurrentTimestamp();
-	char		copy[OMS_ERROR_LEN];
 
-	strlcpy(copy, message ? message : "(no message)", sizeof(copy));
-
-	SpinLockAcquire(&oms_shared->mutex);
-	memcpy(slot->inbox_last_error, copy, sizeof(copy));
-	slot->inbox_last_error_at = now;
-	SpinLockRelease(&oms_shared->mutex);
+	store_error(slot->inbox_last_error, &slot->inbox_last_error_at, NULL, message);
 }
 
 void
