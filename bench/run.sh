@@ -13,9 +13,14 @@
 # event backlog against its PG-side ceiling, commit -> ack latency at 1,000
 # events/s, and the outbox size over a sustained run, against the mock Kafka
 # cluster of test/kafka.
+# Then (part "remote", bench/payment_remote.sh) the same end-to-end saga
+# run with the remote payment provider (oms.payment_provider = 'kafka': mock
+# Kafka + the test payment service), reported next to the test-provider
+# numbers of the same run.
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
 # (default 3) per warm-up run, BENCH_PARTS (default "create saga relay")
-# the parts to run (create: oms_create_order vs raw SQL; saga; relay),
+# the parts to run (create: oms_create_order vs raw SQL; saga; relay;
+# remote, not in the default),
 # BENCH_SAGA=0 also skips the saga runs; the relay part's own settings
 # (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh.
 set -euo pipefail
@@ -45,6 +50,8 @@ SAGA_DRAIN_LIMIT=180
 
 # shellcheck source=bench/relay.sh
 source "$BENCH_DIR/relay.sh"
+# shellcheck source=bench/payment_remote.sh
+source "$BENCH_DIR/payment_remote.sh"
 
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
@@ -288,7 +295,7 @@ main() {
 	[[ "$BENCH_WARMUP" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_WARMUP must be a positive integer"
 	local name
 	for name in $BENCH_PARTS; do
-		[[ "$name" =~ ^(create|saga|relay)$ ]] || oms_die "unknown part '$name' in BENCH_PARTS (create, saga, relay)"
+		[[ "$name" =~ ^(create|saga|relay|remote)$ ]] || oms_die "unknown part '$name' in BENCH_PARTS (create, saga, relay, remote)"
 	done
 	oms_ensure_packages
 	oms_build_install
@@ -308,9 +315,11 @@ main() {
 	fi
 	if part saga; then bench_saga; fi
 	if part relay; then bench_relay; fi
+	if part remote; then bench_remote; fi
 	if part create; then report; fi
 	if part saga; then report_saga; fi
 	if part relay; then report_relay; fi
+	if part remote; then report_remote; fi
 }
 
 main "$@"

@@ -3,8 +3,11 @@
 -- order created, read back and replayed with its key, paid and confirmed by
 -- the background worker, a declined payment and its compensation, a cancel
 -- while processing, a partial and a full refund, a refused transition, and
--- the stock levels and saga metrics, and at the end every event as Kafka
--- has it, read back with kcat, and the relay's status.  Order ids travel in
+-- the stock levels and saga metrics, every event as Kafka has it, read
+-- back with kcat, and the relay's status; at the end one order paid
+-- through the remote payment provider over Kafka (oms.payment_provider =
+-- 'kafka': the charge command on oms.payment-commands, the test payment
+-- service's reply on oms.payment-replies, consumed into oms.inbox).  Order ids travel in
 -- psql variables.  The worker serves this database and its relay publishes
 -- to a mock Kafka cluster (test/demo.sh starts the cluster with
 -- oms.database_name = 'oms_demo' and oms.kafka_brokers set, and exports
@@ -86,6 +89,30 @@ BEGIN
 			RAISE EXCEPTION 'demo: the relay did not publish the outbox within %', p_timeout
 				USING DETAIL = 'oms_relay_status(): ' || oms_relay_status()::text,
 					  HINT = 'Look at the server log and oms.outbox.last_error.';
+		END IF;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+END;
+$$;
+
+-- Waits until the worker consumes the payment replies topic, which it does
+-- once it has reloaded oms.payment_provider = 'kafka'.
+CREATE FUNCTION pg_temp.wait_for_inbox(p_timeout interval DEFAULT '30s')
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_start timestamptz := clock_timestamp();
+BEGIN
+	LOOP
+		IF oms._inbox_shmem_status() ->> 'consumer' = 'running' THEN
+			RETURN format('the worker consumes the replies topic after %s ms',
+						  round(extract(epoch FROM clock_timestamp() - v_start) * 1000));
+		END IF;
+		IF clock_timestamp() > v_start + p_timeout THEN
+			RAISE EXCEPTION 'demo: the worker does not consume the payment replies within %', p_timeout
+				USING DETAIL = 'oms._inbox_shmem_status(): ' || oms._inbox_shmem_status()::text,
+					  HINT = 'Look at the server log.';
 		END IF;
 		PERFORM pg_sleep(0.02);
 	END LOOP;
@@ -308,6 +335,54 @@ DO $$ BEGIN RAISE EXCEPTION 'demo: the records in Kafka differ from the status c
 SELECT pg_catalog.jsonb_pretty(oms_relay_status());
 \pset format aligned
 \pset tuples_only off
+
+\echo
+\echo '== 18. Pay through the remote payment provider over Kafka =='
+\echo 'so far the test provider answered in the worker itself; now the worker and this session'
+\echo 'switch to oms.payment_provider = kafka: the charge becomes a command on oms.payment-commands,'
+\echo 'the test payment service (test/payment/service.py) answers on oms.payment-replies, and the'
+\echo 'worker consumes the reply into oms.inbox and applies it once:'
+ALTER SYSTEM SET oms.payment_provider = 'kafka';
+SELECT pg_reload_conf();
+SET oms.payment_provider = 'kafka';
+SHOW oms.payment_provider;
+SELECT pg_temp.wait_for_inbox() AS waited;
+SELECT o->>'order_id' AS order4
+FROM oms_create_order('cust-77', '[{"sku": "SKU-3", "quantity": 4, "unit_price": 250}]', 'USD', 'demo-key-4') AS o \gset
+SELECT p->>'status' AS status
+FROM oms_pay_order(:'order4', 'test_ok', 'demo-pay-4') AS p;
+\echo 'the worker reserves, sends the charge, and waits for the reply (bounded polling):'
+SELECT pg_temp.wait_for(:'order4', 'confirmed') AS waited;
+SELECT pg_temp.wait_for_relay() AS waited;
+\echo 'the command the worker sent, as recorded, and as it is on oms.payment-commands (kcat: key, headers, value):'
+SELECT correlation_id, command, sent_at FROM oms.payment_commands WHERE order_id = :'order4';
+\! kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.payment-commands -o beginning -e -q -f 'partition %p offset %o key %k\nheaders %h\nvalue %s\n'
+\echo 'the service''s reply on oms.payment-replies (kcat):'
+\! kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.payment-replies -o beginning -e -q -f 'partition %p offset %o key %k\nheaders %h\nvalue %s\n'
+\echo 'the reply in the inbox, applied once, keyed by its message id (ce_id):'
+SELECT message_id, correlation_id, outcome, result, received_at FROM oms.inbox
+WHERE correlation_id IN (SELECT correlation_id FROM oms.payment_commands WHERE order_id = :'order4');
+\echo 'the timeline: the pay step waits for the provider, payment.reply records its answer:'
+SELECT seq, event_type, from_status, to_status, data - 'saga_id' AS data
+FROM oms_order_timeline(:'order4');
+SELECT id, status, version FROM oms.orders WHERE id = :'order4';
+SELECT method, amount, captured, status, provider_reference FROM oms.payments WHERE order_id = :'order4';
+-- The demo doubles as a smoke test of the remote provider; plumbing, not echoed.
+\set ECHO none
+SELECT EXISTS (SELECT FROM oms.orders WHERE id = :'order4' AND status = 'confirmed')
+   AND EXISTS (SELECT FROM oms.order_events WHERE order_id = :'order4' AND event_type = 'payment.reply')
+   AND EXISTS (SELECT FROM oms.inbox AS i JOIN oms.payment_commands AS c USING (correlation_id)
+			   WHERE c.order_id = :'order4' AND i.result = 'applied') AS remote_ok \gset
+\set ECHO queries
+\if :remote_ok
+\else
+DO $$ BEGIN RAISE EXCEPTION 'demo: the order paid through Kafka is not confirmed by an applied reply'; END $$;
+\endif
+-- Back to the server default for the next run of this cluster (plumbing).
+\set ECHO none
+ALTER SYSTEM RESET oms.payment_provider;
+SELECT pg_reload_conf() \g /dev/null
+\set ECHO queries
 
 \echo
 \echo 'demo finished'
