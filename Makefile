@@ -3,7 +3,7 @@
 EXTENSION   = oms
 EXTVERSION  = 0.1.0
 MODULE_big  = oms
-OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
+OBJS        = src/oms.o src/guc.o src/guc_ops.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
               src/kafka.o src/relay.o src/inbox.o
 
 # The extension script is generated from src/sql/ in this order.

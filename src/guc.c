@@ -171,6 +171,7 @@ oms_define_gucs(void)
 {
 	define_saga_gucs();
 	define_relay_gucs();
+	oms_define_ops_gucs();
 
 	DefineCustomIntVariable("oms.idempotency_ttl",
 							"How long an idempotency key replays the stored response.",

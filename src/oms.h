@@ -40,6 +40,13 @@ extern int	oms_relay_breaker_failures;
 extern int	oms_relay_breaker_cooldown;
 
 extern void oms_define_gucs(void);
+
+/* guc_ops.c: tracing, health, maintenance and log settings */
+extern char *oms_traceparent;
+extern int	oms_maintenance_interval;
+extern int	oms_log_min_interval;
+extern void oms_define_ops_gucs(void);
+extern const char *oms_traceparent_problem(const char *value);
 extern bool oms_split_database_names(char *rawstring, List **names);
 
 /* Most databases oms.database_name may list: one shared memory slot each. */

@@ -27,7 +27,7 @@ fi
 export PG_CONFIG
 
 OMS_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron
-	librdkafka-dev kcat python3-psycopg python3-jsonschema python3-confluent-kafka graphviz make gcc)
+	librdkafka-dev kcat prometheus prometheus-postgres-exporter python3-psycopg python3-jsonschema python3-confluent-kafka graphviz make gcc)
 
 # Logs land in the repository (ignored by git) so they survive the run.
 OMS_LOG_DIR="${OMS_LOG_DIR:-$OMS_ROOT/log}"

@@ -7,6 +7,7 @@
 #   suites     every executable test/suites/*.sh
 # Every individual test is counted; the last line is "N passed, N failed".
 # Usage: test/run.sh [regress|isolation|client|suites ...]   (default: all)
+# OMS_REGRESS, OMS_ISOLATION and OMS_SUITES narrow a part to the tests listed.
 set -euo pipefail
 # Let failures inside $(...) stop the script too.
 shopt -s inherit_errexit
@@ -157,7 +158,10 @@ ensure_cluster() {
 run_pg_regress_suite() {
 	local suite=$1 driver=$2 list_var=$3 opts_var=$4 db=$5 outdir=$6
 	local list opts tests=() optv=() rc=0
-	list=$(oms_make_var "$list_var")
+	# OMS_REGRESS / OMS_ISOLATION pick some tests only (keep "install" first
+	# for regress: it defines the helpers the others use).
+	local override="OMS_$list_var"
+	list=${!override:-$(oms_make_var "$list_var")}
 	opts=$(oms_make_var "$opts_var")
 	read -ra tests <<<"$list"
 	# PGXS appends its own --dbname (contrib_regression); we choose the database.
@@ -249,6 +253,10 @@ run_suites() {
 	fi
 	suite_begin "suites: ${#scripts[@]} scripts (test/suites)"
 	for s in "${scripts[@]}"; do
+		# OMS_SUITES="health exporter" runs those suites only.
+		if [[ -n "${OMS_SUITES:-}" && " $OMS_SUITES " != *" $(basename "$s" .sh) "* ]]; then
+			continue
+		fi
 		if [[ ! -x "$s" ]]; then
 			oms_say "-- ${s#"$OMS_ROOT"/}: not executable, skipped"
 			continue

@@ -737,16 +737,3 @@ END;
 $$;
 COMMENT ON FUNCTION oms._run_sagas(integer, timestamptz) IS
 	'Runs up to p_max due saga steps as of p_now, each saga in its own subtransaction; returns the steps run';
-
-CREATE FUNCTION oms._worker_tick(p_batch integer)
-RETURNS integer
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM @extschema@.oms_release_expired_reservations();
-	RETURN oms._run_sagas(p_batch, clock_timestamp());
-END;
-$$;
-COMMENT ON FUNCTION oms._worker_tick(integer) IS
-	'One unit of background work: expire reservations, then run up to p_batch due saga steps';

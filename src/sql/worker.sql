@@ -25,6 +25,20 @@ LANGUAGE c VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.oms_worker_status() IS
 	'One row per database in oms.database_name: its worker''s pid (null when none runs), whether it runs, when it last looped, loops and units of work done since server start, and the last error a batch raised (kept until the next error)';
 
+-- What the C worker calls once per batch (src/worker.c).
+CREATE FUNCTION oms._worker_tick(p_batch integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.oms_release_expired_reservations();
+	RETURN oms._run_sagas(p_batch, clock_timestamp());
+END;
+$$;
+COMMENT ON FUNCTION oms._worker_tick(integer) IS
+	'One unit of background work: expire reservations, then run up to p_batch due saga steps';
+
 REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oms._notify_worker() TO oms_admin;
