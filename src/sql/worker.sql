@@ -40,6 +40,7 @@ COMMENT ON FUNCTION oms._worker_tick(integer) IS
 	'One unit of background work: expire reservations, then run up to p_batch due saga steps';
 
 REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._worker_tick(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oms._notify_worker() TO oms_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_worker_status() TO oms_admin, oms_reader;
