@@ -88,20 +88,17 @@ WITH
 	-- A step counts in the histogram once it completed successfully: done,
 	-- or done and later compensated.  A step that failed also gets a
 	-- completion time and may be compensated too; its saga_failed dead
-	-- letter, written in the same transaction, tells it apart.
+	-- letter, written in the same transaction, tells it apart (a saga has
+	-- at most one, so the join adds no rows).
 	step_rows AS MATERIALIZED (
 		SELECT s.kind, t.name AS step,
 			   GREATEST(t.attempts - 1, 0) AS retries,
-			   CASE WHEN t.completed_at IS NOT NULL
-						 AND (t.status = 'done'
-							  OR (t.status = 'compensated'
-								  AND NOT EXISTS (SELECT FROM oms.dead_letters AS d
-												  WHERE d.kind = 'saga_failed' AND d.saga_id = t.saga_id
-													AND d.step = t.name)))
+			   CASE WHEN t.completed_at IS NOT NULL AND d.id IS NULL AND t.status IN ('done', 'compensated')
 					THEN GREATEST(EXTRACT(epoch FROM t.completed_at - t.first_started_at), 0)::double precision
 			   END AS seconds
 		FROM oms.saga_steps AS t
-		JOIN oms.sagas AS s ON s.id = t.saga_id),
+		JOIN oms.sagas AS s ON s.id = t.saga_id
+		LEFT JOIN oms.dead_letters AS d ON d.kind = 'saga_failed' AND d.saga_id = t.saga_id AND d.step = t.name),
 	-- Per kind and step: done steps by the first bucket that holds them
 	-- (1 .. n, n + 1 for +Inf only).  width_bucket over the negated bounds
 	-- counts the bounds >= seconds, as le means "less or equal".
