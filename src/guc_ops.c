@@ -138,7 +138,7 @@ define_health_gucs(void)
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("oms.health_dead_letters",
-							"Open dead letters at or above which oms_health() reports degraded; 0 never does.",
+							"Open replayable dead letters (compensation_stuck, publish) at or above which oms_health() reports degraded; 0 never does.",
 							NULL,
 							&oms_health_dead_letters,
 							1, 0, INT_MAX,
