@@ -149,6 +149,7 @@ static OmsKafkaState client_state = OMS_KAFKA_OFF;
 static OmsBreakerState breaker = OMS_BREAKER_CLOSED;
 static int	breaker_failures = 0;
 static TimestampTz breaker_opened_at = 0;
+static TimestampTz breaker_first_opened_at = 0;	/* opened from closed */
 
 /*
  * "Publishing does not work": failed batches, claims and settles are one
@@ -266,6 +267,8 @@ set_breaker(OmsBreakerState state, TimestampTz now)
 	if (state == OMS_BREAKER_OPEN)
 	{
 		breaker_opened_at = now;
+		if (from_closed)
+			breaker_first_opened_at = now;
 		oms_log_begin(&line, "breaker_opened");
 		oms_log_int(&line, "failed_batches", breaker_failures);
 		oms_log_int(&line, "cooldown_ms", oms_relay_breaker_cooldown);
@@ -279,8 +282,8 @@ set_breaker(OmsBreakerState state, TimestampTz now)
 	else
 	{
 		oms_log_begin(&line, "breaker_closed");
-		if (breaker_opened_at != 0 && now != 0)
-			oms_log_int(&line, "open_ms", TimestampDifferenceMilliseconds(breaker_opened_at, now));
+		if (breaker_first_opened_at != 0 && now != 0)
+			oms_log_int(&line, "open_ms", TimestampDifferenceMilliseconds(breaker_first_opened_at, now));
 		oms_log_emit(LOG, &line);
 	}
 
