@@ -164,17 +164,23 @@ oms_log_emit(int elevel, StringInfo buf)
 	{
 		/*
 		 * A warning for the server log only: the client's threshold is
-		 * raised around it.  ereport below ERROR returns, so the value is
-		 * always put back.
+		 * raised around it, and put back even if the report fails.
 		 */
 		int			save_client_min_messages = client_min_messages;
 
 		client_min_messages = ERROR;
-		ereport(elevel,
-				(errmsg_internal("%s", buf->data),
-				 errhidestmt(true),
-				 errhidecontext(true)));
-		client_min_messages = save_client_min_messages;
+		PG_TRY();
+		{
+			ereport(elevel,
+					(errmsg_internal("%s", buf->data),
+					 errhidestmt(true),
+					 errhidecontext(true)));
+		}
+		PG_FINALLY();
+		{
+			client_min_messages = save_client_min_messages;
+		}
+		PG_END_TRY();
 	}
 	pfree(buf->data);
 	buf->data = NULL;
@@ -188,6 +194,11 @@ oms_log_emit(int elevel, StringInfo buf)
 void
 oms_log_emit_error(int elevel, StringInfo buf, ErrorData *edata)
 {
+	if (edata == NULL)
+	{
+		oms_log_emit(elevel, buf);
+		return;
+	}
 	oms_log_str(buf, "sqlstate", unpack_sql_state(edata->sqlerrcode));
 	oms_log_str(buf, "message", edata->message);
 	ereport(elevel,

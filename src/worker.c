@@ -172,6 +172,7 @@ oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
 	volatile bool ok = true;
 	volatile int value = 0;
 
+	last_xact_error = NULL;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 
