@@ -4,7 +4,7 @@ EXTENSION   = oms
 EXTVERSION  = 0.1.0
 MODULE_big  = oms
 OBJS        = src/oms.o src/guc.o src/guc_ops.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
-              src/kafka.o src/relay.o src/inbox.o
+              src/kafka.o src/relay.o src/inbox.o src/log.o
 
 # The extension script is generated from src/sql/ in this order.
 SQL_PARTS   = src/sql/schema.sql \
@@ -28,7 +28,7 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/analytics.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay payment_kafka metrics health analytics
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay payment_kafka tracing metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)

@@ -32,7 +32,7 @@
  * sought back to it, the loop stops, and it is retried after a backoff
  * (100 ms doubling to 10 s), so that one failing message neither spins the
  * worker nor fills the log: such failures are logged at most once per
- * 10 s, with a count of the others.
+ * oms.log_min_interval, with a count of the others.
  *
  * The worker wakes up when a reply arrives: the consumer's queue writes
  * to the wake-up pipe the worker's wait includes (see kafka.c).
@@ -44,6 +44,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -61,9 +62,6 @@
 #define INBOX_RETRY_MIN_MS 100
 #define INBOX_RETRY_MAX_MS 10000
 
-/* Failures of the same kind are logged at most once per this interval. */
-#define INBOX_LOG_INTERVAL_MS 10000
-
 /* How often the lag is computed (from local state only). */
 #define INBOX_LAG_INTERVAL_MS 1000
 
@@ -80,13 +78,6 @@ typedef struct InboxApply
 	Datum		body;
 	bool		body_null;
 } InboxApply;
-
-/* A rate limit for one kind of log line. */
-typedef struct InboxLogLimit
-{
-	TimestampTz logged_at;
-	int			suppressed;
-} InboxLogLimit;
 
 static int	inbox_slotno = -1;
 static char inbox_dbname[NAMEDATALEN];
@@ -106,8 +97,9 @@ static int	consecutive_failures = 0;
 static TimestampTz lag_at = 0;
 static uint32 lag_assignment = 0;	/* assignment the lag was computed for */
 
-static InboxLogLimit apply_log;
-static InboxLogLimit consumer_log;
+/* Ongoing problems, logged once per oms.log_min_interval. */
+static OmsLogLimit apply_log;
+static OmsLogLimit consumer_log;
 
 /*
  * Called by the worker once connected, after oms_relay_init (which sets
@@ -122,33 +114,6 @@ oms_inbox_init(int slotno, const char *dbname)
 									"oms inbox message",
 									ALLOCSET_SMALL_SIZES);
 	oms_shmem_inbox_reset(slotno);
-}
-
-/* True when a line of this kind may be logged now. */
-static bool
-log_due(const InboxLogLimit *limit, TimestampTz now)
-{
-	return limit->logged_at == 0 ||
-		TimestampDifferenceExceeds(limit->logged_at, now, INBOX_LOG_INTERVAL_MS);
-}
-
-/*
- * Accounts for one line of this kind: logged (returns the number left out
- * since the last one logged) or left out (counted; returns -1).
- */
-static int
-log_account(InboxLogLimit *limit, bool logged, TimestampTz now)
-{
-	int			suppressed = limit->suppressed;
-
-	if (!logged)
-	{
-		limit->suppressed++;
-		return -1;
-	}
-	limit->suppressed = 0;
-	limit->logged_at = now;
-	return suppressed;
 }
 
 /* ---------------------------------------------------------------- wanted? */
@@ -222,33 +187,34 @@ inbox_client_ready(bool wanted)
 	char		errbuf[512];
 	bool		changed;
 	OmsKafkaState state = oms_kafka_inbox_ensure(wanted, &changed, errbuf, sizeof(errbuf));
+	StringInfoData line;
 
 	if (changed || state != client_state)
 	{
 		switch (state)
 		{
 			case OMS_KAFKA_OFF:
-				ereport(LOG,
-						(errmsg("oms inbox for database \"%s\" stopped consuming payment replies",
-								inbox_dbname),
-						 off_reason ? errdetail("%s", off_reason) : 0));
+				oms_log_begin(&line, "inbox_stopped");
+				oms_log_str(&line, "reason", off_reason);
+				oms_log_emit(LOG, &line);
 				break;
 			case OMS_KAFKA_READY:
-				ereport(LOG,
-						(errmsg("oms inbox for database \"%s\" consumes payment replies from topic \"%s\" at \"%s\"",
-								inbox_dbname, oms_kafka_payment_replies_topic, oms_kafka_brokers),
-						 errdetail("Consumer group \"%s-%s\".",
-								   oms_kafka_consumer_group, inbox_dbname)));
+				oms_log_begin(&line, "inbox_started");
+				oms_log_str(&line, "topic", oms_kafka_payment_replies_topic);
+				oms_log_str(&line, "brokers", oms_kafka_brokers);
+				oms_log_str(&line, "group", psprintf("%s-%s", oms_kafka_consumer_group, inbox_dbname));
+				oms_log_emit(LOG, &line);
 				break;
 			case OMS_KAFKA_BAD_CONFIG:
 				oms_shmem_inbox_note_error(inbox_slotno,
 										   psprintf("invalid Kafka consumer settings: %s", errbuf));
+				oms_log_begin(&line, "inbox_config_invalid");
+				oms_log_str(&line, "error", errbuf);
 				ereport(LOG,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("oms inbox for database \"%s\" is off: invalid Kafka consumer settings",
-								inbox_dbname),
-						 errdetail_internal("%s", errbuf),
+						 errmsg_internal("%s", line.data),
 						 errhint("Correct oms.kafka_config, oms.kafka_consumer_group or oms.kafka_payment_replies_topic and reload the configuration.")));
+				pfree(line.data);
 				break;
 		}
 		oms_shmem_inbox_set_state(inbox_slotno, state);
@@ -345,7 +311,6 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 	int			result = 0;
 	char	   *failure = NULL;
 	bool		ok;
-	bool		logged;
 	int			suppressed;
 	TimestampTz now;
 
@@ -369,10 +334,8 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 		PointerGetDatum(cstring_to_text_with_len(m->value, m->valuelen));
 	MemoryContextSwitchTo(loop_cxt);
 
-	/* A failure is logged in full (with its context) once per interval. */
-	logged = log_due(&apply_log, GetCurrentTimestamp());
 	ok = oms_worker_run_xact_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
-								 &result, &failure, logged);
+								 &result, &failure, false);
 	MemoryContextSwitchTo(loop_cxt);
 	now = GetCurrentTimestamp();
 
@@ -382,19 +345,22 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 		consecutive_failures++;
 		hold_until = TimestampTzPlusMilliseconds(now, retry_delay_ms(consecutive_failures));
 		oms_shmem_inbox_note_failure(slotno, failure);
-		suppressed = log_account(&apply_log, logged, now);
-		if (logged)
-			ereport(LOG,
-					(errmsg("oms inbox for database \"%s\" could not apply payment reply \"%s\"",
-							inbox_dbname, idtext),
-					 errdetail("Topic \"%s\", partition %d, offset " INT64_FORMAT ": %s",
-							   m->topic ? m->topic : "", (int) m->partition, m->offset,
-							   failure ? failure : "(no message)"),
-					 suppressed > 0 ?
-					 errhint("Its offset is not committed; it is retried in %d ms.  %d more failures were not logged since the last one.",
-							 retry_delay_ms(consecutive_failures), suppressed) :
-					 errhint("Its offset is not committed; it is retried in %d ms.",
-							 retry_delay_ms(consecutive_failures))));
+		/* In full (with its context), once per oms.log_min_interval. */
+		suppressed = oms_log_limit(&apply_log, now);
+		if (suppressed >= 0)
+		{
+			StringInfoData line;
+
+			oms_log_begin(&line, "payment_reply_failed");
+			oms_log_str(&line, "message_id", idtext);
+			oms_log_str(&line, "topic", m->topic);
+			oms_log_int(&line, "partition", m->partition);
+			oms_log_int(&line, "offset", m->offset);
+			oms_log_int(&line, "retry_in_ms", retry_delay_ms(consecutive_failures));
+			if (suppressed > 0)
+				oms_log_int(&line, "suppressed", suppressed);
+			oms_log_emit_error(WARNING, &line, oms_worker_last_error());
+		}
 		oms_kafka_inbox_rewind();
 		MemoryContextReset(msg_cxt);
 		return false;
@@ -413,6 +379,15 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 	/* Committed: only now may Kafka forget the message. */
 	oms_kafka_inbox_ack();
 	consecutive_failures = 0;
+	suppressed = oms_log_limit_clear(&apply_log);
+	if (suppressed >= 0)
+	{
+		StringInfoData line;
+
+		oms_log_begin(&line, "payment_replies_recovered");
+		oms_log_int(&line, "suppressed", suppressed);
+		oms_log_emit(LOG, &line);
+	}
 	oms_shmem_inbox_note_reply(slotno, (OmsInboxOutcome) result, now);
 	if (result != OMS_INBOX_DUPLICATE)
 		(*applied)++;
@@ -431,14 +406,18 @@ report_consumer_error(const OmsKafkaMessage *m)
 					m->errtext ? m->errtext : "");
 	oms_shmem_inbox_note_error(inbox_slotno, text);
 	now = GetCurrentTimestamp();
-	suppressed = log_account(&consumer_log, log_due(&consumer_log, now), now);
+	suppressed = oms_log_limit(&consumer_log, now);
 	if (suppressed >= 0)
-		ereport(LOG,
-				(errmsg("oms inbox for database \"%s\": Kafka consumer error %s",
-						inbox_dbname, oms_kafka_err_name(m->err)),
-				 errdetail_internal("%s", m->errtext ? m->errtext : ""),
-				 suppressed > 0 ?
-				 errhint("%d more consumer errors were not logged since the last one.", suppressed) : 0));
+	{
+		StringInfoData line;
+
+		oms_log_begin(&line, "inbox_consumer_error");
+		oms_log_str(&line, "code", oms_kafka_err_name(m->err));
+		if (suppressed > 0)
+			oms_log_int(&line, "suppressed", suppressed);
+		oms_log_str(&line, "error", m->errtext ? m->errtext : "");
+		oms_log_emit(WARNING, &line);
+	}
 	pfree(text);
 }
 

@@ -60,9 +60,12 @@
 /* Least time between a failed offset commit of the reply consumer and its retry. */
 #define KAFKA_COMMIT_RETRY_MS 1000
 
-/* librdkafka log lines and client errors logged per window; the rest are counted. */
-#define KAFKA_LOG_BURST 20
-#define KAFKA_LOG_WINDOW_MS 10000
+/*
+ * librdkafka log lines and client errors logged per oms.log_min_interval
+ * (no limit when it is 0); the rest are counted.  A broker outage makes
+ * librdkafka repeat its connection errors: they stop after the burst.
+ */
+#define KAFKA_LOG_BURST 10
 
 /* The batch index lives in the low bits of a message's opaque, the batch number above. */
 #define KAFKA_INDEX_BITS 16
@@ -225,12 +228,19 @@ log_allowed(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (TimestampDifferenceExceeds(log_window_start, now, KAFKA_LOG_WINDOW_MS))
+	if (oms_log_min_interval == 0 ||
+		TimestampDifferenceExceeds(log_window_start, now, oms_log_min_interval))
 	{
 		if (log_suppressed > 0)
-			ereport(LOG,
-					(errmsg("oms worker for database \"%s\" suppressed %d librdkafka log lines in the last %d seconds",
-							kafka_dbname, log_suppressed, KAFKA_LOG_WINDOW_MS / 1000)));
+		{
+			StringInfoData line;
+
+			oms_log_begin(&line, "kafka_log_suppressed");
+			oms_log_int(&line, "suppressed", log_suppressed);
+			oms_log_int(&line, "window_ms",
+						TimestampDifferenceMilliseconds(log_window_start, now));
+			oms_log_emit(LOG, &line);
+		}
 		log_window_start = now;
 		log_window_count = 0;
 		log_suppressed = 0;
@@ -277,10 +287,16 @@ serve_log_queue(rd_kafka_queue_t *queue, const char *who)
 
 			if (message_level_is_interesting(elevel) &&
 				(elevel != LOG || log_allowed()))
-				ereport(elevel,
-						(errmsg("oms %s for database \"%s\": librdkafka %s",
-								who, kafka_dbname, fac ? fac : "log"),
-						 errdetail_internal("%s", str ? str : "")));
+			{
+				StringInfoData line;
+
+				oms_log_begin(&line, "kafka_log");
+				oms_log_str(&line, "client", who);
+				oms_log_str(&line, "facility", fac ? fac : "log");
+				oms_log_int(&line, "level", level);
+				oms_log_str(&line, "message", str ? str : "");
+				oms_log_emit(elevel, &line);
+			}
 		}
 		rd_kafka_event_destroy(ev);
 	}
@@ -292,11 +308,15 @@ log_client_errors(ClientErrors *errors, const char *who)
 	if (errors->unlogged == 0)
 		return;
 	if (log_allowed())
-		ereport(LOG,
-				(errmsg("oms %s for database \"%s\": Kafka client error %s",
-						who, kafka_dbname,
-						rd_kafka_err2name((rd_kafka_resp_err_t) errors->code)),
-				 errdetail_internal("%s", errors->reason)));
+	{
+		StringInfoData line;
+
+		oms_log_begin(&line, "kafka_error");
+		oms_log_str(&line, "client", who);
+		oms_log_str(&line, "code", rd_kafka_err2name((rd_kafka_resp_err_t) errors->code));
+		oms_log_str(&line, "error", errors->reason);
+		oms_log_emit(LOG, &line);
+	}
 	errors->unlogged = 0;
 }
 
@@ -1317,13 +1337,17 @@ oms_kafka_inbox_serve(char *errbuf, size_t errlen)
 	if (commit_errors.unlogged > 0)
 	{
 		if (log_allowed())
+		{
+			StringInfoData line;
+
+			oms_log_begin(&line, "inbox_commit_failed");
+			oms_log_str(&line, "code", rd_kafka_err2name((rd_kafka_resp_err_t) commit_errors.code));
+			oms_log_str(&line, "error", commit_errors.reason);
 			ereport(LOG,
-					(errmsg("oms inbox for database \"%s\": could not commit or store reply offsets",
-							kafka_dbname),
-					 errdetail("%s: %s",
-							   rd_kafka_err2name((rd_kafka_resp_err_t) commit_errors.code),
-							   commit_errors.reason),
+					(errmsg_internal("%s", line.data),
 					 errhint("Replies whose offsets were not committed are delivered again and found in the inbox.")));
+			pfree(line.data);
+		}
 		snprintf(errbuf, errlen, "offset commit failed: %s: %s",
 				 rd_kafka_err2name((rd_kafka_resp_err_t) commit_errors.code),
 				 commit_errors.reason);

@@ -32,6 +32,7 @@
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
@@ -172,6 +173,17 @@ worker_alive(int slotno)
 	return false;
 }
 
+/*
+ * The launcher serves no database of its own: each line names the one it
+ * is about.
+ */
+static void
+launcher_log_begin(StringInfo line, const char *event, const char *dbname)
+{
+	oms_log_begin(line, event);
+	oms_log_str(line, "database", dbname);
+}
+
 static bool
 start_worker(int slotno, Oid dboid)
 {
@@ -205,11 +217,18 @@ start_worker(int slotno, Oid dboid)
 	if (!ok)
 	{
 		if (!ls->full_logged)
+		{
+			StringInfoData line;
+
+			launcher_log_begin(&line, "worker_start_failed", dbname);
+			oms_log_str(&line, "reason", "no background worker slot is free");
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("could not start the oms worker for database \"%s\"", dbname),
-					 errdetail("No background worker slot is free."),
+					 errmsg_internal("%s", line.data),
+					 errdetail("Could not start the oms worker: no background worker slot is free."),
 					 errhint("Increase max_worker_processes.")));
+			pfree(line.data);
+		}
 		ls->full_logged = true;
 		return false;
 	}
@@ -245,10 +264,16 @@ launcher_pass(void)
 		if (!looks[i].exists)
 		{
 			if (!ls->missing_logged)
+			{
+				StringInfoData line;
+
+				launcher_log_begin(&line, "database_missing", dbname);
 				ereport(LOG,
-						(errmsg("oms database \"%s\" does not exist", dbname),
-						 errdetail("The oms worker for it starts when the database is created."),
+						(errmsg_internal("%s", line.data),
+						 errdetail("The database does not exist; the oms worker for it starts when the database is created."),
 						 errhint("Check oms.database_name.")));
+				pfree(line.data);
+			}
 			ls->missing_logged = true;
 			continue;
 		}
@@ -261,9 +286,15 @@ launcher_pass(void)
 		if (!looks[i].connectable)
 		{
 			if (!ls->closed_logged)
+			{
+				StringInfoData line;
+
+				launcher_log_begin(&line, "database_not_connectable", dbname);
 				ereport(LOG,
-						(errmsg("oms database \"%s\" does not allow connections", dbname),
-						 errdetail("The oms worker for it starts when connections are allowed.")));
+						(errmsg_internal("%s", line.data),
+						 errdetail("The database does not allow connections; the oms worker for it starts when connections are allowed.")));
+				pfree(line.data);
+			}
 			ls->closed_logged = true;
 			continue;
 		}
@@ -309,10 +340,14 @@ oms_launcher_main(Datum main_arg)
 
 	oms_shmem_set_launcher_pid(MyProcPid);
 	before_shmem_exit(launcher_on_exit, (Datum) 0);
-	ereport(LOG,
-			(errmsg("oms launcher started"),
-			 errdetail("Serving %d database(s) listed in oms.database_name.",
-					   oms_shmem_slot_count())));
+	{
+		StringInfoData line;
+
+		oms_log_begin(&line, "launcher_started");
+		oms_log_int(&line, "pid", MyProcPid);
+		oms_log_int(&line, "databases", oms_shmem_slot_count());
+		oms_log_emit(LOG, &line);
+	}
 
 	for (;;)
 	{

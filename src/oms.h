@@ -49,6 +49,27 @@ extern void oms_define_ops_gucs(void);
 extern const char *oms_traceparent_problem(const char *value);
 extern bool oms_split_database_names(char *rawstring, List **names);
 
+/*
+ * log.c: structured log lines ("oms: event=... database=... key=value")
+ * and their rate limit; see docs/architecture.md for the events.
+ */
+typedef struct OmsLogLimit
+{
+	bool		active;			/* the problem is ongoing */
+	TimestampTz logged_at;		/* when its last line was logged */
+	int			suppressed;		/* lines not logged since */
+} OmsLogLimit;
+
+struct StringInfoData;
+extern void oms_log_set_database(const char *dbname);
+extern void oms_log_begin(struct StringInfoData *buf, const char *event);
+extern void oms_log_str(struct StringInfoData *buf, const char *key, const char *value);
+extern void oms_log_int(struct StringInfoData *buf, const char *key, int64 value);
+extern void oms_log_emit(int elevel, struct StringInfoData *buf);
+extern void oms_log_emit_error(int elevel, struct StringInfoData *buf, ErrorData *edata);
+extern int	oms_log_limit(OmsLogLimit *limit, TimestampTz now);
+extern int	oms_log_limit_clear(OmsLogLimit *limit);
+
 /* Most databases oms.database_name may list: one shared memory slot each. */
 #define OMS_MAX_DATABASES 16
 
@@ -99,6 +120,7 @@ extern bool oms_worker_extension_ready(void);
 extern bool oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 								OmsXactBody body, void *arg, int *result,
 								char **errmsg);
+extern ErrorData *oms_worker_last_error(void);
 extern bool oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
 									OmsXactBody body, void *arg, int *result,
 									char **errmsg, bool log_error);

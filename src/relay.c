@@ -45,6 +45,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -74,9 +75,6 @@
 
 /* Brokers unreachable and no report for this long: the batch is given up. */
 #define RELAY_DOWN_GRACE_MS 1000
-
-/* The same relay error is logged at most once per this interval. */
-#define RELAY_LOG_INTERVAL_MS 10000
 
 /* One claimed event, copied out of the claim transaction. */
 typedef struct RelayEvent
@@ -151,11 +149,16 @@ static OmsKafkaState client_state = OMS_KAFKA_OFF;
 static OmsBreakerState breaker = OMS_BREAKER_CLOSED;
 static int	breaker_failures = 0;
 static TimestampTz breaker_opened_at = 0;
+static TimestampTz breaker_first_opened_at = 0;	/* opened from closed */
 
-/* Rate limit of the relay's own error lines. */
-static char last_logged[OMS_ERROR_LEN];
-static TimestampTz last_logged_at = 0;
-static int	last_logged_repeats = 0;
+/*
+ * "Publishing does not work": failed batches, claims and settles are one
+ * ongoing problem for the log, whatever the error text, so a broker outage
+ * logs its first failure, then one line per oms.log_min_interval, then
+ * relay_recovered once.
+ */
+static OmsLogLimit relay_limit;
+static TimestampTz relay_failing_since = 0;
 
 /*
  * Called by the worker once connected.  Prepares the wait set used while
@@ -183,66 +186,106 @@ oms_relay_init(int slotno, const char *dbname)
 }
 
 /*
- * Logs a relay failure, at most once per RELAY_LOG_INTERVAL_MS for the same
- * error text (counts in "what" may differ), and records it in shared
- * memory every time.
+ * Records a relay failure in shared memory, and logs it as "event" at
+ * WARNING unless the ongoing problem was logged less than
+ * oms.log_min_interval ago.  The line's fields: those in "fields" (may be
+ * NULL; consumed), suppressed=N, then error.
  */
 static void
-relay_report_error(const char *what, const char *text)
+relay_report_error(const char *event, StringInfo fields, const char *what, const char *text)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	char	   *full = psprintf("%s: %s", what, text);
+	int			suppressed;
+	StringInfoData line;
 
 	oms_shmem_relay_note_error(relay_slotno, full);
 	pfree(full);
 
-	if (strncmp(last_logged, text, sizeof(last_logged) - 1) == 0 &&
-		!TimestampDifferenceExceeds(last_logged_at, now, RELAY_LOG_INTERVAL_MS))
+	if (relay_failing_since == 0)
+		relay_failing_since = now;
+	suppressed = oms_log_limit(&relay_limit, now);
+	if (suppressed >= 0)
 	{
-		last_logged_repeats++;
-		return;
+		oms_log_begin(&line, event);
+		if (fields)
+			appendStringInfoString(&line, fields->data);
+		if (suppressed > 0)
+			oms_log_int(&line, "suppressed", suppressed);
+		oms_log_str(&line, "error", text);
+		oms_log_emit(WARNING, &line);
 	}
-
-	if (last_logged_repeats > 0 && strncmp(last_logged, text, sizeof(last_logged) - 1) == 0)
-		ereport(LOG,
-				(errmsg("oms relay for database \"%s\": %s", relay_dbname, what),
-				 errdetail_internal("%s", text),
-				 errhint("The same error occurred %d more times since it was last logged.",
-						 last_logged_repeats)));
-	else
-		ereport(LOG,
-				(errmsg("oms relay for database \"%s\": %s", relay_dbname, what),
-				 errdetail_internal("%s", text)));
-
-	strlcpy(last_logged, text, sizeof(last_logged));
-	last_logged_at = now;
-	last_logged_repeats = 0;
+	if (fields)
+		pfree(fields->data);
 }
 
+/* A batch went through: the end of an ongoing failure is logged once. */
+static void
+relay_report_recovery(int published)
+{
+	int			suppressed = oms_log_limit_clear(&relay_limit);
+	StringInfoData line;
+
+	if (suppressed >= 0)
+	{
+		oms_log_begin(&line, "relay_recovered");
+		oms_log_int(&line, "published", published);
+		oms_log_int(&line, "suppressed", suppressed);
+		oms_log_int(&line, "failing_ms",
+					TimestampDifferenceMilliseconds(relay_failing_since, GetCurrentTimestamp()));
+		oms_log_emit(LOG, &line);
+	}
+	relay_failing_since = 0;
+}
+
+/* The error of the relay transaction that just failed, as text. */
+static const char *
+relay_xact_error(const char *errmsg)
+{
+	ErrorData  *edata = oms_worker_last_error();
+
+	if (edata == NULL)
+		return errmsg ? errmsg : "(no message)";
+	return psprintf("%s (SQLSTATE %s)", edata->message ? edata->message : "(no message)",
+					unpack_sql_state(edata->sqlerrcode));
+}
+
+/*
+ * Moves the breaker.  Logged: breaker_opened when it opens from closed,
+ * breaker_closed when it closes again.  The probes in between (half-open,
+ * and open again after a failed probe) are the same outage: DEBUG1 only.
+ */
 static void
 set_breaker(OmsBreakerState state, TimestampTz now)
 {
+	StringInfoData line;
+	bool		from_closed = (breaker == OMS_BREAKER_CLOSED);
+
 	if (state == breaker)
 		return;
 
 	if (state == OMS_BREAKER_OPEN)
 	{
 		breaker_opened_at = now;
-		ereport(LOG,
-				(errmsg("oms relay circuit breaker for database \"%s\" opened",
-						relay_dbname),
-				 errdetail("%d consecutive batches failed without an acknowledgement; publishing pauses for %d ms.",
-						   breaker_failures, oms_relay_breaker_cooldown)));
+		if (from_closed)
+			breaker_first_opened_at = now;
+		oms_log_begin(&line, "breaker_opened");
+		oms_log_int(&line, "failed_batches", breaker_failures);
+		oms_log_int(&line, "cooldown_ms", oms_relay_breaker_cooldown);
+		oms_log_emit(from_closed ? LOG : DEBUG1, &line);
 	}
 	else if (state == OMS_BREAKER_HALF_OPEN)
-		ereport(LOG,
-				(errmsg("oms relay circuit breaker for database \"%s\" is half-open",
-						relay_dbname),
-				 errdetail("One event probes the brokers.")));
+	{
+		oms_log_begin(&line, "breaker_half_open");
+		oms_log_emit(DEBUG1, &line);
+	}
 	else
-		ereport(LOG,
-				(errmsg("oms relay circuit breaker for database \"%s\" closed",
-						relay_dbname)));
+	{
+		oms_log_begin(&line, "breaker_closed");
+		if (breaker_first_opened_at != 0 && now != 0)
+			oms_log_int(&line, "open_ms", TimestampDifferenceMilliseconds(breaker_first_opened_at, now));
+		oms_log_emit(LOG, &line);
+	}
 
 	breaker = state;
 	if (state == OMS_BREAKER_CLOSED)
@@ -478,31 +521,32 @@ relay_client_ready(void)
 	char		errbuf[512];
 	bool		changed;
 	OmsKafkaState state = oms_kafka_ensure(&changed, errbuf, sizeof(errbuf));
+	StringInfoData line;
 
 	if (changed || state != client_state)
 	{
 		switch (state)
 		{
 			case OMS_KAFKA_OFF:
-				ereport(LOG,
-						(errmsg("oms relay for database \"%s\" stopped",
-								relay_dbname),
-						 errdetail("oms.kafka_brokers is empty.")));
+				oms_log_begin(&line, "relay_stopped");
+				oms_log_str(&line, "reason", "oms.kafka_brokers is empty");
+				oms_log_emit(LOG, &line);
 				break;
 			case OMS_KAFKA_READY:
-				ereport(LOG,
-						(errmsg("oms relay for database \"%s\" publishes to \"%s\"",
-								relay_dbname, oms_kafka_brokers)));
+				oms_log_begin(&line, "relay_started");
+				oms_log_str(&line, "brokers", oms_kafka_brokers);
+				oms_log_emit(LOG, &line);
 				break;
 			case OMS_KAFKA_BAD_CONFIG:
 				oms_shmem_relay_note_error(relay_slotno,
 										   psprintf("invalid Kafka producer settings: %s", errbuf));
+				oms_log_begin(&line, "relay_config_invalid");
+				oms_log_str(&line, "error", errbuf);
 				ereport(LOG,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("oms relay for database \"%s\" is off: invalid Kafka producer settings",
-								relay_dbname),
-						 errdetail_internal("%s", errbuf),
+						 errmsg_internal("%s", line.data),
 						 errhint("Correct oms.kafka_config or oms.kafka_brokers and reload the configuration.")));
+				pfree(line.data);
 				break;
 		}
 		/* A new producer starts with a closed breaker. */
@@ -607,12 +651,13 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	batch.events = MemoryContextAlloc(batch_cxt, sizeof(RelayEvent) * batch.limit);
 	batch.reports = MemoryContextAllocZero(batch_cxt, sizeof(OmsKafkaReport) * batch.limit);
 
-	if (!oms_worker_run_xact(slotno, loop_cxt, CLAIM_QUERY, relay_claim, &batch,
-							 &claimed, &errmsg))
+	if (!oms_worker_run_xact_ext(slotno, loop_cxt, CLAIM_QUERY, relay_claim, &batch,
+								 &claimed, &errmsg, false))
 	{
 		MemoryContextSwitchTo(batch_cxt);
 		hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
-		relay_report_error("could not claim events", errmsg ? errmsg : "(no message)");
+		relay_report_error("relay_claim_failed", NULL, "could not claim events",
+						   relay_xact_error(errmsg));
 		return false;
 	}
 	MemoryContextSwitchTo(batch_cxt);
@@ -646,7 +691,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	int			transient = 0;
 	int			first_failure = -1;
 	bool		broker_works = false;
-	bool		settled;
+	bool		settled = true;
 	double		latency_sum = 0;
 	char	   *errmsg = NULL;
 	Datum	   *ids;
@@ -666,7 +711,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 
 		if (oms_kafka_check_fatal(fatal, sizeof(fatal)))
 		{
-			relay_report_error("Kafka producer failed", fatal);
+			relay_report_error("kafka_producer_failed", NULL, "Kafka producer failed", fatal);
 			client_state = OMS_KAFKA_OFF;
 		}
 	}
@@ -743,14 +788,19 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 														   TEXTOID, -1, false, TYPALIGN_INT));
 		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
 														   TYPALIGN_CHAR));
-		settled = oms_worker_run_xact(slotno, loop_cxt, SETTLE_QUERY, relay_settle, &settle,
-									  &published, &errmsg);
+		settled = oms_worker_run_xact_ext(slotno, loop_cxt, SETTLE_QUERY, relay_settle, &settle,
+										  &published, &errmsg, false);
 		MemoryContextSwitchTo(batch_cxt);
 		if (!settled)
 		{
+			StringInfoData fields;
+
+			initStringInfo(&fields);
+			oms_log_int(&fields, "events", settle.n);
 			hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
-			relay_report_error("could not settle a batch (its events will be published again)",
-							   errmsg ? errmsg : "(no message)");
+			relay_report_error("relay_settle_failed", &fields,
+							   "could not settle a batch (its events will be published again)",
+							   relay_xact_error(errmsg));
 		}
 	}
 
@@ -759,9 +809,21 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 							   acked > 0 ? latency_sum / acked : 0, now);
 
 	if (failed > 0)
-		relay_report_error(psprintf("%d of %d events failed to publish", failed, batch.nevents),
+	{
+		StringInfoData fields;
+
+		initStringInfo(&fields);
+		oms_log_int(&fields, "failed", failed);
+		oms_log_int(&fields, "events", batch.nevents);
+		oms_log_str(&fields, "breaker", breaker == OMS_BREAKER_CLOSED ? "closed" :
+					breaker == OMS_BREAKER_OPEN ? "open" : "half_open");
+		relay_report_error("relay_batch_failed", &fields,
+						   psprintf("%d of %d events failed to publish", failed, batch.nevents),
 						   first_failure >= 0 ? TextDatumGetCString(errors[first_failure]) :
 						   "no broker acknowledged any event of the batch; they stay queued");
+	}
+	else if (settled && acked > 0)
+		relay_report_recovery(acked);
 
 	/*
 	 * The breaker counts batches in which something failed for a reason

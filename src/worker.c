@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "lib/stringinfo.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -54,9 +55,21 @@ PG_FUNCTION_INFO_V1(oms_notify_worker);
 static bool wake_callback_registered = false;
 static bool wake_pending = false;
 
+/* The error of the last failed oms_worker_run_xact, in its err_cxt. */
+static ErrorData *last_xact_error = NULL;
+
+/* Saga batches that keep failing are logged once per oms.log_min_interval. */
+static OmsLogLimit batch_limit;
+
 static void
 worker_on_exit(int code, Datum arg)
 {
+	StringInfoData line;
+
+	oms_log_begin(&line, "worker_stopped");
+	oms_log_int(&line, "pid", MyProcPid);
+	oms_log_int(&line, "exit_code", code);
+	oms_log_emit(LOG, &line);
 	oms_shmem_release_slot(DatumGetInt32(arg), MyProcPid);
 }
 
@@ -135,9 +148,21 @@ oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 }
 
 /*
+ * The error of the last oms_worker_run_xact that failed, copied into its
+ * err_cxt: valid as long as that context is not reset.
+ */
+ErrorData *
+oms_worker_last_error(void)
+{
+	return last_xact_error;
+}
+
+/*
  * oms_worker_run_xact, where the caller decides whether an error is logged
- * (log_error false: the caller rate-limits its own lines).  The error is
- * recorded in shared memory either way.
+ * (log_error false: the caller logs its own line, rate-limited, using
+ * oms_worker_last_error()).  The error is recorded in shared memory either
+ * way.  The line logged here is event=worker_xact_failed with the
+ * activity, at WARNING.
  */
 bool
 oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
@@ -147,6 +172,7 @@ oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
 	volatile bool ok = true;
 	volatile int value = 0;
 
+	last_xact_error = NULL;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 
@@ -171,14 +197,21 @@ oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
 
 		MemoryContextSwitchTo(err_cxt);
 		edata = CopyErrorData();
+		last_xact_error = edata;
 		oms_shmem_note_error(slotno, edata->message);
 		if (errmsg)
 			*errmsg = edata->message;
-
-		/* Logged the way the server logs any error, context included. */
-		if (log_error)
-			EmitErrorReport();
 		FlushErrorState();
+
+		/* One structured line; detail, hint and context follow it. */
+		if (log_error)
+		{
+			StringInfoData line;
+
+			oms_log_begin(&line, "worker_xact_failed");
+			oms_log_str(&line, "activity", activity);
+			oms_log_emit_error(WARNING, &line, edata);
+		}
 
 		/* Releases SPI, snapshots and locks of the failed batch. */
 		AbortCurrentTransaction();
@@ -201,17 +234,38 @@ oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
 
 /*
  * Runs one saga batch in its own transaction.  Returns the units done (0
- * after an error, which oms_worker_run_xact has logged and recorded).
+ * after an error, which is recorded and logged as worker_batch_failed, at
+ * most once per oms.log_min_interval while batches keep failing; the first
+ * batch that succeeds again logs worker_batch_recovered).
  */
 static int
 run_batch(int slotno, MemoryContext loop_cxt)
 {
 	int			batch_size = oms_worker_batch_size;
 	int			units;
+	int			suppressed;
+	StringInfoData line;
 
-	if (!oms_worker_run_xact(slotno, loop_cxt, WORKER_TICK_QUERY,
-							 worker_tick, &batch_size, &units, NULL))
+	if (!oms_worker_run_xact_ext(slotno, loop_cxt, WORKER_TICK_QUERY,
+								 worker_tick, &batch_size, &units, NULL, false))
+	{
+		suppressed = oms_log_limit(&batch_limit, GetCurrentTimestamp());
+		if (suppressed >= 0)
+		{
+			oms_log_begin(&line, "worker_batch_failed");
+			if (suppressed > 0)
+				oms_log_int(&line, "suppressed", suppressed);
+			oms_log_emit_error(WARNING, &line, oms_worker_last_error());
+		}
 		return 0;
+	}
+	suppressed = oms_log_limit_clear(&batch_limit);
+	if (suppressed >= 0)
+	{
+		oms_log_begin(&line, "worker_batch_recovered");
+		oms_log_int(&line, "suppressed", suppressed);
+		oms_log_emit(LOG, &line);
+	}
 	return units;
 }
 
@@ -235,12 +289,14 @@ oms_worker_main(Datum main_arg)
 	 * finds our pid and stops us.  A slot that is taken, or marked by such
 	 * a drop, means this worker is not wanted.
 	 */
+	oms_log_set_database(oms_shmem_slot_name(slotno));
 	if (!oms_shmem_claim_slot(slotno, dboid, MyProcPid, MyProc->pgprocno))
 	{
-		ereport(LOG,
-				(errmsg("oms worker for database \"%s\" not started",
-						oms_shmem_slot_name(slotno)),
-				 errdetail("Another worker serves it, or the database is being dropped.")));
+		StringInfoData line;
+
+		oms_log_begin(&line, "worker_not_started");
+		oms_log_str(&line, "reason", "another worker serves the database, or it is being dropped");
+		oms_log_emit(LOG, &line);
 		proc_exit(0);
 	}
 	before_shmem_exit(worker_on_exit, Int32GetDatum(slotno));
@@ -248,9 +304,13 @@ oms_worker_main(Datum main_arg)
 	/* By OID: a database re-created under the same name gets a new worker. */
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
-	ereport(LOG,
-			(errmsg("oms worker started for database \"%s\"",
-					oms_shmem_slot_name(slotno))));
+	{
+		StringInfoData line;
+
+		oms_log_begin(&line, "worker_started");
+		oms_log_int(&line, "pid", MyProcPid);
+		oms_log_emit(LOG, &line);
+	}
 
 	/*
 	 * The relay's producer and the inbox's consumer are created later, when

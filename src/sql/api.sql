@@ -171,7 +171,8 @@ COMMENT ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) IS
 
 CREATE FUNCTION @extschema@.oms_order_timeline(order_id uuid)
 RETURNS TABLE (seq integer, occurred_at timestamptz, event_type text,
-			   from_status oms.order_status, to_status oms.order_status, data jsonb)
+			   from_status oms.order_status, to_status oms.order_status, data jsonb,
+			   traceparent text)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -183,11 +184,11 @@ BEGIN
 			USING ERRCODE = 'no_data_found';
 	END IF;
 	RETURN QUERY
-		SELECT e.seq, e.occurred_at, e.event_type, e.from_status, e.to_status, e.data
+		SELECT e.seq, e.occurred_at, e.event_type, e.from_status, e.to_status, e.data, e.traceparent
 		FROM oms.order_events AS e
 		WHERE e.order_id = oms_order_timeline.order_id
 		ORDER BY e.seq;
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_order_timeline(uuid) IS
-	'The timeline of an order: every change, oldest first';
+	'The timeline of an order: every change, oldest first, with the W3C traceparent of the request that caused it';

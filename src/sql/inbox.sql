@@ -63,13 +63,15 @@ BEGIN
 	UPDATE oms.payments AS p SET command_seq = p.command_seq + 1
 	WHERE p.id = p_payment.id
 	RETURNING p.command_seq INTO v_seq;
-	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq)
+	-- The saga's trace context (the engine sets it), so the provider can
+	-- join the trace of the order.
+	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq, traceparent)
 	VALUES ('payment', p_payment.id, 'payment.' || p_command,
 			pg_catalog.jsonb_build_object('correlation_id', p_correlation_id, 'command', p_command,
 				'payment_id', p_payment.id, 'order_id', p_payment.order_id, 'amount', p_amount,
 				'currency', p_payment.currency, 'method', p_payment.method,
 				'reply_topic', pg_catalog.current_setting('oms.kafka_payment_replies_topic')),
-			v_seq);
+			v_seq, NULLIF(pg_catalog.current_setting('oms.traceparent', true), ''));
 	PERFORM oms._notify_worker();
 END;
 $$;
@@ -106,13 +108,18 @@ CREATE FUNCTION oms._reject_reply(p_message_id text, p_reason text, p_body text,
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+	v_letter bigint;
 BEGIN
 	UPDATE oms.inbox AS i SET result = 'rejected', correlation_id = p_correlation_id
 	WHERE i.message_id = p_message_id;
 	INSERT INTO oms.dead_letters (kind, step, error, payload)
 	VALUES ('reply', 'payment reply',
 			pg_catalog.jsonb_build_object('message', p_reason, 'permanent', true, 'at', pg_catalog.now()),
-			pg_catalog.jsonb_build_object('message_id', p_message_id, 'raw', p_body));
+			pg_catalog.jsonb_build_object('message_id', p_message_id, 'raw', p_body))
+	RETURNING id INTO v_letter;
+	PERFORM oms._log('warning', 'payment_reply_rejected', 'message_id', p_message_id,
+					 'correlation_id', p_correlation_id, 'dead_letter_id', v_letter::text, 'message', p_reason);
 	RETURN 'rejected';
 END;
 $$;
@@ -144,6 +151,9 @@ DECLARE
 	v_step oms.saga_steps;
 	v_attempt text;
 	v_waiting boolean;
+	v_caller_trace text := pg_catalog.current_setting('oms.traceparent', true);
+	v_trace text;
+	v_letter bigint;
 BEGIN
 	INSERT INTO oms.inbox (message_id) VALUES (v_id) ON CONFLICT (message_id) DO NOTHING;
 	IF NOT FOUND THEN
@@ -182,6 +192,18 @@ BEGIN
 
 	PERFORM 1 FROM oms.orders AS o WHERE o.id = v_command.order_id FOR NO KEY UPDATE;
 
+	-- What the reply causes belongs to the trace of the saga that sent the
+	-- command (a late refund's correlation id starts with late:); the
+	-- caller's own value is given back before returning.
+	IF split_part(regexp_replace(v_correlation, '^late:', ''), ':', 1)
+	   ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+		SELECT s.traceparent INTO v_trace FROM oms.sagas AS s
+		WHERE s.id = split_part(regexp_replace(v_correlation, '^late:', ''), ':', 1)::uuid;
+	END IF;
+	IF v_trace IS NOT NULL THEN
+		PERFORM set_config('oms.traceparent', v_trace, true);
+	END IF;
+
 	-- The answer to a refund oms sent for a late charge: no saga waits for
 	-- it; it is recorded, and a refusal needs an operator.
 	IF v_correlation LIKE 'late:%' THEN
@@ -195,7 +217,14 @@ BEGIN
 			VALUES ('late_reply', v_command.order_id, 'refund',
 					jsonb_build_object('message', 'the refund of a late charge was not approved',
 									   'outcome', v_outcome, 'at', now()),
-					jsonb_build_object('message_id', v_id, 'reply', v_body));
+					jsonb_build_object('message_id', v_id, 'reply', v_body))
+			RETURNING id INTO v_letter;
+			PERFORM oms._log('warning', 'payment_late_refund_refused', 'order_id', v_command.order_id::text,
+							 'correlation_id', v_correlation, 'outcome', v_outcome, 'message_id', v_id,
+							 'dead_letter_id', v_letter::text);
+		END IF;
+		IF v_trace IS NOT NULL THEN
+			PERFORM set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
 		END IF;
 		RETURN 'applied';
 	END IF;
@@ -225,6 +254,9 @@ BEGIN
 			jsonb_build_object('correlation_id', v_correlation, 'command', v_command.command,
 							   'outcome', v_outcome, 'message_id', v_id));
 		PERFORM oms._notify_worker();
+		IF v_trace IS NOT NULL THEN
+			PERFORM set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
+		END IF;
 		RETURN 'applied';
 	END IF;
 
@@ -232,7 +264,8 @@ BEGIN
 	VALUES ('late_reply', v_saga.id, v_command.order_id, v_command.command,
 			jsonb_build_object('message', 'reply after the saga stopped waiting for it', 'outcome', v_outcome,
 							   'at', now()),
-			jsonb_build_object('message_id', v_id, 'reply', v_body));
+			jsonb_build_object('message_id', v_id, 'reply', v_body))
+	RETURNING id INTO v_letter;
 	IF v_outcome = 'approved' AND v_command.command = 'charge'
 	   AND NOT EXISTS (SELECT FROM oms.payment_commands AS c WHERE c.correlation_id = 'late:' || v_correlation) THEN
 		-- The provider charged after oms gave up: give the money back.
@@ -242,6 +275,14 @@ BEGIN
 	PERFORM oms._timeline(v_command.order_id, 'payment.late_reply',
 		jsonb_build_object('correlation_id', v_correlation, 'command', v_command.command, 'outcome', v_outcome,
 						   'refund_sent', v_outcome = 'approved' AND v_command.command = 'charge'));
+	PERFORM oms._log('warning', 'payment_reply_late', 'saga_id', v_saga.id::text,
+					 'order_id', v_command.order_id::text, 'correlation_id', v_correlation,
+					 'command', v_command.command, 'outcome', v_outcome, 'message_id', v_id,
+					 'refund_sent', (v_outcome = 'approved' AND v_command.command = 'charge')::text,
+					 'dead_letter_id', v_letter::text);
+	IF v_trace IS NOT NULL THEN
+		PERFORM set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
+	END IF;
 	RETURN 'late';
 END;
 $$;

@@ -106,20 +106,25 @@ COMMENT ON FUNCTION oms._lock_order(uuid) IS 'Locks an order row for a change; P
  * caller has already advanced p_order.timeline_seq and p_order.event_seq in
  * the same transaction, under the order's row lock, which keeps both
  * sequences gap-free per order.
+ *
+ * Both carry the trace context in oms.traceparent: the caller's, or the
+ * saga's while the saga engine works on a saga (see oms._run_sagas).
  */
 CREATE FUNCTION oms._record_change(p_order oms.orders, p_event_type text,
 								   p_from_status oms.order_status, p_data jsonb, p_document jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+	v_trace text := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
 BEGIN
-	INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data)
-	VALUES (p_order.id, p_order.timeline_seq, p_event_type, p_from_status, p_order.status, p_data);
+	INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data, traceparent)
+	VALUES (p_order.id, p_order.timeline_seq, p_event_type, p_from_status, p_order.status, p_data, v_trace);
 
-	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq)
+	INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq, traceparent)
 	VALUES ('order', p_order.id, p_event_type,
 			p_data || pg_catalog.jsonb_build_object('previous_status', p_from_status, 'order', p_document),
-			p_order.event_seq);
+			p_order.event_seq, v_trace);
 	-- The relay publishes within milliseconds of the commit.
 	PERFORM oms._notify_worker();
 END;
@@ -138,8 +143,9 @@ BEGIN
 	UPDATE oms.orders AS o SET timeline_seq = o.timeline_seq + 1
 	WHERE o.id = p_order_id
 	RETURNING o.timeline_seq INTO v_seq;
-	INSERT INTO oms.order_events (order_id, seq, event_type, data)
-	VALUES (p_order_id, v_seq, p_event_type, p_data);
+	INSERT INTO oms.order_events (order_id, seq, event_type, data, traceparent)
+	VALUES (p_order_id, v_seq, p_event_type, p_data,
+			NULLIF(pg_catalog.current_setting('oms.traceparent', true), ''));
 END;
 $$;
 COMMENT ON FUNCTION oms._timeline(uuid, text, jsonb) IS

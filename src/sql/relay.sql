@@ -6,7 +6,8 @@
 
 /*
  * The next events to publish, oldest first, ready to produce: topic, key,
- * value and CloudEvents headers (Kafka protocol binding, binary mode).
+ * value and CloudEvents headers (Kafka protocol binding, binary mode),
+ * plus the W3C header traceparent when the event has a trace context.
  * An event whose predecessor of the same aggregate is backing off after a
  * failure waits for it, so per-order order holds.  Rows are returned per
  * aggregate in seq order.
@@ -40,7 +41,8 @@ BEGIN
 				 'ce_dataschema', 'oms:events/' || b.type || '/v1',
 				 'content-type', 'application/json',
 				 'ce_omsaggregate', b.aggregatetype,
-				 'ce_omsseq', b.seq::text],
+				 'ce_omsseq', b.seq::text]
+			|| CASE WHEN b.traceparent IS NOT NULL THEN ARRAY['traceparent', b.traceparent] ELSE '{}'::text[] END,
 		   b.aggregatetype, b.aggregateid, b.seq
 	FROM (SELECT o.* FROM oms.outbox AS o
 		  WHERE o.next_attempt_at <= pg_catalog.now()
@@ -54,7 +56,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION oms._relay_claim(integer) IS
-	'The next outbox events to publish, oldest first, with topic, key, value and CloudEvents headers';
+	'The next outbox events to publish, oldest first, with topic, key, value, CloudEvents headers and traceparent';
 
 /*
  * Settles a produced batch.  p_errors[i] is NULL when p_ids[i] was
@@ -71,6 +73,7 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	v_published integer;
+	v_dead integer;
 	v_max integer := pg_catalog.current_setting('oms.publish_max_attempts')::integer;
 BEGIN
 	WITH batch AS (
@@ -100,15 +103,27 @@ BEGIN
 		USING failed AS f
 		WHERE o.id = f.id AND (f.permanent OR o.attempts + 1 >= v_max)
 		RETURNING o.*, f.error, f.permanent
+	), letters AS (
+		INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
+		SELECT 'publish', CASE WHEN d.aggregatetype = 'order' THEN d.aggregateid END, d.type,
+			   pg_catalog.jsonb_build_object('message', d.error, 'permanent', d.permanent,
+											 'attempt', d.attempts + 1, 'at', pg_catalog.now()),
+			   pg_catalog.jsonb_build_object('id', d.id, 'aggregatetype', d.aggregatetype,
+											 'aggregateid', d.aggregateid, 'type', d.type, 'payload', d.payload,
+											 'seq', d.seq, 'created_at', d.created_at)
+			   || CASE WHEN d.traceparent IS NOT NULL
+					   THEN pg_catalog.jsonb_build_object('traceparent', d.traceparent) ELSE '{}'::jsonb END
+		FROM dead AS d
+		RETURNING id, step, error, payload
 	)
-	INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
-	SELECT 'publish', CASE WHEN d.aggregatetype = 'order' THEN d.aggregateid END, d.type,
-		   pg_catalog.jsonb_build_object('message', d.error, 'permanent', d.permanent,
-										 'attempt', d.attempts + 1, 'at', pg_catalog.now()),
-		   pg_catalog.jsonb_build_object('id', d.id, 'aggregatetype', d.aggregatetype,
-										 'aggregateid', d.aggregateid, 'type', d.type, 'payload', d.payload,
-										 'seq', d.seq, 'created_at', d.created_at)
-	FROM dead AS d;
+	-- One line per dead-lettered event: an operator must replay or drop it.
+	SELECT pg_catalog.count(oms._log('warning', 'event_dead_lettered',
+			'event_id', l.payload ->> 'id', 'aggregatetype', l.payload ->> 'aggregatetype',
+			'aggregateid', l.payload ->> 'aggregateid', 'type', l.step, 'seq', l.payload ->> 'seq',
+			'attempt', l.error ->> 'attempt', 'permanent', l.error ->> 'permanent',
+			'dead_letter_id', l.id::text, 'message', l.error ->> 'message'))
+	INTO v_dead
+	FROM letters AS l;
 
 	UPDATE oms.outbox AS o
 	SET attempts = o.attempts + 1, last_error = r.error,

@@ -32,13 +32,17 @@ CREATE TABLE oms.sagas (
 	error		jsonb,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	finished_at	timestamptz
+	finished_at	timestamptz,
+	-- Set again for every step the engine runs: it must stay valid.
+	traceparent	text CHECK (oms._traceparent_problem(traceparent) IS NULL)
 );
 CREATE INDEX sagas_due_idx ON oms.sagas (next_run_at) WHERE status IN ('running', 'compensating');
 CREATE INDEX sagas_order_idx ON oms.sagas (order_id);
 COMMENT ON TABLE oms.sagas IS 'Saga instances; a running or compensating saga is due at next_run_at';
 COMMENT ON COLUMN oms.sagas.step_no IS 'The step being run (running) or compensated (compensating)';
 COMMENT ON COLUMN oms.sagas.outcome IS 'confirmed, refunded, failed or canceled once known';
+COMMENT ON COLUMN oms.sagas.traceparent IS
+	'W3C trace context of the call that started the saga; everything the engine writes for the saga carries it';
 
 CREATE TABLE oms.saga_steps (
 	saga_id		uuid NOT NULL REFERENCES oms.sagas (id) ON DELETE CASCADE,
@@ -99,7 +103,8 @@ AS $$
 DECLARE
 	v_id uuid;
 BEGIN
-	INSERT INTO oms.sagas (order_id, kind, refund_id) VALUES (p_order_id, p_kind, p_refund_id)
+	INSERT INTO oms.sagas (order_id, kind, refund_id, traceparent)
+	VALUES (p_order_id, p_kind, p_refund_id, NULLIF(pg_catalog.current_setting('oms.traceparent', true), ''))
 	RETURNING id INTO v_id;
 	INSERT INTO oms.saga_steps (saga_id, step_no, name)
 	SELECT v_id, s.n, s.name
@@ -407,6 +412,10 @@ BEGIN
 	WHERE s.id = p_saga.id;
 	PERFORM oms._timeline(p_saga.order_id, 'saga.' || p_status::text,
 		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'kind', p_saga.kind, 'outcome', p_outcome));
+	IF p_status = 'compensated' THEN
+		PERFORM oms._log('log', 'saga_compensated', 'saga_id', p_saga.id::text, 'order_id', p_saga.order_id::text,
+						 'kind', p_saga.kind, 'outcome', p_outcome);
+	END IF;
 END;
 $$;
 COMMENT ON FUNCTION oms._finish_saga(oms.sagas, oms.saga_status, text, timestamptz) IS
@@ -419,11 +428,17 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	v_order_status oms.order_status;
+	v_letter bigint;
 BEGIN
 	UPDATE oms.saga_steps AS t SET status = 'failed', last_error = p_error, completed_at = p_now
 	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
 	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error)
-	VALUES ('saga_failed', p_saga.id, p_saga.order_id, p_step.name, p_error);
+	VALUES ('saga_failed', p_saga.id, p_saga.order_id, p_step.name, p_error)
+	RETURNING id INTO v_letter;
+	PERFORM oms._log('log', 'saga_failed', 'saga_id', p_saga.id::text, 'order_id', p_saga.order_id::text,
+					 'kind', p_saga.kind, 'step', p_step.name, 'attempt', p_step.attempts::text,
+					 'sqlstate', p_error ->> 'sqlstate', 'dead_letter_id', v_letter::text,
+					 'message', p_error ->> 'message');
 	PERFORM oms._timeline(p_saga.order_id, 'saga.step_failed',
 		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', p_step.name, 'attempt', p_step.attempts,
 									  'error', p_error));
@@ -456,6 +471,12 @@ BEGIN
 		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', p_step.name,
 			'attempt', CASE WHEN p_compensating THEN p_step.compensation_attempts ELSE p_step.attempts END,
 			'error', p_error, 'next_attempt_at', v_at));
+	PERFORM oms._log('log', CASE WHEN p_compensating THEN 'saga_compensation_failed' ELSE 'saga_step_failed' END,
+		'saga_id', p_saga.id::text, 'order_id', p_saga.order_id::text, 'kind', p_saga.kind, 'step', p_step.name,
+		'attempt', (CASE WHEN p_compensating THEN p_step.compensation_attempts ELSE p_step.attempts END)::text,
+		'sqlstate', p_error ->> 'sqlstate',
+		'retry_in_ms', pg_catalog.round(pg_catalog.date_part('epoch', v_at - p_now) * 1000)::bigint::text,
+		'message', p_error ->> 'message');
 END;
 $$;
 COMMENT ON FUNCTION oms._step_retry(oms.sagas, oms.saga_steps, jsonb, timestamptz, boolean) IS
@@ -562,15 +583,22 @@ CREATE FUNCTION oms._compensation_stuck(p_saga oms.sagas, p_step oms.saga_steps,
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+	v_letter bigint;
 BEGIN
 	UPDATE oms.saga_steps AS t SET last_error = p_error
 	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
 	UPDATE oms.sagas AS s SET status = 'stuck', error = p_error, updated_at = pg_catalog.now()
 	WHERE s.id = p_saga.id;
 	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error)
-	VALUES ('compensation_stuck', p_saga.id, p_saga.order_id, p_step.name, p_error);
+	VALUES ('compensation_stuck', p_saga.id, p_saga.order_id, p_step.name, p_error)
+	RETURNING id INTO v_letter;
 	PERFORM oms._timeline(p_saga.order_id, 'saga.stuck',
 		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', p_step.name, 'error', p_error));
+	PERFORM oms._log('warning', 'saga_stuck', 'saga_id', p_saga.id::text, 'order_id', p_saga.order_id::text,
+					 'kind', p_saga.kind, 'step', p_step.name, 'attempt', (p_error ->> 'attempt'),
+					 'sqlstate', p_error ->> 'sqlstate', 'dead_letter_id', v_letter::text,
+					 'message', p_error ->> 'message');
 END;
 $$;
 COMMENT ON FUNCTION oms._compensation_stuck(oms.sagas, oms.saga_steps, jsonb) IS
@@ -677,10 +705,17 @@ COMMENT ON FUNCTION oms._advance_backward(oms.sagas, timestamptz) IS
 /*
  * Runs up to p_max due saga steps as of p_now and returns how many ran.
  * The worker and oms_run_sagas() both come here.
+ *
+ * Each step runs under its saga's trace context: oms.traceparent is set
+ * to the saga's, so every timeline entry and event the step writes (an
+ * order.confirmed, a payment command) carries the trace of the call that
+ * started the saga, whoever runs it.  The SET clause gives the caller its
+ * own value back on return.
  */
 CREATE FUNCTION oms._run_sagas(p_max integer, p_now timestamptz)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SET oms.traceparent = ''
 AS $$
 DECLARE
 	v_units integer := 0;
@@ -712,6 +747,7 @@ BEGIN
 				EXIT WHEN v_saga.status NOT IN ('running', 'compensating') OR v_saga.next_run_at > p_now
 					   OR v_units >= p_max;
 				v_units := v_units + 1;
+				PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_saga.traceparent, ''), true);
 				IF v_saga.status = 'running' THEN
 					SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = v_saga.order_id;
 					PERFORM oms._advance_forward(v_saga, v_order, p_now);
@@ -728,7 +764,9 @@ BEGIN
 													  'at', p_now, 'engine', true),
 				next_run_at = p_now + oms._backoff(1), updated_at = pg_catalog.now()
 			WHERE s.id = v_id;
-			RAISE WARNING 'oms: saga % could not advance: % (SQLSTATE %)', v_id, v_message, v_state;
+			PERFORM oms._log('warning', 'saga_error', 'saga_id', v_id::text,
+							 'order_id', (SELECT s.order_id::text FROM oms.sagas AS s WHERE s.id = v_id),
+							 'sqlstate', v_state, 'message', v_message);
 		END;
 		EXIT WHEN v_units >= p_max;
 	END LOOP;

@@ -187,12 +187,15 @@ BEGIN
 	END IF;
 	IF v_letter.kind = 'publish' THEN
 		-- Back into the outbox under its own id, so consumers can dedupe.
-		INSERT INTO oms.outbox (id, aggregatetype, aggregateid, type, payload, seq, created_at)
+		-- With its own trace context, not the operator's.
+		INSERT INTO oms.outbox (id, aggregatetype, aggregateid, type, payload, seq, created_at, traceparent)
 		SELECT (v_letter.payload ->> 'id')::uuid, v_letter.payload ->> 'aggregatetype',
 			   (v_letter.payload ->> 'aggregateid')::uuid, v_letter.payload ->> 'type',
 			   v_letter.payload -> 'payload', (v_letter.payload ->> 'seq')::bigint,
-			   (v_letter.payload ->> 'created_at')::timestamptz;
+			   (v_letter.payload ->> 'created_at')::timestamptz, v_letter.payload ->> 'traceparent';
 		UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = now() WHERE d.id = v_letter.id;
+		PERFORM oms._log('log', 'dead_letter_replayed', 'dead_letter_id', v_letter.id::text, 'kind', v_letter.kind,
+						 'event_id', v_letter.payload ->> 'id', 'type', v_letter.payload ->> 'type');
 		PERFORM oms._notify_worker();
 		RETURN (SELECT to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
 	END IF;
@@ -219,6 +222,8 @@ BEGIN
 	UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = now() WHERE d.id = v_letter.id;
 	PERFORM oms._timeline(v_letter.order_id, 'saga.replayed',
 		jsonb_build_object('saga_id', v_letter.saga_id, 'dead_letter_id', v_letter.id));
+	PERFORM oms._log('log', 'dead_letter_replayed', 'dead_letter_id', v_letter.id::text, 'kind', v_letter.kind,
+					 'saga_id', v_letter.saga_id::text, 'order_id', v_letter.order_id::text);
 	PERFORM oms._notify_worker();
 	RETURN (SELECT to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
 END;

@@ -6,6 +6,22 @@
 CREATE SCHEMA oms;
 COMMENT ON SCHEMA oms IS 'oms internals: orders, timeline, outbox, idempotency keys, reference data';
 
+-- Tracing and logging helpers in C (src/log.c), needed by the tables and
+-- the saga engine below.
+CREATE FUNCTION oms._traceparent_problem(p_value text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'oms_traceparent_problem_sql'
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION oms._traceparent_problem(text) IS
+	'Why a W3C traceparent is invalid (the check of SET oms.traceparent), or NULL when it is valid';
+
+CREATE FUNCTION oms._log(p_level text, p_event text, VARIADIC p_fields text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'oms_log_sql'
+LANGUAGE c VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION oms._log(text, text, text[]) IS
+	'Writes one structured line "oms: event=... database=... name=value ..." to the server log at level log or warning; fields alternate names and values, null values are left out';
+
 -- Same labels, same order as the transition table in src/state.c.
 CREATE TYPE oms.order_status AS ENUM (
 	'pending',
@@ -69,9 +85,12 @@ CREATE TABLE oms.order_events (
 	from_status	oms.order_status,
 	to_status	oms.order_status,
 	data		jsonb NOT NULL DEFAULT '{}',
+	traceparent	text,
 	PRIMARY KEY (order_id, seq)
 );
 COMMENT ON TABLE oms.order_events IS 'Append-only order timeline: one row per thing that happened to an order';
+COMMENT ON COLUMN oms.order_events.traceparent IS
+	'W3C trace context of the request that caused the entry (oms.traceparent, or the saga''s for saga work); NULL when none';
 
 -- Column names follow Debezium's outbox event router, so a Debezium
 -- connector can read this table as well as the oms relay.
@@ -86,6 +105,7 @@ CREATE TABLE oms.outbox (
 	attempts	integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz NOT NULL DEFAULT '-infinity',
 	last_error	text,
+	traceparent	text,
 	UNIQUE (aggregatetype, aggregateid, seq)
 );
 -- Rows live for milliseconds when the relay runs: vacuum by row count, not
@@ -104,6 +124,8 @@ COMMENT ON TABLE oms.outbox IS 'Transactional outbox: events written in the same
 COMMENT ON COLUMN oms.outbox.attempts IS 'Failed publish attempts so far';
 COMMENT ON COLUMN oms.outbox.next_attempt_at IS 'Not published again before this time (backoff after a failed attempt)';
 COMMENT ON COLUMN oms.outbox.last_error IS 'Why the last publish attempt failed';
+COMMENT ON COLUMN oms.outbox.traceparent IS
+	'W3C trace context of the request that caused the event; the relay sends it as the Kafka header traceparent';
 COMMENT ON COLUMN oms.outbox.seq IS 'Gap-free per-aggregate sequence, so consumers can detect missing or reordered events';
 
 CREATE TABLE oms.idempotency_keys (

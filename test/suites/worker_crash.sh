@@ -173,7 +173,7 @@ scenario "pg_ctl restart -m immediate" immediate
 
 # The batches themselves never failed: no ERROR from any oms worker, no saga
 # that could not advance.  (Crash-time WARNING/FATAL lines are expected.)
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|could not advance' "$WT_LOG" || true)
+errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" "$([[ -z "$errors" ]] && echo 0 || echo 1)" \
 	"$(head -n 20 <<<"$errors")"
 last_error=$(wt_worker_status "$DB" "coalesce(last_error, '')" "$DB")

@@ -158,7 +158,7 @@ wt_wait_until 30 has_worker "$DB"
 wt_check "the template database gets its worker back after the copy" "$?"
 wt_sql postgres "DROP DATABASE IF EXISTS ${DB}_copy"
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|could not advance' "$WT_LOG" || true)
+errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
 	"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 20 <<<"$errors")"
 

@@ -181,7 +181,7 @@ else
 		"confirmed $(confirmed) of $BACKLOG"
 fi
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|could not advance' "$WT_LOG" || true)
+errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
 	"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 20 <<<"$errors")"
 

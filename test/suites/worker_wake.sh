@@ -97,7 +97,7 @@ check_woken "a cancel of a processing order is carried out at once: the commit w
 check_woken "a refund is carried out at once: the commit woke the worker" \
 	"$o1" refund.requested order.refunded "SELECT oms_refund_order('$o1')"
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|could not advance' "$WT_LOG" || true)
+errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
 	"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 20 <<<"$errors")"
 
