@@ -373,17 +373,18 @@ COMMENT ON FUNCTION @extschema@.oms_run_maintenance(text) IS
 	'Runs one maintenance task by name, or all of them (NULL), records each run in oms.maintenance_tasks and returns what each did';
 
 /*
- * The schema of pg_cron when the extension is installed in this database,
- * else NULL.  pg_cron is optional: its objects are only ever reached
- * through dynamic SQL built from this.
+ * The schema of pg_cron's objects when the extension is installed in this
+ * database, else NULL.  pg_cron always creates them in schema cron (the
+ * extension itself is registered in the schema it was created from).
+ * pg_cron is optional: its objects are only ever reached through dynamic
+ * SQL built from this.
  */
 CREATE FUNCTION oms._cron_schema()
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
-	SELECT n.nspname::text FROM pg_catalog.pg_extension AS e
-	JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace
-	WHERE e.extname = 'pg_cron';
+	SELECT 'cron' FROM pg_catalog.pg_extension AS e
+	WHERE e.extname = 'pg_cron' AND pg_catalog.to_regclass('cron.job') IS NOT NULL;
 $$;
 COMMENT ON FUNCTION oms._cron_schema() IS 'The schema of the pg_cron extension in this database, or NULL';
 
