@@ -70,6 +70,15 @@ wt_check "a new schedule updates the job in place" \
 	"$(wt_sql "$DB" "SELECT '$res' = 'updated' AND count(*) = 5 AND string_agg(jobid::text, ',' ORDER BY jobname) = '$ids_before'
 		AND bool_or(jobname = 'oms-$DB-prune' AND schedule = '17 * * * *') FROM cron.job")" \
 	"action: $res" "$(wt_sql_quiet "$DB" "SELECT jobid, jobname, schedule FROM cron.job ORDER BY jobname")"
+err=$(wt_sql "$DB" "SELECT oms_schedule_maintenance('{\"prune\": \"every now and then\"}')" 2>&1 || true)
+wt_check "a schedule pg_cron refuses fails the call and changes no job" \
+	"$(wt_sql "$DB" "SELECT count(*) = 5 AND bool_or(jobname = 'oms-$DB-prune' AND schedule = '17 * * * *') FROM cron.job")" \
+	"$err" "$(wt_sql_quiet "$DB" "SELECT jobid, jobname, schedule FROM cron.job ORDER BY jobname")"
+wt_diag "pg_cron says: $err"
+sqlstate=$("$OMS_PG_BINDIR/psql" -X -q -At -d "$DB" \
+	-c "DO \$\$ BEGIN PERFORM oms_schedule_maintenance('{\"prune\": \"every now and then\"}'); EXCEPTION WHEN OTHERS THEN RAISE WARNING '%', SQLSTATE; END \$\$" 2>&1 |
+	sed -nE 's/.*WARNING: +([0-9A-Z]{5}).*/\1/p')
+wt_diag "its SQLSTATE: $sqlstate"
 wt_check "the status view says pg_cron runs every task" \
 	"$(wt_sql "$DB" "SELECT bool_and(run_by = 'pg_cron' AND cron_jobid IS NOT NULL) FROM oms.maintenance_status")"
 
