@@ -228,9 +228,16 @@ run_batch(int slotno, MemoryContext loop_cxt)
 static int
 maintenance_tick(void *arg)
 {
+	int			ret;
+
 	if (!oms_worker_extension_ready())
 		return 0;
-	SPI_execute("SELECT oms._maintenance_tick()", false, 0);
+	ret = SPI_execute("SELECT oms._maintenance_tick()", false, 0);
+	if (ret != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not run oms._maintenance_tick"),
+				 errdetail("SPI returned %s.", SPI_result_code_string(ret))));
 	return 0;
 }
 
