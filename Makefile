@@ -23,12 +23,13 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/worker.sql \
               src/sql/relay_status.sql \
               src/sql/inbox_status.sql \
+              src/sql/maintenance.sql \
               src/sql/metrics.sql \
               src/sql/health.sql \
               src/sql/analytics.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay payment_kafka tracing metrics health analytics
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay payment_kafka tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)

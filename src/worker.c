@@ -269,6 +269,51 @@ run_batch(int slotno, MemoryContext loop_cxt)
 	return units;
 }
 
+/*
+ * Maintenance (oms._maintenance_tick in src/sql/maintenance.sql) every
+ * oms.maintenance_interval, in a transaction of its own: a timer checked
+ * once per loop, so saga batches carry no extra query.  The first round
+ * comes one interval after the worker starts.  The SQL side skips the
+ * tasks pg_cron runs, so with every task scheduled there a round costs one
+ * short query.  An error is logged and recorded like a batch's, and the
+ * next round is still one interval away: a failing task cannot make the
+ * worker spin.
+ */
+static int
+maintenance_tick(void *arg)
+{
+	int			ret;
+
+	if (!oms_worker_extension_ready())
+		return 0;
+	ret = SPI_execute("SELECT oms._maintenance_tick()", false, 0);
+	if (ret != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not run oms._maintenance_tick"),
+				 errdetail("SPI returned %s.", SPI_result_code_string(ret))));
+	return 0;
+}
+
+static void
+run_maintenance_if_due(int slotno, MemoryContext loop_cxt)
+{
+	static TimestampTz last_round = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	int			ignored;
+
+	if (oms_maintenance_interval <= 0)
+		return;
+	if (last_round == 0)
+		last_round = now;
+	if (!TimestampDifferenceExceeds(last_round, now,
+									Min(oms_maintenance_interval, INT_MAX / 1000) * 1000))
+		return;
+	last_round = now;
+	(void) oms_worker_run_xact(slotno, loop_cxt, "SELECT oms._maintenance_tick()",
+							   maintenance_tick, NULL, &ignored, NULL);
+}
+
 void
 oms_worker_main(Datum main_arg)
 {
@@ -359,6 +404,7 @@ oms_worker_main(Datum main_arg)
 			}
 			oms_relay_run(slotno, loop_cxt);
 			inbox_more = oms_inbox_run(slotno, loop_cxt, &applied);
+			run_maintenance_if_due(slotno, loop_cxt);
 		}
 		else
 		{
