@@ -9,9 +9,8 @@
 --   expire_pending_orders   pending orders older than oms.pending_order_ttl -> canceled
 --   redrive_sagas           sagas overdue by oms.saga_stuck_after -> run here
 --   purge_idempotency_keys  expired idempotency keys -> deleted
---   prune                   old timeline entries of finished orders, old
---                           inbox rows with their answered commands, and
---                           dead letters that need no action -> deleted
+--   prune                   old timeline entries of finished orders, and old
+--                           inbox rows with their answered commands -> deleted
 --
 -- oms_run_maintenance() runs them from SQL (pg_cron's jobs call it);
 -- oms._maintenance_tick() is what the worker calls every
@@ -67,7 +66,7 @@ INSERT INTO oms.maintenance_tasks (task, position, description, default_schedule
 	 '* * * * *', '1 minute'),
 	('purge_idempotency_keys', 4, 'Deletes expired idempotency keys',
 	 '*/5 * * * *', '5 minutes'),
-	('prune', 5, 'Deletes timeline entries, inbox rows, answered payment commands and settled dead letters past their retention',
+	('prune', 5, 'Deletes timeline entries, inbox rows and answered payment commands past their retention',
 	 '*/5 * * * *', '5 minutes');
 
 -- Finished orders keep no saga in flight; their timeline, replies and
@@ -179,10 +178,12 @@ COMMENT ON FUNCTION oms._maintenance_redrive_sagas(integer) IS
 	'Maintenance task redrive_sagas: when sagas are overdue by oms.saga_stuck_after, runs up to p_max due steps; {"overdue": n, "steps": n}';
 
 /*
+ * Dead letters are never deleted: there is one per failed saga or event,
+ * and the metrics' counters, the step latency histogram and the failure
+ * ranking are computed from them.
+ *
  * Deletes, up to p_limit rows of each kind per run:
  * - timeline entries older than oms.timeline_retention of finished orders;
- * - dead letters that need no action (replayed, or saga_failed records)
- *   older than oms.timeline_retention;
  * - payment commands older than oms.inbox_retention that were answered,
  *   whose order is finished, and whose replies are all that old too,
  *   together with those replies; then inbox rows that old that belong to
@@ -202,7 +203,6 @@ DECLARE
 	v_inbox_keep interval := pg_catalog.current_setting('oms.inbox_retention')::interval;
 	v_cutoff timestamptz;
 	v_timeline bigint := 0;
-	v_dead bigint := 0;
 	v_commands bigint := 0;
 	v_replies bigint := 0;
 	v_orphans bigint := 0;
@@ -219,19 +219,6 @@ BEGIN
 			RETURNING 1
 		)
 		SELECT pg_catalog.count(*) INTO v_timeline FROM gone;
-
-		WITH doomed AS (
-			SELECT d.id FROM oms.dead_letters AS d
-			WHERE (d.status = 'replayed' AND d.replayed_at < v_cutoff)
-			   OR (d.kind = 'saga_failed' AND d.created_at < v_cutoff)
-			LIMIT p_limit
-			FOR UPDATE SKIP LOCKED
-		), gone AS (
-			DELETE FROM oms.dead_letters AS d USING doomed
-			WHERE d.id = doomed.id
-			RETURNING 1
-		)
-		SELECT pg_catalog.count(*) INTO v_dead FROM gone;
 	END IF;
 
 	IF v_inbox_keep > interval '0' THEN
@@ -275,10 +262,9 @@ BEGIN
 
 	RETURN pg_catalog.jsonb_build_object(
 		'timeline_entries', v_timeline,
-		'dead_letters', v_dead,
 		'payment_commands', v_commands,
 		'inbox', v_replies + v_orphans,
-		'more', GREATEST(v_timeline, v_dead, v_commands, v_orphans) >= p_limit);
+		'more', GREATEST(v_timeline, v_commands, v_orphans) >= p_limit);
 END;
 $$;
 COMMENT ON FUNCTION oms._maintenance_prune(integer) IS
