@@ -385,4 +385,43 @@ SELECT pg_reload_conf() \g /dev/null
 \set ECHO queries
 
 \echo
+\echo '== 19. A traced request =='
+\echo 'the caller passes its W3C trace context with SET LOCAL oms.traceparent; oms stores it on the'
+\echo 'timeline and sends it as the traceparent header of every event the request causes, including'
+\echo 'those the worker publishes later for the same saga:'
+BEGIN;
+SET LOCAL oms.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+SELECT o->>'order_id' AS order5
+FROM oms_create_order('cust-88', '[{"sku": "SKU-1", "quantity": 1, "unit_price": 1999}]', 'USD', 'demo-key-5') AS o \gset
+SELECT p->>'status' AS status FROM oms_pay_order(:'order5', 'test_ok', 'demo-pay-5') AS p;
+COMMIT;
+SELECT pg_temp.wait_for(:'order5', 'confirmed') AS waited;
+SELECT pg_temp.wait_for_relay() AS waited;
+SELECT seq, event_type, traceparent FROM oms_order_timeline(:'order5');
+\echo 'the same order''s records in Kafka, with their traceparent header (kcat):'
+\set ECHO none
+TRUNCATE pg_temp.kafka_records;
+\copy pg_temp.kafka_records FROM PROGRAM 'kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.order-events -o beginning -e -q -f ''%p\t%o\t%k\t%h\n'''
+\set ECHO queries
+SELECT k.ce_omsseq, k.ce_type, substring(k.headers FROM 'traceparent=([^,]+)') AS traceparent
+FROM pg_temp.kafka_events AS k WHERE k.key = :'order5' ORDER BY k.ce_omsseq;
+\echo 'an invalid trace context is refused when it is set (22023), before anything is written:'
+\set ON_ERROR_STOP off
+SET oms.traceparent = '00-not-a-trace-01';
+\set ON_ERROR_STOP on
+
+\echo
+\echo '== 20. Operating it: health, metrics, reports, maintenance =='
+\echo 'oms_health(): ok, degraded or down, with the reasons (a load balancer polls it):'
+SELECT h->>'status' AS status, h->'reasons' AS reasons FROM oms_health() AS h;
+\echo 'oms_metrics() is the Prometheus text format; a few of its series:'
+SELECT line FROM regexp_split_to_table(oms_metrics(), E'\n') AS line
+WHERE line ~ '^oms_(orders_by_status|saga_outcomes_total|relay_published_events_total|worker_up)';
+\echo 'revenue per day and currency, net of refunds, and saga durations:'
+SELECT * FROM oms.revenue_daily;
+SELECT * FROM oms.saga_durations;
+\echo 'maintenance (the worker runs it every oms.maintenance_interval, or pg_cron with oms_schedule_maintenance()):'
+SELECT jsonb_pretty(oms_run_maintenance());
+
+\echo
 \echo 'demo finished'
