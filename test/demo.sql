@@ -7,7 +7,10 @@
 -- back with kcat, and the relay's status; at the end one order paid
 -- through the remote payment provider over Kafka (oms.payment_provider =
 -- 'kafka': the charge command on oms.payment-commands, the test payment
--- service's reply on oms.payment-replies, consumed into oms.inbox).  Order ids travel in
+-- service's reply on oms.payment-replies, consumed into oms.inbox); then a
+-- traced request whose traceparent reaches the Kafka headers, and the
+-- operator's view: oms_health(), oms_metrics(), the analytics views and a
+-- maintenance run.  Order ids travel in
 -- psql variables.  The worker serves this database and its relay publishes
 -- to a mock Kafka cluster (test/demo.sh starts the cluster with
 -- oms.database_name = 'oms_demo' and oms.kafka_brokers set, and exports
@@ -382,6 +385,7 @@ DO $$ BEGIN RAISE EXCEPTION 'demo: the order paid through Kafka is not confirmed
 \set ECHO none
 ALTER SYSTEM RESET oms.payment_provider;
 SELECT pg_reload_conf() \g /dev/null
+RESET oms.payment_provider;
 \set ECHO queries
 
 \echo
@@ -413,7 +417,8 @@ SET oms.traceparent = '00-not-a-trace-01';
 \echo
 \echo '== 20. Operating it: health, metrics, reports, maintenance =='
 \echo 'oms_health(): ok, degraded or down, with the reasons (a load balancer polls it):'
-SELECT h->>'status' AS status, h->'reasons' AS reasons FROM oms_health() AS h;
+SELECT h->>'status' AS status, h->'reasons' AS reasons, h->'outbox'->>'pending' AS outbox_pending
+FROM oms_health() AS h;
 \echo 'oms_metrics() is the Prometheus text format; a few of its series:'
 SELECT line FROM regexp_split_to_table(oms_metrics(), E'\n') AS line
 WHERE line ~ '^oms_(orders_by_status|saga_outcomes_total|relay_published_events_total|worker_up)';
