@@ -21,6 +21,9 @@
 #   stopped        the launcher stopped with SIGSTOP so it cannot start a new
 #                  worker, the worker terminated: down, worker_not_running;
 #                  launcher resumed: a new worker, ok
+# The worker, relay and saga metrics of oms.metrics (the rows of
+# oms_metrics()) are checked in the healthy, broker down and stopped
+# conditions too: the regress and exporter tests run in unserved databases.
 # Conditions are polled with generous deadlines that only guard against a
 # hang; nothing asserts how long anything took.
 set -euo pipefail
@@ -83,6 +86,12 @@ has_reasons() {
 	have=",$(reasons),"
 	for code in "$@"; do [[ "$have" == *",$code,"* ]] || return 1; done
 }
+# Usage: metric NAME [LABELS_JSON]: the value of one sample of oms.metrics
+# (the rows behind oms_metrics()), as an integer.
+metric() {
+	local labels=${2:-"{}"}
+	wt_sql_quiet "$DB" "SELECT value::bigint FROM oms.metrics WHERE metric = '$1' AND labels = '$labels'::jsonb"
+}
 worker_pid() { wt_worker_pid "$DB"; }
 worker_up() { [[ -n "$(worker_pid)" ]]; }
 launcher_pid() { wt_sql_quiet postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'oms launcher'"; }
@@ -126,6 +135,13 @@ wt_check "healthy: the document shows the live worker, the relay and an empty ou
 		AND jsonb_array_length(d -> 'workers') = 1
 		FROM (SELECT '$doc'::jsonb AS d) AS x")" "$doc"
 
+published=$(wt_sql_quiet "$DB" "SELECT oms_relay_status() ->> 'published_total'")
+wt_check "healthy: the metrics of a served database: worker up, loops counted, every event published, 5 sagas confirmed" \
+	"$([[ "$(metric oms_worker_up)" == 1 && "$(metric oms_worker_loops_total)" -gt 0 && "$published" -ge 15 &&
+		"$(metric oms_relay_published_events_total)" -ge "$published" && "$(metric oms_relay_breaker_open)" == 0 &&
+		"$(metric oms_saga_outcomes_total '{"kind": "fulfilment", "outcome": "confirmed"}')" == 5 ]] && echo 0 || echo 1)" \
+	"$(wt_sql_quiet "$DB" "SELECT oms_metrics()" | grep -E '^oms_(worker|relay|saga_outcomes)')"
+
 # ============================================================ dead letters
 oms_kafka_cmd "error Produce MSG_SIZE_TOO_LARGE 1" >/dev/null
 pay_orders dl 1
@@ -141,6 +157,8 @@ expect "dead letters: replayed and published, ok again" status_is ok ""
 oms_kafka_cmd "down all" >/dev/null
 pay_orders down 5
 expect "broker down: degraded with breaker_open and outbox_lag" has_reasons degraded breaker_open outbox_lag
+breaker_metric_open() { [[ "$(metric oms_relay_breaker_open)" == 1 && "$(metric oms_relay_publish_failures_total)" -gt 0 ]]; }
+expect "broker down: the metrics show the open breaker and the failed attempts" breaker_metric_open
 wt_check "broker down: the worker is still fine (no down reason)" \
 	"$([[ ",$(reasons)," != *",worker_"* && ",$(reasons)," != *",not_served,"* ]] && echo 0 || echo 1)" "$(reasons)"
 pay_orders down-more 2
@@ -183,6 +201,7 @@ wt_sql postgres "SELECT pg_terminate_backend($PID)" >/dev/null
 worker_gone() { [[ -z "$(worker_pid)" ]]; }
 wt_wait_until "$DEADLINE" worker_gone || true
 expect "stopped: no worker process is down with reason worker_not_running" status_is down worker_not_running
+wt_check "stopped: the metrics say the worker is down" "$([[ "$(metric oms_worker_up)" == 0 ]] && echo 0 || echo 1)"
 wt_check "stopped: the worker's pid is gone from the document" \
 	"$(wt_sql "$DB" "SELECT oms_health() #> '{worker,pid}' = 'null' AND NOT (oms_health() #>> '{worker,alive}')::boolean")"
 resume_stopped
