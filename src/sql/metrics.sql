@@ -89,28 +89,34 @@ WITH
 	-- or done and later compensated.  A step that failed also gets a
 	-- completion time and may be compensated too; its saga_failed dead
 	-- letter, written in the same transaction, tells it apart (a saga has
-	-- at most one, so the join adds no rows).
-	step_rows AS MATERIALIZED (
-		SELECT s.kind, t.name AS step,
-			   GREATEST(t.attempts - 1, 0) AS retries,
-			   CASE WHEN t.completed_at IS NOT NULL AND d.id IS NULL AND t.status IN ('done', 'compensated')
-					THEN GREATEST(EXTRACT(epoch FROM t.completed_at - t.first_started_at), 0)::double precision
-			   END AS seconds
-		FROM oms.saga_steps AS t
-		JOIN oms.sagas AS s ON s.id = t.saga_id
-		LEFT JOIN oms.dead_letters AS d ON d.kind = 'saga_failed' AND d.saga_id = t.saga_id AND d.step = t.name),
-	-- Per kind and step: done steps by the first bucket that holds them
-	-- (1 .. n, n + 1 for +Inf only).  width_bucket over the negated bounds
-	-- counts the bounds >= seconds, as le means "less or equal".
-	step_first_bucket AS MATERIALIZED (
-		SELECT r.kind, r.step,
+	-- at most one, so the join adds no rows).  Step names are unique across
+	-- saga kinds, so the kind comes from the name and oms.sagas, as large
+	-- as the steps table, is not joined.  One pass groups the steps by the
+	-- first histogram bucket that holds them (1 .. n, n + 1 for +Inf only;
+	-- NULL when not counted): width_bucket over the negated bounds counts
+	-- the bounds >= seconds, as le means "less or equal".
+	step_groups AS MATERIALIZED (
+		SELECT n.kind, r.step,
 			   pg_catalog.cardinality(oms._metric_step_buckets()) + 1
 			   - pg_catalog.width_bucket(-r.seconds,
 					ARRAY(SELECT -b FROM pg_catalog.unnest(oms._metric_step_buckets()) AS b ORDER BY 1)) AS first,
-			   pg_catalog.count(*) AS n, pg_catalog.sum(r.seconds) AS seconds
-		FROM step_rows AS r
-		WHERE r.seconds IS NOT NULL
+			   pg_catalog.count(*) AS n, pg_catalog.sum(r.seconds) AS seconds,
+			   pg_catalog.sum(r.retries) AS retries
+		FROM (SELECT t.name AS step,
+					 GREATEST(t.attempts - 1, 0) AS retries,
+					 CASE WHEN t.completed_at IS NOT NULL AND d.id IS NULL AND t.status IN ('done', 'compensated')
+						  THEN GREATEST(EXTRACT(epoch FROM t.completed_at - t.first_started_at), 0)::double precision
+					 END AS seconds
+			  FROM oms.saga_steps AS t
+			  LEFT JOIN oms.dead_letters AS d
+					 ON d.kind = 'saga_failed' AND d.saga_id = t.saga_id AND d.step = t.name) AS r
+		JOIN (SELECT k.kind, pg_catalog.unnest(oms._saga_step_names(k.kind)) AS step
+			  FROM (VALUES ('fulfilment'), ('refund')) AS k(kind)) AS n ON n.step = r.step
 		GROUP BY 1, 2, 3),
+	step_first_bucket AS (
+		SELECT g.kind, g.step, g.first, g.n, g.seconds
+		FROM step_groups AS g
+		WHERE g.first IS NOT NULL),
 	dead_letter_counts AS MATERIALIZED (
 		SELECT d.kind, pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE d.status = 'open') AS open
 		FROM oms.dead_letters AS d
@@ -201,7 +207,7 @@ FROM (
 	FROM step_names AS k
 	UNION ALL
 	SELECT 'oms_saga_step_retries_total', '', pg_catalog.jsonb_build_object('kind', k.kind, 'step', k.step),
-		   COALESCE((SELECT pg_catalog.sum(r.retries) FROM step_rows AS r
+		   COALESCE((SELECT pg_catalog.sum(r.retries) FROM step_groups AS r
 					 WHERE r.kind = k.kind AND r.step = k.step), 0)
 	FROM step_names AS k
 	UNION ALL
@@ -298,7 +304,14 @@ RETURNS text
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- The planner's cost of the view is far above jit_above_cost (its CTE row
+-- estimates are blind), and compiling it takes seconds for a query that
+-- runs in milliseconds to a few hundred.
+SET jit = off
 AS $$
+	-- The view is read once: filtered per family, each family would scan
+	-- its tables again (several families share oms.saga_steps).
+	WITH samples AS MATERIALIZED (SELECT * FROM oms.metrics)
 	SELECT pg_catalog.string_agg(b.block, '' ORDER BY b.ord)
 	FROM (SELECT f.ord,
 				 '# HELP ' || f.family || ' ' || oms._prom_escape(f.help, false) || E'\n'
@@ -309,7 +322,7 @@ AS $$
 											  CASE m.metric WHEN f.family || '_sum' THEN 1
 															WHEN f.family || '_count' THEN 2 ELSE 0 END,
 											  (m.labels ->> 'le')::double precision)
-							  FROM oms.metrics AS m WHERE m.family = f.family), '') AS block
+							  FROM samples AS m WHERE m.family = f.family), '') AS block
 		  FROM oms._metric_families() AS f) AS b;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_metrics() IS

@@ -43,7 +43,8 @@ if [[ -z "$exporter" ]]; then
 fi
 
 oms_fresh_db "$db" >/dev/null
-oms_psql -d postgres -c "DROP ROLE IF EXISTS $role" -c "CREATE ROLE $role LOGIN IN ROLE oms_reader" >/dev/null 2>&1
+oms_psql -d postgres -c "DROP ROLE IF EXISTS $role" -c "CREATE ROLE $role LOGIN IN ROLE oms_reader" \
+	-c "ALTER ROLE $role SET jit = off" >/dev/null 2>&1
 
 # The workload: 3 approved orders, 1 declined, 1 pending, 1 canceled; one
 # approved order refunded.  Sagas run at a time in the future, so each
