@@ -50,6 +50,7 @@
 PG_FUNCTION_INFO_V1(oms_notify_worker);
 
 #define WORKER_TICK_QUERY "SELECT oms._worker_tick($1)"
+#define NEXT_DUE_QUERY "SELECT oms._next_saga_due()"
 
 /* Backend-local state of oms._notify_worker(). */
 static bool wake_callback_registered = false;
@@ -57,6 +58,13 @@ static bool wake_pending = false;
 
 /* The error of the last failed oms_worker_run_xact, in its err_cxt. */
 static ErrorData *last_xact_error = NULL;
+
+/*
+ * When the earliest saga that is not due yet falls due (a retry's backoff,
+ * a step timeout), as seen by the last batch; 0 when none is known.  The
+ * worker wakes for it instead of waiting for the naptime.
+ */
+static TimestampTz next_saga_due = 0;
 
 /* Saga batches that keep failing are logged once per oms.log_min_interval. */
 static OmsLogLimit batch_limit;
@@ -109,6 +117,7 @@ worker_tick(void *arg)
 	bool		isnull;
 	Datum		result;
 	int			ret;
+	int			units;
 
 	if (!oms_worker_extension_ready())
 		return 0;
@@ -127,7 +136,26 @@ worker_tick(void *arg)
 				 errmsg("oms._worker_tick must return integer")));
 
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetInt32(result);
+	units = isnull ? 0 : DatumGetInt32(result);
+
+	/*
+	 * A partial batch ran everything that was due and not locked; ask when
+	 * the next saga falls due.  A full batch needs no answer: the next
+	 * batch starts at once.
+	 */
+	next_saga_due = 0;
+	if (units < batch_size)
+	{
+		ret = SPI_execute(NEXT_DUE_QUERY, true, 1);
+		if (ret == SPI_OK_SELECT && SPI_processed == 1 &&
+			SPI_gettypeid(SPI_tuptable->tupdesc, 1) == TIMESTAMPTZOID)
+		{
+			result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				next_saga_due = DatumGetTimestampTz(result);
+		}
+	}
+	return units;
 }
 
 /*
@@ -238,6 +266,30 @@ oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
  * most once per oms.log_min_interval while batches keep failing; the first
  * batch that succeeds again logs worker_batch_recovered).
  */
+/*
+ * Whether the saga the last batch saw as next falls due by now.  Only a
+ * time that was still ahead when the batch looked counts: a saga that was
+ * due and yet not run is held by an API call (its order is locked), and
+ * the commit of that call wakes the worker.
+ */
+static bool
+saga_due_now(void)
+{
+	return next_saga_due != 0 && GetCurrentTimestamp() >= next_saga_due;
+}
+
+/* The longest sleep that still wakes the worker when the next saga is due. */
+static long
+saga_sleep_limit(long naptime)
+{
+	long		ms;
+
+	if (next_saga_due == 0)
+		return naptime;
+	ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_saga_due);
+	return Max(1, Min(naptime, ms + 1));
+}
+
 static int
 run_batch(int slotno, MemoryContext loop_cxt)
 {
@@ -395,7 +447,7 @@ oms_worker_main(Datum main_arg)
 		 */
 		if (oms_worker_enabled && !RecoveryInProgress())
 		{
-			if (run_sagas ||
+			if (run_sagas || saga_due_now() ||
 				TimestampDifferenceExceeds(last_sagas, GetCurrentTimestamp(), oms_worker_naptime))
 			{
 				units = run_batch(slotno, loop_cxt);
@@ -430,8 +482,9 @@ oms_worker_main(Datum main_arg)
 		 * replies); a batch's deadline, an open breaker's cooldown or the
 		 * inbox's retry may end the sleep before the naptime.
 		 */
-		woke = oms_relay_wait(Min(oms_relay_sleep_limit(oms_worker_naptime),
-								  oms_inbox_sleep_limit(oms_worker_naptime)));
+		woke = oms_relay_wait(Min(saga_sleep_limit(oms_worker_naptime),
+								  Min(oms_relay_sleep_limit(oms_worker_naptime),
+									  oms_inbox_sleep_limit(oms_worker_naptime))));
 		if (woke & WL_LATCH_SET)
 			run_sagas = true;
 	}

@@ -39,7 +39,22 @@ $$;
 COMMENT ON FUNCTION oms._worker_tick(integer) IS
 	'One unit of background work: expire reservations, then run up to p_batch due saga steps';
 
+-- The worker sleeps until then at most (src/worker.c); sagas_due_idx
+-- answers it from the index.  Only times still ahead count: a saga that is
+-- due now and was not run is held by an API call, whose commit wakes the
+-- worker.
+CREATE FUNCTION oms._next_saga_due()
+RETURNS timestamptz
+LANGUAGE sql VOLATILE
+AS $$
+	SELECT pg_catalog.min(s.next_run_at) FROM oms.sagas AS s
+	WHERE s.status IN ('running', 'compensating') AND s.next_run_at > pg_catalog.clock_timestamp();
+$$;
+COMMENT ON FUNCTION oms._next_saga_due() IS
+	'When the next running or compensating saga falls due, if after now; null when none will';
+
 REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._next_saga_due() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_tick(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oms._notify_worker() TO oms_admin;

@@ -5,7 +5,9 @@
 # loop time first and asserts the work finished within 30 s of the call AND
 # before that last loop + 60 s, i.e. before the naptime could have fired.
 # Cases: one paid order; ten orders paid in one transaction (one wake);
-# a cancel of a processing order whose payment waits (test_hang); a refund.
+# a cancel of a processing order whose payment waits (test_hang); a refund;
+# a payment retried twice (test_flaky): no commit wakes the worker for a
+# retry, it wakes when the retry falls due.
 # The observed latencies are printed as diagnostics, never asserted.
 set -euo pipefail
 # shellcheck source=test/lib.sh
@@ -96,6 +98,14 @@ check_woken "a cancel of a processing order is carried out at once: the commit w
 # 4. A refund of the confirmed order.
 check_woken "a refund is carried out at once: the commit woke the worker" \
 	"$o1" refund.requested order.refunded "SELECT oms_refund_order('$o1')"
+
+# 5. Retries: test_flaky fails the payment twice, and each retry is due
+#    after a backoff of about oms.retry_base (1 s), doubling.  No commit
+#    wakes the worker for a retry: it must wake by itself when the retry
+#    falls due, long before its 60 s naptime.
+o5=$(new_order)
+check_woken "a payment retried twice after its backoffs is confirmed: the worker woke when each retry fell due" \
+	"$o5" order.processing order.confirmed "SELECT oms_pay_order('$o5', 'test_flaky')"
 
 errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
