@@ -127,10 +127,7 @@ WITH
 		UNION
 		SELECT c.kind FROM dead_letter_counts AS c),
 	outbox AS MATERIALIZED (
-		SELECT pg_catalog.count(*) AS pending,
-			   pg_catalog.min(o.created_at) AS oldest,
-			   pg_catalog.count(*) FILTER (WHERE o.next_attempt_at > pg_catalog.now()) AS backing_off
-		FROM oms.outbox AS o),
+		SELECT * FROM oms._relay_backlog()),
 	relay AS MATERIALIZED (
 		SELECT * FROM oms._relay_shmem_status()),
 	worker AS MATERIALIZED (
@@ -214,7 +211,7 @@ FROM (
 	SELECT 'oms_outbox_pending_events', '', '{}', o.pending FROM outbox AS o
 	UNION ALL
 	SELECT 'oms_outbox_oldest_pending_age_seconds', '', '{}',
-		   COALESCE(GREATEST(EXTRACT(epoch FROM pg_catalog.now() - o.oldest), 0), 0)
+		   COALESCE(GREATEST(EXTRACT(epoch FROM o.oldest_pending_age), 0), 0)
 	FROM outbox AS o
 	UNION ALL
 	SELECT 'oms_outbox_backing_off_events', '', '{}', o.backing_off FROM outbox AS o
@@ -344,6 +341,7 @@ GRANT EXECUTE ON FUNCTION
 	oms._metric_step_buckets(),
 	oms._saga_step_names(text),
 	oms._relay_shmem_status(),
+	oms._relay_backlog(),
 	oms._prom_escape(text, boolean),
 	oms._prom_labels(jsonb),
 	oms._prom_value(double precision)
