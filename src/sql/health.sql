@@ -85,7 +85,6 @@ DECLARE
 	v_inbox jsonb := coalesce(p_memory -> 'inbox', '{}');
 	v_db text := pg_catalog.current_database();
 	v_reasons jsonb := '[]';
-	v_severity integer := 0;		-- 0 ok, 1 degraded, 2 down
 	v_worker jsonb;
 	v_workers jsonb;
 	v_served boolean;
@@ -128,21 +127,17 @@ BEGIN
 	v_loop_age := oms._health_age(v_last_loop, p_now);
 
 	IF NOT v_served THEN
-		v_severity := 2;
 		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'not_served', 'severity', 'down',
 			'message', pg_catalog.format('database "%s" is not in oms.database_name: no worker runs its sagas or publishes its events', v_db));
 	ELSE
 		IF NOT v_worker_enabled THEN
-			v_severity := 2;
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'worker_paused', 'severity', 'down',
 				'message', 'oms.worker_enabled is off: the worker runs no sagas and publishes nothing');
 		END IF;
 		IF NOT v_alive THEN
-			v_severity := 2;
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'worker_not_running', 'severity', 'down',
 				'message', pg_catalog.format('no worker process serves database "%s"', v_db));
 		ELSIF v_last_loop IS NULL OR v_loop_age > v_worker_timeout THEN
-			v_severity := 2;
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'worker_stalled', 'severity', 'down',
 				'message', CASE WHEN v_last_loop IS NULL THEN 'the worker has not finished a loop yet'
 								ELSE pg_catalog.format('the worker''s last loop ended %s ago (threshold %s)',
@@ -165,14 +160,12 @@ BEGIN
 	SELECT pg_catalog.count(*) INTO v_stuck
 	FROM (SELECT FROM oms.sagas AS s WHERE s.status = 'stuck' LIMIT v_cap) AS d;
 	IF v_overdue > v_saga_lag THEN
-		v_severity := GREATEST(v_severity, 1);
 		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'saga_lag', 'severity', 'degraded',
 			'message', pg_catalog.format('the oldest due saga step is %s overdue (threshold %s); due sagas: %s%s',
 				oms._health_seconds(v_overdue), oms._health_seconds(v_saga_lag), v_due,
 				CASE WHEN v_due >= v_cap THEN ' or more' ELSE '' END));
 	END IF;
 	IF v_stuck > 0 THEN
-		v_severity := GREATEST(v_severity, 1);
 		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'sagas_stuck', 'severity', 'degraded',
 			'message', pg_catalog.format('%s saga%s stuck: a compensation failed for good and waits for oms_retry_dead_letter()',
 				v_stuck, CASE WHEN v_stuck = 1 THEN ' is' ELSE 's are' END));
@@ -188,12 +181,10 @@ BEGIN
 	v_breaker := coalesce(v_relay ->> 'breaker', 'closed');
 	IF v_relay_enabled THEN
 		IF v_breaker <> 'closed' THEN
-			v_severity := GREATEST(v_severity, 1);
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'breaker_open', 'severity', 'degraded',
 				'message', pg_catalog.format('the relay''s circuit breaker is %s: Kafka did not acknowledge the last batches', v_breaker));
 		END IF;
 		IF v_pending_age > v_outbox_lag THEN
-			v_severity := GREATEST(v_severity, 1);
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'outbox_lag', 'severity', 'degraded',
 				'message', pg_catalog.format('the oldest unpublished event is %s old (threshold %s); pending events: %s%s',
 					oms._health_seconds(v_pending_age), oms._health_seconds(v_outbox_lag), v_pending,
@@ -206,16 +197,13 @@ BEGIN
 	v_lag := (v_inbox ->> 'lag')::bigint;
 	IF v_kafka_provider THEN
 		IF v_consumer = 'bad_config' THEN
-			v_severity := GREATEST(v_severity, 1);
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'consumer_bad_config', 'severity', 'degraded',
 				'message', 'the payment reply consumer refused its settings: ' || coalesce(v_inbox ->> 'last_error', 'no error recorded'));
 		ELSIF v_consumer = 'off' AND v_served AND v_alive AND v_worker_enabled THEN
-			v_severity := GREATEST(v_severity, 1);
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'consumer_off', 'severity', 'degraded',
 				'message', 'oms.payment_provider is kafka but no reply consumer runs (is oms.kafka_brokers empty?): payments wait until they time out');
 		END IF;
 		IF v_lag > v_inbox_lag THEN
-			v_severity := GREATEST(v_severity, 1);
 			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'inbox_lag', 'severity', 'degraded',
 				'message', pg_catalog.format('%s payment replies wait in Kafka (threshold %s)', v_lag, v_inbox_lag));
 		END IF;
@@ -233,7 +221,6 @@ BEGIN
 		  FROM pg_catalog.unnest(ARRAY['saga_failed', 'compensation_stuck', 'publish', 'reply', 'late_reply'])
 			   AS kinds(kind)) AS k;
 	IF v_dead_threshold > 0 AND v_actionable >= v_dead_threshold THEN
-		v_severity := GREATEST(v_severity, 1);
 		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'dead_letters', 'severity', 'degraded',
 			'message', pg_catalog.format('open dead letters waiting for an operator: %s%s (threshold %s; compensation_stuck %s, publish %s)',
 				v_actionable, CASE WHEN v_dead_capped THEN ' or more' ELSE '' END, v_dead_threshold,
@@ -241,7 +228,10 @@ BEGIN
 	END IF;
 
 	RETURN pg_catalog.jsonb_build_object(
-		'status', (ARRAY['ok', 'degraded', 'down'])[v_severity + 1],
+		-- The worst severity among the reasons.
+		'status', CASE WHEN v_reasons @> '[{"severity": "down"}]' THEN 'down'
+					   WHEN v_reasons <> '[]' THEN 'degraded'
+					   ELSE 'ok' END,
 		'reasons', v_reasons,
 		'database', v_db,
 		'checked_at', p_now,
