@@ -1,7 +1,8 @@
 # oms: PGXS build, install, tests, demo and benchmark.
 
 EXTENSION   = oms
-EXTVERSION  = 0.1.0
+# The version being built is the control file's default_version.
+EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
 MODULE_big  = oms
 OBJS        = src/oms.o src/guc.o src/guc_ops.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
               src/kafka.o src/relay.o src/inbox.o src/log.o
@@ -28,6 +29,9 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/health.sql \
               src/sql/analytics.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
+# Released scripts, frozen: the full script of 0.1.0 (so an old version can
+# still be installed and updated) and one upgrade script per release.
+DATA        = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 
 REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay payment_kafka tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
@@ -37,7 +41,7 @@ ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 SHLIB_LINK  = -lrdkafka
 
 PG_CONFIG  ?= pg_config
-PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
+PG_CPPFLAGS = -DOMS_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
 EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out test/results test/output_iso output_iso
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -45,6 +49,9 @@ include $(PGXS)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
+
+# OMS_VERSION comes from the control file; every object sees the header.
+$(OBJS): src/oms.h $(EXTENSION).control
 
 .PHONY: demo test bench
 demo:

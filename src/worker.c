@@ -23,9 +23,13 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "lib/stringinfo.h"
+#include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -40,6 +44,8 @@
 #include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -69,6 +75,9 @@ static TimestampTz next_saga_due = 0;
 /* Saga batches that keep failing are logged once per oms.log_min_interval. */
 static OmsLogLimit batch_limit;
 
+/* This worker's shared memory slot (for what is recorded outside a batch). */
+static int	worker_slotno = -1;
+
 static void
 worker_on_exit(int code, Datum arg)
 {
@@ -82,12 +91,81 @@ worker_on_exit(int code, Datum arg)
 }
 
 /*
+ * The version of the installed extension (pg_extension.extversion), or
+ * NULL when the row is gone.
+ */
+static char *
+installed_version(Oid extoid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		value = heap_getattr(tuple, Anum_pg_extension_extversion,
+										 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(value);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
+ * Whether the installed SQL is the version this library was built for.
+ * After a package upgrade the new library meets the old SQL until someone
+ * runs ALTER EXTENSION oms UPDATE: the worker then does nothing (it would
+ * call functions the old SQL does not have, or that behave differently),
+ * says so once in the log and in oms_worker_status().last_error, and
+ * carries on the moment the update commits.
+ */
+static bool
+version_matches(Oid extoid)
+{
+	static char waiting_for[NAMEDATALEN] = "";
+	char	   *version = installed_version(extoid);
+	char		message[OMS_ERROR_LEN];
+	StringInfoData line;
+
+	if (version != NULL && strcmp(version, OMS_VERSION) == 0)
+	{
+		waiting_for[0] = '\0';
+		return true;
+	}
+	if (version == NULL || strcmp(waiting_for, version) == 0)
+		return false;
+	strlcpy(waiting_for, version, sizeof(waiting_for));
+	snprintf(message, sizeof(message),
+			 "waiting for ALTER EXTENSION oms UPDATE: the database has oms %s, the library is %s",
+			 version, OMS_VERSION);
+	oms_shmem_note_error(worker_slotno, message);
+	oms_log_begin(&line, "worker_waiting_for_update");
+	oms_log_str(&line, "installed_version", version);
+	oms_log_str(&line, "library_version", OMS_VERSION);
+	oms_log_str(&line, "hint", "run ALTER EXTENSION oms UPDATE in this database");
+	oms_log_emit(WARNING, &line);
+	return false;
+}
+
+/*
  * Whether the extension is installed here and usable right now; call it
  * inside a transaction.  False while DROP EXTENSION or ALTER EXTENSION
  * holds its lock: we skip the round rather than wait behind it or call a
  * function that is half gone, and look again after taking the lock, as
  * the drop may have committed between the lookup and the lock.  The lock
- * is kept until the end of the transaction.
+ * is kept until the end of the transaction.  False too while the installed
+ * SQL is of another version than the library (see version_matches).
  */
 bool
 oms_worker_extension_ready(void)
@@ -100,7 +178,9 @@ oms_worker_extension_ready(void)
 	if (!ConditionalLockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock))
 		return false;
 	InvalidateCatalogSnapshot();
-	return get_extension_oid("oms", true) == extoid;
+	if (get_extension_oid("oms", true) != extoid)
+		return false;
+	return version_matches(extoid);
 }
 
 /*
@@ -398,8 +478,18 @@ oms_worker_main(Datum main_arg)
 	}
 	before_shmem_exit(worker_on_exit, Int32GetDatum(slotno));
 
+	worker_slotno = slotno;
+
 	/* By OID: a database re-created under the same name gets a new worker. */
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	/*
+	 * The worker is a superuser.  Whatever search_path the database's owner
+	 * set for the database (ALTER DATABASE ... SET), no name or operator this
+	 * session resolves may come from a schema that others can write; the
+	 * override source also wins over any later SET.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	{
 		StringInfoData line;

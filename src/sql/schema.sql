@@ -3,6 +3,12 @@
 
 \echo Use "CREATE EXTENSION oms" to load this file. \quit
 
+-- Nothing in this script resolves a name or an operator through a schema
+-- that others can write: CREATE EXTENSION runs it with the target schema
+-- (usually public) first in search_path.  Every object it creates is
+-- schema-qualified; the setting ends with the script.
+SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+
 CREATE SCHEMA oms;
 COMMENT ON SCHEMA oms IS 'oms internals: orders, timeline, outbox, idempotency keys, reference data';
 
