@@ -45,16 +45,28 @@ CREATE FUNCTION t.new_order(p_customer text, p_items jsonb, p_method text) RETUR
 $$;
 
 
--- Every SECURITY DEFINER function and every public API function pins its
--- search_path.  Internal helpers (schema oms, not executable by PUBLIC)
--- run inside the pinned API functions and inherit their path.
+-- Every function of the extension pins its search_path, C and internal
+-- helpers included: the worker and pg_cron run them as a superuser, and
+-- an operator planted in public for an oms type would otherwise beat
+-- pg_catalog's.  No exceptions.
 SELECT p.oid::regprocedure AS function_without_pinned_search_path
 FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'oms')
   AND d.classid = 'pg_proc'::regclass
-  AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
-  AND (p.prosecdef OR p.pronamespace <> 'oms'::regnamespace)
+  AND d.deptype = 'e'
   AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
+ORDER BY 1;
+
+-- No function body calls into the extension's schema (public, usually):
+-- its owner, often the database owner, can rename it and put functions of
+-- their own under the same names.  oms's own code calls schema oms only.
+SELECT p.oid::regprocedure AS function_calling_the_extension_schema
+FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'oms')
+  AND d.classid = 'pg_proc'::regclass
+  AND d.deptype = 'e'
+  AND p.prosrc ~ (quote_ident((SELECT nspname FROM pg_namespace n JOIN pg_extension e ON e.extnamespace = n.oid
+							   WHERE e.extname = 'oms')) || '\.oms_')
 ORDER BY 1;
 
 -- Every extension object carries a comment.

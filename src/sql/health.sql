@@ -22,6 +22,7 @@ CREATE INDEX dead_letters_open_kind_idx ON oms.dead_letters (kind) WHERE status 
 CREATE FUNCTION oms._health_count_cap()
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT 10000;
 $$;
@@ -31,6 +32,7 @@ COMMENT ON FUNCTION oms._health_count_cap() IS
 CREATE FUNCTION oms._interval_ms(p_interval interval)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.round(EXTRACT(epoch FROM p_interval) * 1000)::bigint;
 $$;
@@ -40,6 +42,7 @@ COMMENT ON FUNCTION oms._interval_ms(interval) IS 'An interval in whole millisec
 CREATE FUNCTION oms._health_seconds(p_interval interval)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.trim_scale(pg_catalog.round(EXTRACT(epoch FROM p_interval), 1)) || ' s';
 $$;
@@ -50,6 +53,7 @@ COMMENT ON FUNCTION oms._health_seconds(interval) IS 'A duration for people, in 
 CREATE FUNCTION oms._health_age(p_at timestamptz, p_now timestamptz)
 RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE WHEN p_at IS NOT NULL THEN GREATEST(p_now - p_at, interval '0') END;
 $$;
@@ -70,6 +74,7 @@ COMMENT ON FUNCTION oms._health_age(timestamptz, timestamptz) IS
 CREATE FUNCTION oms._health(p_memory jsonb, p_now timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_cap constant integer := oms._health_count_cap();
@@ -294,7 +299,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN oms._health(jsonb_build_object(
-		'workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM @extschema@.oms_worker_status() AS w),
+		'workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._worker_status() AS w),
 		'worker_enabled', current_setting('oms.worker_enabled')::boolean,
 		'relay_enabled', current_setting('oms.kafka_brokers') <> '',
 		'relay', (SELECT to_jsonb(r) FROM oms._relay_shmem_status() AS r),

@@ -16,6 +16,7 @@
 CREATE FUNCTION oms._check_idempotency_key(p_key text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_key IS NULL THEN
@@ -38,9 +39,12 @@ COMMENT ON FUNCTION oms._check_idempotency_key(text) IS 'Validates an idempotenc
 
 CREATE FUNCTION oms._request_hash(p_request jsonb)
 RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT pg_catalog.sha256(pg_catalog.convert_to(p_request::text, 'UTF8'));
+BEGIN
+	RETURN pg_catalog.sha256(pg_catalog.convert_to(p_request::text, 'UTF8'));
+END;
 $$;
 COMMENT ON FUNCTION oms._request_hash(jsonb) IS
 	'Hash identifying a request: its arguments as canonical jsonb text';
@@ -51,6 +55,7 @@ COMMENT ON FUNCTION oms._request_hash(jsonb) IS
 CREATE FUNCTION oms._idempotency_begin(p_key text, p_function text, p_hash bytea)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_row oms.idempotency_keys;
@@ -87,6 +92,7 @@ COMMENT ON FUNCTION oms._idempotency_begin(text, text, bytea) IS
 CREATE FUNCTION oms._idempotency_finish(p_key text, p_function text, p_hash bytea, p_response jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
@@ -101,16 +107,26 @@ $$;
 COMMENT ON FUNCTION oms._idempotency_finish(text, text, bytea, jsonb) IS
 	'Stores the response of a call under its idempotency key';
 
+CREATE FUNCTION oms._purge_idempotency_keys()
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH purged AS (
+		DELETE FROM oms.idempotency_keys AS k WHERE k.expires_at <= pg_catalog.now() RETURNING 1
+	)
+	SELECT pg_catalog.count(*) FROM purged;
+$$;
+COMMENT ON FUNCTION oms._purge_idempotency_keys() IS
+	'Deletes expired idempotency keys and returns how many were deleted';
+
 CREATE FUNCTION @extschema@.oms_purge_idempotency_keys()
 RETURNS bigint
 LANGUAGE sql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH purged AS (
-		DELETE FROM oms.idempotency_keys AS k WHERE k.expires_at <= now() RETURNING 1
-	)
-	SELECT count(*) FROM purged;
+	SELECT oms._purge_idempotency_keys();
 $$;
 COMMENT ON FUNCTION @extschema@.oms_purge_idempotency_keys() IS
 	'Deletes idempotency keys older than oms.idempotency_ttl and returns how many were deleted';

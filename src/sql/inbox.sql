@@ -41,6 +41,7 @@ SELECT pg_catalog.pg_extension_config_dump('oms.inbox', '');
 CREATE FUNCTION oms._reply_for(p_correlation_id text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN (SELECT i.body FROM oms.inbox AS i
@@ -54,6 +55,7 @@ CREATE FUNCTION oms._send_payment_command(p_payment oms.payments, p_command text
 										  p_correlation_id text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_seq bigint;
@@ -86,6 +88,7 @@ CREATE FUNCTION oms._kafka_provider(p_payment oms.payments, p_command text, p_am
 									p_correlation_id text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_reply jsonb := oms._reply_for(p_correlation_id);
@@ -107,6 +110,7 @@ COMMENT ON FUNCTION oms._kafka_provider(oms.payments, text, bigint, text) IS
 CREATE FUNCTION oms._reject_reply(p_message_id text, p_reason text, p_body text, p_correlation_id text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_letter bigint;

@@ -4,6 +4,7 @@
 
 CREATE FUNCTION oms._inbox_shmem_status()
 RETURNS jsonb
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_inbox_shmem_status'
 LANGUAGE c VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION oms._inbox_shmem_status() IS

@@ -38,6 +38,7 @@ SELECT pg_catalog.pg_extension_config_dump('oms.reservations', '');
 CREATE FUNCTION oms._reserved(p_sku text, p_now timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	-- PL/pgSQL, not SQL: the plan is cached instead of made on every call.
@@ -64,6 +65,7 @@ COMMENT ON VIEW oms.stock_levels IS 'On hand, reserved (held and unexpired) and 
 CREATE FUNCTION oms._reserve_order(p_order_id uuid, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_line record;
@@ -109,6 +111,7 @@ COMMENT ON FUNCTION oms._reserve_order(uuid, timestamptz) IS
 CREATE FUNCTION oms._release_order(p_order_id uuid)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_count integer;
@@ -133,6 +136,7 @@ CREATE FUNCTION oms._move_reserved_stock(p_order_id uuid, p_from oms.reservation
 										 p_to oms.reservation_status, p_sign integer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_line record;
@@ -152,19 +156,31 @@ $$;
 COMMENT ON FUNCTION oms._move_reserved_stock(uuid, oms.reservation_status, oms.reservation_status, integer) IS
 	'Confirm (held -> consumed, units leave stock) or restock (consumed -> released, units return)';
 
+CREATE FUNCTION oms._release_expired_reservations()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_count integer;
+BEGIN
+	UPDATE oms.reservations AS r SET status = 'expired', updated_at = pg_catalog.now()
+	WHERE r.status = 'held' AND r.expires_at <= pg_catalog.now();
+	GET DIAGNOSTICS v_count = ROW_COUNT;
+	RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION oms._release_expired_reservations() IS
+	'Marks held reservations past their expiry as expired and returns how many';
+
 CREATE FUNCTION @extschema@.oms_release_expired_reservations()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	v_count integer;
 BEGIN
-	UPDATE oms.reservations AS r SET status = 'expired', updated_at = now()
-	WHERE r.status = 'held' AND r.expires_at <= now();
-	GET DIAGNOSTICS v_count = ROW_COUNT;
-	RETURN v_count;
+	RETURN oms._release_expired_reservations();
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_release_expired_reservations() IS
@@ -173,6 +189,7 @@ COMMENT ON FUNCTION @extschema@.oms_release_expired_reservations() IS
 CREATE FUNCTION oms._check_stock_change(p_sku text, p_on_hand bigint)
 RETURNS void
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_reserved bigint := oms._reserved(p_sku, pg_catalog.now());

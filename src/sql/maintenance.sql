@@ -74,6 +74,7 @@ INSERT INTO oms.maintenance_tasks (task, position, description, default_schedule
 CREATE FUNCTION oms._order_at_rest(p_order_id uuid)
 RETURNS boolean
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT NOT EXISTS (SELECT FROM oms.orders AS o
 					   WHERE o.id = p_order_id AND o.status IN ('pending', 'processing', 'cancel_requested'))
@@ -92,9 +93,10 @@ CREATE INDEX payment_commands_sent_brin ON oms.payment_commands USING brin (sent
 CREATE FUNCTION oms._maintenance_release_reservations()
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN pg_catalog.jsonb_build_object('expired', @extschema@.oms_release_expired_reservations());
+	RETURN pg_catalog.jsonb_build_object('expired', oms._release_expired_reservations());
 END;
 $$;
 COMMENT ON FUNCTION oms._maintenance_release_reservations() IS
@@ -103,9 +105,10 @@ COMMENT ON FUNCTION oms._maintenance_release_reservations() IS
 CREATE FUNCTION oms._maintenance_purge_idempotency_keys()
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN pg_catalog.jsonb_build_object('purged', @extschema@.oms_purge_idempotency_keys());
+	RETURN pg_catalog.jsonb_build_object('purged', oms._purge_idempotency_keys());
 END;
 $$;
 COMMENT ON FUNCTION oms._maintenance_purge_idempotency_keys() IS
@@ -122,6 +125,7 @@ COMMENT ON FUNCTION oms._maintenance_purge_idempotency_keys() IS
 CREATE FUNCTION oms._maintenance_expire_pending_orders(p_limit integer)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_ttl interval := pg_catalog.current_setting('oms.pending_order_ttl')::interval;
@@ -157,6 +161,7 @@ COMMENT ON FUNCTION oms._maintenance_expire_pending_orders(integer) IS
 CREATE FUNCTION oms._maintenance_redrive_sagas(p_max integer)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_after interval := pg_catalog.current_setting('oms.saga_stuck_after')::interval;
@@ -197,6 +202,7 @@ COMMENT ON FUNCTION oms._maintenance_redrive_sagas(integer) IS
 CREATE FUNCTION oms._maintenance_prune(p_limit integer)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_timeline_keep interval := pg_catalog.current_setting('oms.timeline_retention')::interval;
@@ -274,6 +280,7 @@ COMMENT ON FUNCTION oms._maintenance_prune(integer) IS
 CREATE FUNCTION oms._maintenance_task_names()
 RETURNS text[]
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.array_agg(t.task ORDER BY t.position) FROM oms.maintenance_tasks AS t;
 $$;
@@ -289,6 +296,7 @@ COMMENT ON FUNCTION oms._maintenance_task_names() IS 'The maintenance task names
 CREATE FUNCTION oms._run_maintenance_task(p_task text, p_run_by text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_started timestamptz := pg_catalog.clock_timestamp();
@@ -329,7 +337,13 @@ $$;
 COMMENT ON FUNCTION oms._run_maintenance_task(text, text) IS
 	'Runs one maintenance task (skipped when another session runs it), records the run, returns its result';
 
-CREATE FUNCTION @extschema@.oms_run_maintenance(task text DEFAULT NULL)
+/*
+ * Runs one task by name, or all of them (NULL).  Behind oms_run_maintenance
+ * and the pg_cron jobs, which call it by this name: a job runs as a
+ * superuser, and this schema, unlike the extension's, only the extension's
+ * owner can change.
+ */
+CREATE FUNCTION oms._run_maintenance(p_task text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
@@ -341,18 +355,31 @@ DECLARE
 	v_run_by text := coalesce(nullif(current_setting('application_name'), ''), session_user::text);
 	v_result jsonb := '{}';
 BEGIN
-	IF oms_run_maintenance.task IS NOT NULL AND NOT oms_run_maintenance.task = ANY (v_tasks) THEN
-		RAISE EXCEPTION 'unknown maintenance task "%"', left(oms_run_maintenance.task, 100)
+	IF p_task IS NOT NULL AND NOT p_task = ANY (v_tasks) THEN
+		RAISE EXCEPTION 'unknown maintenance task "%"', left(p_task, 100)
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('The tasks are: %s.', array_to_string(v_tasks, ', ')),
 				  HINT = 'Pass NULL to run every task.';
 	END IF;
 	FOREACH v_task IN ARRAY v_tasks
 	LOOP
-		CONTINUE WHEN oms_run_maintenance.task IS NOT NULL AND v_task <> oms_run_maintenance.task;
+		CONTINUE WHEN p_task IS NOT NULL AND v_task <> p_task;
 		v_result := v_result || jsonb_build_object(v_task, oms._run_maintenance_task(v_task, v_run_by));
 	END LOOP;
 	RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION oms._run_maintenance(text) IS
+	'Runs one maintenance task by name, or all of them (NULL): oms_run_maintenance and the pg_cron jobs call it';
+
+CREATE FUNCTION @extschema@.oms_run_maintenance(task text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN oms._run_maintenance(oms_run_maintenance.task);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_run_maintenance(text) IS
@@ -368,6 +395,7 @@ COMMENT ON FUNCTION @extschema@.oms_run_maintenance(text) IS
 CREATE FUNCTION oms._cron_schema()
 RETURNS text
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT 'cron' FROM pg_catalog.pg_extension AS e
 	WHERE e.extname = 'pg_cron' AND pg_catalog.to_regclass('cron.job') IS NOT NULL;
@@ -378,6 +406,7 @@ COMMENT ON FUNCTION oms._cron_schema() IS 'The schema of the pg_cron extension i
 CREATE FUNCTION oms._require_cron()
 RETURNS text
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_schema text := oms._cron_schema();
@@ -403,30 +432,29 @@ $$;
 COMMENT ON FUNCTION oms._require_cron() IS
 	'Returns the pg_cron schema, or raises 55000 saying why pg_cron cannot be used from this database';
 
-CREATE FUNCTION @extschema@.oms_maintenance_jobs(schedules jsonb DEFAULT '{}')
+CREATE FUNCTION oms._maintenance_jobs(p_schedules jsonb)
 RETURNS TABLE (task text, job_name text, schedule text, command text, schedule_sql text)
 LANGUAGE plpgsql STABLE
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_tasks text[] := oms._maintenance_task_names();
 	v_key text;
 BEGIN
-	PERFORM oms._check_not_null('schedules', oms_maintenance_jobs.schedules);
-	IF jsonb_typeof(oms_maintenance_jobs.schedules) <> 'object' THEN
+	PERFORM oms._check_not_null('schedules', p_schedules);
+	IF jsonb_typeof(p_schedules) <> 'object' THEN
 		RAISE EXCEPTION 'schedules must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Map task names to pg_cron schedules, e.g. {"prune": "17 * * * *"}; null leaves a task to the worker.';
 	END IF;
-	FOR v_key IN SELECT k FROM jsonb_object_keys(oms_maintenance_jobs.schedules) AS k ORDER BY 1
+	FOR v_key IN SELECT k FROM jsonb_object_keys(p_schedules) AS k ORDER BY 1
 	LOOP
 		IF NOT v_key = ANY (v_tasks) THEN
 			RAISE EXCEPTION 'unknown maintenance task "%"', left(v_key, 100)
 				USING ERRCODE = 'invalid_parameter_value',
 					  DETAIL = format('The tasks are: %s.', array_to_string(v_tasks, ', '));
 		END IF;
-		IF jsonb_typeof(oms_maintenance_jobs.schedules -> v_key) NOT IN ('string', 'null') THEN
+		IF jsonb_typeof(p_schedules -> v_key) NOT IN ('string', 'null') THEN
 			RAISE EXCEPTION 'the schedule of maintenance task "%" must be a string or null', v_key
 				USING ERRCODE = 'invalid_parameter_value';
 		END IF;
@@ -437,13 +465,26 @@ BEGIN
 					  j.job_name, j.schedule, j.command, current_database())
 		FROM (SELECT t.task, t.position,
 					 format('oms-%s-%s', current_database(), t.task) AS job_name,
-					 CASE WHEN oms_maintenance_jobs.schedules ? t.task
-						  THEN oms_maintenance_jobs.schedules ->> t.task
+					 CASE WHEN p_schedules ? t.task
+						  THEN p_schedules ->> t.task
 						  ELSE t.default_schedule END AS schedule,
-					 format('SELECT %s.oms_run_maintenance(%L)', '@extschema@', t.task) AS command
+					 format('SELECT oms._run_maintenance(%L)', t.task) AS command
 			  FROM oms.maintenance_tasks AS t) AS j
 		WHERE j.schedule IS NOT NULL
 		ORDER BY j.position;
+END;
+$$;
+COMMENT ON FUNCTION oms._maintenance_jobs(jsonb) IS
+	'The pg_cron jobs of the maintenance tasks for a schedules map: oms_maintenance_jobs for oms''s own code';
+
+CREATE FUNCTION @extschema@.oms_maintenance_jobs(schedules jsonb DEFAULT '{}')
+RETURNS TABLE (task text, job_name text, schedule text, command text, schedule_sql text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN QUERY SELECT * FROM oms._maintenance_jobs(oms_maintenance_jobs.schedules);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_maintenance_jobs(jsonb) IS
@@ -474,12 +515,12 @@ DECLARE
 	v_removed jsonb := '[]';
 BEGIN
 	-- Arguments first: a bad schedules map fails the same with or without pg_cron.
-	PERFORM 1 FROM @extschema@.oms_maintenance_jobs(oms_schedule_maintenance.schedules);
+	PERFORM 1 FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules);
 	v_cron := oms._require_cron();
 
 	FOR v_task IN SELECT t.task, t.position FROM oms.maintenance_tasks AS t ORDER BY t.position FOR UPDATE
 	LOOP
-		SELECT * INTO v_job FROM @extschema@.oms_maintenance_jobs(oms_schedule_maintenance.schedules) AS j
+		SELECT * INTO v_job FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules) AS j
 		WHERE j.task = v_task.task;
 		EXECUTE format('SELECT j.jobid, j.schedule, j.command FROM %I.job AS j WHERE j.jobname = $1 AND j.username = current_user', v_cron)
 			INTO v_old USING format('oms-%s-%s', current_database(), v_task.task);
@@ -558,6 +599,7 @@ COMMENT ON FUNCTION @extschema@.oms_unschedule_maintenance() IS
 CREATE FUNCTION oms._cron_runs_task(p_task oms.maintenance_tasks)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_cron text;
@@ -647,12 +689,17 @@ REVOKE ALL ON FUNCTION
 	oms._require_cron(),
 	oms._cron_runs_task(oms.maintenance_tasks),
 	oms._maintenance_tick(),
+	oms._run_maintenance(text),
+	oms._maintenance_jobs(jsonb),
 	@extschema@.oms_run_maintenance(text),
 	@extschema@.oms_maintenance_jobs(jsonb),
 	@extschema@.oms_schedule_maintenance(jsonb),
 	@extschema@.oms_unschedule_maintenance()
 FROM PUBLIC;
+-- oms_admin may run the tasks the way a pg_cron job does (a job scheduled
+-- from pg_cron's own database runs as the role that scheduled it).
 GRANT EXECUTE ON FUNCTION
+	oms._run_maintenance(text),
 	@extschema@.oms_run_maintenance(text),
 	@extschema@.oms_maintenance_jobs(jsonb),
 	@extschema@.oms_schedule_maintenance(jsonb),

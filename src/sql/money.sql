@@ -167,6 +167,7 @@ INSERT INTO oms.currencies (code, exponent, name) VALUES
 CREATE FUNCTION oms._price_items(items jsonb)
 RETURNS jsonb
 LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_price_items';
 COMMENT ON FUNCTION oms._price_items(jsonb) IS
 	'Validates an items array and returns it priced: line totals and the order total, overflow-checked';
@@ -175,6 +176,7 @@ COMMENT ON FUNCTION oms._price_items(jsonb) IS
 CREATE FUNCTION oms._currency_exponent(p_currency text)
 RETURNS smallint
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_exponent smallint;

@@ -1,17 +1,18 @@
 -- orders.sql: internals shared by the order API: argument checks, the order
 -- document, and the timeline + outbox pair written with every change.
 --
--- These helpers run inside the SECURITY DEFINER API functions and inherit
--- their pinned search_path, so they carry no SET clause (it would cost a
--- GUC save and restore on every call); built-ins are qualified anyway.
--- None is executable by PUBLIC.  Helpers that run statements are PL/pgSQL,
--- which caches plans per session; _order_document stays SQL so that the
--- planner inlines it.
+-- Like every function of oms, each pins search_path: the worker and
+-- pg_cron call helpers as a superuser, and an operator someone planted in
+-- public for an oms type would otherwise win over pg_catalog's (see
+-- docs/architecture.md, "Names and search_path").  None is executable by
+-- PUBLIC.  Helpers are PL/pgSQL, which caches plans per session (a SQL
+-- function with a SET clause is planned on every call).
 
 -- NULL, empty and over-long text arguments, each with its own SQLSTATE.
 CREATE FUNCTION oms._check_text_argument(p_name text, p_value text, p_max_chars integer)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_value IS NULL THEN
@@ -35,6 +36,7 @@ COMMENT ON FUNCTION oms._check_text_argument(text, text, integer) IS
 CREATE FUNCTION oms._check_not_null(p_name text, p_value anyelement)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_value IS NULL THEN
@@ -48,6 +50,7 @@ COMMENT ON FUNCTION oms._check_not_null(text, anyelement) IS 'Raises 22004 when 
 CREATE FUNCTION oms._order_items_json(p_order_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
@@ -67,9 +70,11 @@ COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order as a J
 -- order reads the same in every event.
 CREATE FUNCTION oms._order_document(p_order oms.orders, p_items jsonb)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT pg_catalog.jsonb_build_object(
+BEGIN
+	RETURN pg_catalog.jsonb_build_object(
 		'order_id', p_order.id,
 		'customer_id', p_order.customer_id,
 		'status', p_order.status,
@@ -80,6 +85,7 @@ AS $$
 		'metadata', p_order.metadata,
 		'created_at', pg_catalog.to_char(p_order.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
 		'updated_at', pg_catalog.to_char(p_order.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
+END;
 $$;
 COMMENT ON FUNCTION oms._order_document(oms.orders, jsonb) IS 'Builds the JSON order document from an order row and its items';
 
@@ -87,6 +93,7 @@ COMMENT ON FUNCTION oms._order_document(oms.orders, jsonb) IS 'Builds the JSON o
 CREATE FUNCTION oms._lock_order(p_order_id uuid)
 RETURNS oms.orders
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_order oms.orders;
@@ -114,6 +121,7 @@ CREATE FUNCTION oms._record_change(p_order oms.orders, p_event_type text,
 								   p_from_status oms.order_status, p_data jsonb, p_document jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_trace text := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
@@ -136,6 +144,7 @@ COMMENT ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb
 CREATE FUNCTION oms._timeline(p_order_id uuid, p_event_type text, p_data jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_seq integer;
@@ -159,6 +168,7 @@ COMMENT ON FUNCTION oms._timeline(uuid, text, jsonb) IS
 CREATE FUNCTION oms._change_status(p_order_id uuid, p_to_status oms.order_status, p_event_type text, p_data jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_from oms.order_status;
@@ -168,7 +178,7 @@ BEGIN
 	SELECT o.status INTO v_from FROM oms.orders AS o WHERE o.id = p_order_id;
 	-- Writing the same status is no transition for the trigger; an event
 	-- for it would announce a change that did not happen.
-	IF v_from = p_to_status AND NOT @extschema@.oms_transition_allowed(v_from, p_to_status) THEN
+	IF v_from = p_to_status AND NOT oms._transition_allowed(v_from, p_to_status) THEN
 		RAISE EXCEPTION 'order "%" is already %', p_order_id, p_to_status
 			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;

@@ -78,6 +78,7 @@ INSERT INTO oms.payment_methods (provider, method, behaviour) VALUES
 CREATE FUNCTION oms._test_provider(p_method text, p_command text, p_attempt integer)
 RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN CASE
@@ -107,6 +108,7 @@ CREATE FUNCTION oms._payment_request(p_payment oms.payments, p_command text, p_a
 									 p_attempt integer, p_correlation_id text)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_provider text := pg_catalog.current_setting('oms.payment_provider');
@@ -127,6 +129,7 @@ COMMENT ON FUNCTION oms._payment_request(oms.payments, text, bigint, integer, te
 CREATE FUNCTION oms._check_payment_method(p_method text)
 RETURNS void
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_method IS NULL THEN

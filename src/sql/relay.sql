@@ -18,6 +18,7 @@ RETURNS TABLE (id uuid, topic text, key text, value text, headers text[], aggreg
 LANGUAGE plpgsql STABLE
 -- A batch of wide rows is sorted per aggregate: keep the sort in memory.
 SET work_mem = '64MB'
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_topic text := pg_catalog.current_setting('oms.kafka_topic');
@@ -70,6 +71,7 @@ COMMENT ON FUNCTION oms._relay_claim(integer) IS
 CREATE FUNCTION oms._relay_settle(p_ids uuid[], p_errors text[], p_permanent boolean[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_published integer;
@@ -140,6 +142,7 @@ COMMENT ON FUNCTION oms._relay_settle(uuid[], text[], boolean[]) IS
 CREATE FUNCTION oms._relay_backlog()
 RETURNS TABLE (pending bigint, oldest_pending_age interval, backing_off bigint)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.count(*),
 		   pg_catalog.now() - pg_catalog.min(o.created_at),

@@ -14,6 +14,7 @@ CREATE FUNCTION oms._relay_shmem_status(
 	OUT last_publish_at		timestamptz,
 	OUT last_ack_latency_ms	double precision)
 RETURNS record
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_relay_shmem_status'
 LANGUAGE c VOLATILE STRICT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION oms._relay_shmem_status() IS

@@ -87,18 +87,22 @@ SELECT pg_catalog.pg_extension_config_dump('oms.dead_letters_id_seq', '');
 
 CREATE FUNCTION oms._saga_step_names(p_kind text)
 RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE p_kind
+BEGIN
+	RETURN CASE p_kind
 		WHEN 'fulfilment' THEN ARRAY['reserve', 'pay', 'confirm']
 		WHEN 'refund' THEN ARRAY['refund_payment', 'complete_refund']
 	END;
+END;
 $$;
 COMMENT ON FUNCTION oms._saga_step_names(text) IS 'The steps of each saga kind, in order';
 
 CREATE FUNCTION oms._start_saga(p_order_id uuid, p_kind text, p_refund_id uuid)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_id uuid;
@@ -120,9 +124,12 @@ COMMENT ON FUNCTION oms._start_saga(uuid, text, uuid) IS 'Creates a saga with it
 -- SQLSTATEs that mean "try again later".
 CREATE FUNCTION oms._is_transient(p_sqlstate text)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT p_sqlstate IN ('OM010', '40001', '40P01', '55P03');
+BEGIN
+	RETURN p_sqlstate IN ('OM010', '40001', '40P01', '55P03');
+END;
 $$;
 COMMENT ON FUNCTION oms._is_transient(text) IS
 	'True for transient failures: OM010, serialization failure, deadlock, lock not available';
@@ -131,6 +138,7 @@ COMMENT ON FUNCTION oms._is_transient(text) IS
 CREATE FUNCTION oms._backoff(p_attempt integer)
 RETURNS interval
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_delay interval := LEAST(pg_catalog.current_setting('oms.retry_max')::interval,
@@ -146,12 +154,15 @@ COMMENT ON FUNCTION oms._backoff(integer) IS
 CREATE FUNCTION oms._error_json(p_sqlstate text, p_message text, p_detail text, p_step oms.saga_steps,
 								p_attempt integer, p_now timestamptz)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+BEGIN
+	RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
 		'sqlstate', p_sqlstate, 'message', p_message, 'detail', NULLIF(p_detail, ''),
 		'step', p_step.name, 'attempt', p_attempt, 'at', p_now,
 		'transient', oms._is_transient(p_sqlstate)));
+END;
 $$;
 COMMENT ON FUNCTION oms._error_json(text, text, text, oms.saga_steps, integer, timestamptz) IS
 	'The structured error recorded for a failed step attempt';
@@ -160,12 +171,15 @@ COMMENT ON FUNCTION oms._error_json(text, text, text, oms.saga_steps, integer, t
 -- have their own limit.
 CREATE FUNCTION oms._step_timeout(p_step_name text)
 RETURNS interval
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT CASE WHEN pg_catalog.current_setting('oms.payment_provider') = 'kafka'
+BEGIN
+	RETURN CASE WHEN pg_catalog.current_setting('oms.payment_provider') = 'kafka'
 					 AND p_step_name IN ('pay', 'refund_payment')
 				THEN pg_catalog.current_setting('oms.payment_reply_timeout')::interval
 				ELSE pg_catalog.current_setting('oms.step_timeout')::interval END;
+END;
 $$;
 COMMENT ON FUNCTION oms._step_timeout(text) IS
 	'Time a waiting step may wait: oms.payment_reply_timeout for remote payments, else oms.step_timeout';
@@ -178,6 +192,7 @@ COMMENT ON FUNCTION oms._step_timeout(text) IS
 CREATE FUNCTION oms._step_pay(p_saga oms.sagas, p_step oms.saga_steps, p_now timestamptz)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_payment oms.payments;
@@ -220,6 +235,7 @@ COMMENT ON FUNCTION oms._step_pay(oms.sagas, oms.saga_steps, timestamptz) IS
 CREATE FUNCTION oms._step_confirm(p_saga oms.sagas)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM oms._move_reserved_stock(p_saga.order_id, 'held', 'consumed', -1);
@@ -234,6 +250,7 @@ COMMENT ON FUNCTION oms._step_confirm(oms.sagas) IS
 CREATE FUNCTION oms._step_refund_payment(p_saga oms.sagas, p_step oms.saga_steps)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_refund oms.refunds;
@@ -271,6 +288,7 @@ COMMENT ON FUNCTION oms._step_refund_payment(oms.sagas, oms.saga_steps) IS
 CREATE FUNCTION oms._step_complete_refund(p_saga oms.sagas)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_payment oms.payments;
@@ -302,6 +320,7 @@ COMMENT ON FUNCTION oms._step_complete_refund(oms.sagas) IS
 CREATE FUNCTION oms._run_step(p_saga oms.sagas, p_step oms.saga_steps, p_now timestamptz)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	CASE p_step.name
@@ -328,6 +347,7 @@ COMMENT ON FUNCTION oms._run_step(oms.sagas, oms.saga_steps, timestamptz) IS 'Ru
 CREATE FUNCTION oms._compensate_step(p_saga oms.sagas, p_step oms.saga_steps)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_payment oms.payments;
@@ -388,6 +408,7 @@ CREATE FUNCTION oms._start_compensation(p_saga oms.sagas, p_from_step integer, p
 										p_error jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	UPDATE oms.sagas AS s
@@ -404,6 +425,7 @@ COMMENT ON FUNCTION oms._start_compensation(oms.sagas, integer, text, jsonb, tim
 CREATE FUNCTION oms._finish_saga(p_saga oms.sagas, p_status oms.saga_status, p_outcome text, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	UPDATE oms.sagas AS s
@@ -425,6 +447,7 @@ COMMENT ON FUNCTION oms._finish_saga(oms.sagas, oms.saga_status, text, timestamp
 CREATE FUNCTION oms._step_failed(p_saga oms.sagas, p_step oms.saga_steps, p_error jsonb, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_order_status oms.order_status;
@@ -454,6 +477,7 @@ CREATE FUNCTION oms._step_retry(p_saga oms.sagas, p_step oms.saga_steps, p_error
 								p_compensating boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_at timestamptz := p_now + oms._backoff(CASE WHEN p_compensating THEN p_step.compensation_attempts
@@ -486,6 +510,7 @@ COMMENT ON FUNCTION oms._step_retry(oms.sagas, oms.saga_steps, jsonb, timestampt
 CREATE FUNCTION oms._advance_forward(p_saga oms.sagas, p_order oms.orders, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_step oms.saga_steps;
@@ -582,6 +607,7 @@ COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.orders, timestamptz) IS
 CREATE FUNCTION oms._compensation_stuck(p_saga oms.sagas, p_step oms.saga_steps, p_error jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_letter bigint;
@@ -608,6 +634,7 @@ COMMENT ON FUNCTION oms._compensation_stuck(oms.sagas, oms.saga_steps, jsonb) IS
 CREATE FUNCTION oms._advance_backward(p_saga oms.sagas, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_step oms.saga_steps;
@@ -716,6 +743,7 @@ CREATE FUNCTION oms._run_sagas(p_max integer, p_now timestamptz)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET oms.traceparent = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_units integer := 0;

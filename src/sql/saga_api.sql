@@ -159,7 +159,7 @@ BEGIN
 		RAISE EXCEPTION 'max_steps must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	PERFORM @extschema@.oms_release_expired_reservations();
+	PERFORM oms._release_expired_reservations();
 	RETURN oms._run_sagas(max_steps, clock_timestamp());
 END;
 $$;

@@ -16,6 +16,7 @@ COMMENT ON SCHEMA oms IS 'oms internals: orders, timeline, outbox, idempotency k
 -- the saga engine below.
 CREATE FUNCTION oms._traceparent_problem(p_value text)
 RETURNS text
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_traceparent_problem_sql'
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION oms._traceparent_problem(text) IS
@@ -23,6 +24,7 @@ COMMENT ON FUNCTION oms._traceparent_problem(text) IS
 
 CREATE FUNCTION oms._log(p_level text, p_event text, VARIADIC p_fields text[])
 RETURNS void
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_log_sql'
 LANGUAGE c VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION oms._log(text, text, text[]) IS

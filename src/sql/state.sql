@@ -4,13 +4,26 @@
 CREATE FUNCTION @extschema@.oms_transition_allowed(from_status oms.order_status, to_status oms.order_status)
 RETURNS boolean
 LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_transition_allowed';
 COMMENT ON FUNCTION @extschema@.oms_transition_allowed(oms.order_status, oms.order_status) IS
 	'True when the state machine allows an order to move from from_status to to_status';
 
+-- The same C function for oms's own code, which calls nothing in the
+-- extension's schema: its owner (often the database owner) can rename that
+-- schema and put another function in its place.
+CREATE FUNCTION oms._transition_allowed(p_from oms.order_status, p_to oms.order_status)
+RETURNS boolean
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_transition_allowed';
+COMMENT ON FUNCTION oms._transition_allowed(oms.order_status, oms.order_status) IS
+	'oms_transition_allowed for oms''s own code';
+
 CREATE FUNCTION @extschema@.oms_state_machine_dot()
 RETURNS text
 LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_state_machine_dot';
 COMMENT ON FUNCTION @extschema@.oms_state_machine_dot() IS
 	'The order state machine as a Graphviz digraph, generated from the C transition table';
@@ -18,12 +31,14 @@ COMMENT ON FUNCTION @extschema@.oms_state_machine_dot() IS
 CREATE FUNCTION oms._order_states(OUT status text, OUT initial boolean, OUT terminal boolean, OUT meaning text)
 RETURNS SETOF record
 LANGUAGE c STRICT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_order_states';
 COMMENT ON FUNCTION oms._order_states() IS 'The statuses of the C transition table';
 
 CREATE FUNCTION oms._order_transitions(OUT from_status text, OUT to_status text, OUT event text)
 RETURNS SETOF record
 LANGUAGE c STRICT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_order_transitions';
 COMMENT ON FUNCTION oms._order_transitions() IS 'The transitions of the C transition table';
 
@@ -42,6 +57,7 @@ COMMENT ON VIEW oms.order_transitions IS 'Every allowed order status transition 
 CREATE FUNCTION oms._order_status_guard()
 RETURNS trigger
 LANGUAGE c
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_order_status_guard';
 COMMENT ON FUNCTION oms._order_status_guard() IS
 	'Trigger: enforces the transition table on every write to oms.orders.status and maintains version';

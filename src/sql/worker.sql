@@ -4,6 +4,7 @@
 
 CREATE FUNCTION oms._notify_worker()
 RETURNS void
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_notify_worker'
 LANGUAGE c VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION oms._notify_worker() IS
@@ -20,10 +21,28 @@ RETURNS TABLE (
 	last_error		text,
 	last_error_at	timestamptz
 )
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_worker_status'
 LANGUAGE c VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.oms_worker_status() IS
 	'One row per database in oms.database_name: its worker''s pid (null when none runs), whether it runs, when it last looped, loops and units of work done since server start, and the last error a batch raised (kept until the next error)';
+
+-- The same C function for oms's own code (see oms._transition_allowed).
+CREATE FUNCTION oms._worker_status()
+RETURNS TABLE (
+	database		name,
+	pid				integer,
+	alive			boolean,
+	last_loop		timestamptz,
+	loops			bigint,
+	units			bigint,
+	last_error		text,
+	last_error_at	timestamptz
+)
+LANGUAGE c VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_worker_status';
+COMMENT ON FUNCTION oms._worker_status() IS 'oms_worker_status for oms''s own code';
 
 -- What the C worker calls once per batch (src/worker.c).
 CREATE FUNCTION oms._worker_tick(p_batch integer)
@@ -32,7 +51,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM @extschema@.oms_release_expired_reservations();
+	PERFORM oms._release_expired_reservations();
 	RETURN oms._run_sagas(p_batch, clock_timestamp());
 END;
 $$;
@@ -46,6 +65,7 @@ COMMENT ON FUNCTION oms._worker_tick(integer) IS
 CREATE FUNCTION oms._next_saga_due()
 RETURNS timestamptz
 LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.min(s.next_run_at) FROM oms.sagas AS s
 	WHERE s.status IN ('running', 'compensating') AND s.next_run_at > pg_catalog.clock_timestamp();
@@ -57,5 +77,6 @@ REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._next_saga_due() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_tick(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oms._notify_worker() TO oms_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_worker_status() TO oms_admin, oms_reader;
