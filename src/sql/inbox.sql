@@ -243,7 +243,8 @@ BEGIN
 	WHERE t.saga_id = v_saga.id AND t.step_no::text = split_part(v_correlation, ':', 2);
 	v_waiting := v_saga.id IS NOT NULL AND v_step.step_no = v_saga.step_no AND
 		CASE WHEN v_attempt LIKE 'c%'
-			 THEN v_saga.status = 'compensating' AND v_step.compensation_attempts::text = substr(v_attempt, 2)
+			 THEN v_saga.status = 'compensating' AND v_step.compensation_waiting
+				  AND v_step.compensation_attempts::text = substr(v_attempt, 2)
 			 ELSE v_saga.status = 'running' AND v_step.status = 'waiting' AND v_step.attempts::text = v_attempt
 		END;
 

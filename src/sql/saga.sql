@@ -58,9 +58,13 @@ CREATE TABLE oms.saga_steps (
 	first_started_at timestamptz,
 	completed_at timestamptz,
 	last_error	jsonb,
+	-- Last column: 0.2.0 added it (ALTER TABLE appends).
+	compensation_waiting boolean NOT NULL DEFAULT false,
 	PRIMARY KEY (saga_id, step_no)
 );
 COMMENT ON TABLE oms.saga_steps IS 'Steps of each saga: state, attempts, next attempt time, last error, timestamps';
+COMMENT ON COLUMN oms.saga_steps.compensation_waiting IS
+	'The compensation attempt compensation_attempts was sent to a remote provider and waits for its reply';
 
 CREATE TABLE oms.dead_letters (
 	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -612,7 +616,7 @@ AS $$
 DECLARE
 	v_letter bigint;
 BEGIN
-	UPDATE oms.saga_steps AS t SET last_error = p_error
+	UPDATE oms.saga_steps AS t SET last_error = p_error, compensation_waiting = false
 	WHERE t.saga_id = p_step.saga_id AND t.step_no = p_step.step_no;
 	UPDATE oms.sagas AS s SET status = 'stuck', error = p_error, updated_at = pg_catalog.now()
 	WHERE s.id = p_saga.id;
@@ -676,24 +680,32 @@ BEGIN
 		RETURN;
 	END IF;
 
-	-- A remote provider's answer to the compensation sent last time is run
-	-- under the same attempt; otherwise this is a new attempt, within the
-	-- same attempt budget as failures (a void nobody answers ends stuck).
-	IF v_step.compensation_attempts = 0 OR
-	   oms._reply_for(pg_catalog.format('%s:%s:c%s', p_saga.id, v_step.step_no,
-										v_step.compensation_attempts)) IS NULL THEN
+	-- A remote provider's answer to the compensation attempt that waits for
+	-- it is run under that attempt, once: whatever it says ends the attempt.
+	-- Anything else is a new attempt, with a new correlation id, within the
+	-- same budget as failures, so neither a void nobody answers nor one
+	-- answered "failed" again and again can go on forever: both end stuck.
+	IF NOT (v_step.compensation_waiting AND
+			oms._reply_for(pg_catalog.format('%s:%s:c%s', p_saga.id, v_step.step_no,
+											 v_step.compensation_attempts)) IS NOT NULL) THEN
 		IF v_step.compensation_attempts
 		   >= pg_catalog.current_setting('oms.max_attempts')::integer * (1 + v_step.replays) THEN
+			-- Only a wait can end here: a failed attempt at the limit is
+			-- stuck at once, with its own error (below).
 			PERFORM oms._compensation_stuck(p_saga, v_step,
 				oms._error_json('OM012', pg_catalog.format('compensation of step %s got no answer', v_step.name),
 								NULL, v_step, v_step.compensation_attempts, p_now)
 				|| pg_catalog.jsonb_build_object('compensation', true));
 			RETURN;
 		END IF;
-		UPDATE oms.saga_steps AS t SET compensation_attempts = t.compensation_attempts + 1
-		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
-		RETURNING * INTO v_step;
+		v_step.compensation_attempts := v_step.compensation_attempts + 1;
 	END IF;
+	-- Counted and no longer waiting in the same UPDATE that records how the
+	-- attempt ended (below, or in the retry and stuck paths).
+	UPDATE oms.saga_steps AS t
+	SET compensation_attempts = v_step.compensation_attempts, compensation_waiting = false
+	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
+	RETURNING * INTO v_step;
 
 	BEGIN
 		v_result := oms._compensate_step(p_saga, v_step);
@@ -714,6 +726,8 @@ BEGIN
 	END;
 
 	IF v_result = 'waiting' THEN
+		UPDATE oms.saga_steps AS t SET compensation_waiting = true
+		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
 		UPDATE oms.sagas AS s SET next_run_at = p_now + oms._step_timeout(v_step.name)
 		WHERE s.id = p_saga.id;
 		RETURN;
