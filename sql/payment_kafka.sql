@@ -104,5 +104,10 @@ SELECT t.err('SELECT oms_payment_result(NULL, ''approved'')');
 SELECT t.err('SELECT oms_payment_result(''x'', ''maybe'')');
 SELECT t.err('SELECT oms_payment_result(''x'', NULL)');
 SELECT t.err('SELECT oms_payment_result(''x'', ''approved'', ''[1]'')');
-SELECT oms_payment_result('no:such:command', 'approved') ->> 'result' AS unknown_correlation;
+-- An answer to a command oms never sent is refused, and leaves nothing:
+-- any caller could otherwise grow the inbox and the dead letters.
+SELECT (SELECT count(*) FROM oms.inbox) AS inbox_before, (SELECT count(*) FROM oms.dead_letters) AS letters_before \gset
+SELECT t.err('SELECT oms_payment_result(''no:such:command'', ''approved'')');
+SELECT (SELECT count(*) FROM oms.inbox) - :inbox_before AS inbox_rows_added,
+	   (SELECT count(*) FROM oms.dead_letters) - :letters_before AS dead_letters_added;
 RESET oms.payment_provider;

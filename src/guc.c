@@ -37,6 +37,20 @@ int			oms_max_order_items = 1000;
 int			oms_max_item_quantity = 1000000;
 
 /*
+ * Largest metadata of an order, as JSON text.  Metadata travels in every
+ * event of its order, so the ceiling keeps the largest order far below
+ * what the relay can publish (see oms._check_publishable).
+ */
+static int	oms_max_metadata_bytes = 16384;
+
+/*
+ * Most payment replies that could not be applied kept as open dead letters
+ * (with their inbox rows); further ones are only counted.  Anyone who can
+ * write to the replies topic can send them.
+ */
+static int	oms_max_rejected_replies = 10000;
+
+/*
  * oms.database_name: comma-separated databases the background worker
  * serves, one worker each.  Read by the postmaster when it sizes shared
  * memory, hence PGC_POSTMASTER.  An empty list starts no worker at all.
@@ -201,6 +215,22 @@ oms_define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("oms.max_metadata_bytes",
+							"Largest metadata of an order, as JSON text.",
+							"oms_create_order refuses larger metadata with SQLSTATE 54000.",
+							&oms_max_metadata_bytes,
+							16384, 256, 262144,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.max_rejected_replies",
+							"Most payment replies that could not be applied kept as open dead letters.",
+							"Further rejected replies are counted in oms_inbox_replies_total but not stored.",
+							&oms_max_rejected_replies,
+							10000, 0, 100000000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
 	DefineCustomBoolVariable("oms.restoring",
 							 "Accepts orders inserted in any status, for restoring a dump.",
 							 "While on, inserted orders keep the status and version they carry. "

@@ -20,13 +20,14 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "common/jsonapi.h"
+#include "nodes/pg_list.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/jsonfuncs.h"
 #include "utils/numeric.h"
 
 #include "oms.h"
-
-#define SKU_MAX_CHARS 100
 
 typedef struct PricedItem
 {
@@ -111,8 +112,8 @@ item_integer(JsonbValue *v, int position, const char *field, int64 min, int64 ma
 static char *
 item_sku(JsonbValue *v, int position)
 {
-	char	   *sku;
-	int			chars;
+	const char *problem;
+	int			sqlstate;
 
 	if (v->type != jbvString)
 		ereport(ERROR,
@@ -120,22 +121,17 @@ item_sku(JsonbValue *v, int position)
 				 errmsg("invalid order item %d", position),
 				 errdetail("Field \"sku\" must be a JSON string, not %s.", jsonb_type_name(v))));
 
-	sku = pnstrdup(v->val.string.val, v->val.string.len);
-	chars = pg_mbstrlen_with_len(sku, v->val.string.len);
-	if (chars == 0 || chars > SKU_MAX_CHARS)
+	/* The same rule as every other SKU argument (src/input.c). */
+	problem = oms_identifier_problem("Field \"sku\"", v->val.string.val, v->val.string.len,
+									 OMS_SKU_MAX_CHARS, &sqlstate);
+	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid order item %d", position),
-				 errdetail("Field \"sku\" must have 1 to %d characters, got %d.",
-						   SKU_MAX_CHARS, chars)));
-	for (const char *c = sku; *c; c++)
-	{
-		if ((unsigned char) *c < 0x20 || *c == 0x7f)
-			bad_item(position, "Field \"sku\" must not contain control characters.", NULL);
-	}
-	if (isspace((unsigned char) sku[0]) || isspace((unsigned char) sku[strlen(sku) - 1]))
-		bad_item(position, "Field \"sku\" must not start or end with white space, got \"%s\".", sku);
-	return sku;
+				 errdetail_internal("%s", problem),
+				 errhint("A SKU has 1 to %d characters, no control characters and no white space at either end.",
+						 OMS_SKU_MAX_CHARS)));
+	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
 /* One element of the items array: an object with exactly sku, quantity, unit_price. */
@@ -265,6 +261,105 @@ priced_items_jsonb(PricedItem *items, int count, int64 total)
 	appendStringInfo(&buf, "], \"total\": " INT64_FORMAT "}", total);
 
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/*
+ * Duplicate field names in the items' objects, found while the text is
+ * parsed: jsonb keeps only the last of them, so {"sku": "A", "sku": "B"}
+ * would silently become "B".
+ */
+typedef struct ItemFields
+{
+	int			depth;			/* nesting depth of the parser */
+	bool		root_is_array;
+	int			position;		/* 1-based element of the root array */
+	List	   *names;			/* field names of the current item */
+} ItemFields;
+
+static void
+fields_array_start(void *state)
+{
+	ItemFields *f = (ItemFields *) state;
+
+	if (++f->depth == 1)
+		f->root_is_array = true;
+}
+
+static void
+fields_object_start(void *state)
+{
+	ItemFields *f = (ItemFields *) state;
+
+	if (++f->depth == 2)
+		f->names = NIL;
+}
+
+static void
+fields_end(void *state)
+{
+	((ItemFields *) state)->depth--;
+}
+
+static void
+fields_element_start(void *state, bool isnull)
+{
+	ItemFields *f = (ItemFields *) state;
+
+	if (f->depth == 1)
+		f->position++;
+}
+
+static void
+fields_field_start(void *state, char *fname, bool isnull)
+{
+	ItemFields *f = (ItemFields *) state;
+	ListCell   *lc;
+
+	if (f->depth != 2 || !f->root_is_array)
+		return;
+	foreach(lc, f->names)
+	{
+		if (strcmp(lfirst(lc), fname) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid order item %d", f->position),
+					 errdetail("Field \"%s\" appears more than once.", fname),
+					 errhint("An item has exactly the fields sku, quantity and unit_price, each once.")));
+	}
+	f->names = lappend(f->names, fname);
+}
+
+PG_FUNCTION_INFO_V1(oms_items_from_text);
+
+/*
+ * oms._items_from_text(items text) RETURNS jsonb
+ *
+ * The items document as the caller wrote it, checked for duplicate field
+ * names in its items, as jsonb.  Invalid JSON raises 22P02 like a cast.
+ */
+Datum
+oms_items_from_text(PG_FUNCTION_ARGS)
+{
+	text	   *items = PG_GETARG_TEXT_PP(0);
+	JsonLexContext *lex;
+	JsonSemAction sem = {0};
+	ItemFields	fields = {0};
+	JsonParseErrorType result;
+
+	lex = makeJsonLexContextCstringLen(VARDATA_ANY(items), VARSIZE_ANY_EXHDR(items),
+									   GetDatabaseEncoding(), true);
+	sem.semstate = &fields;
+	sem.array_start = fields_array_start;
+	sem.array_end = fields_end;
+	sem.object_start = fields_object_start;
+	sem.object_end = fields_end;
+	sem.array_element_start = fields_element_start;
+	sem.object_field_start = fields_field_start;
+	result = pg_parse_json(lex, &sem);
+	if (result != JSON_SUCCESS)
+		json_ereport_error(result, lex);
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(items))));
 }
 
 PG_FUNCTION_INFO_V1(oms_price_items);

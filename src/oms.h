@@ -239,6 +239,11 @@ extern void oms_shmem_inbox_note_failure(int slotno, const char *message);
 extern void oms_shmem_inbox_note_error(int slotno, const char *message);
 extern void oms_shmem_inbox_set_lag(int slotno, int partitions, int64 lag, TimestampTz now);
 
+/* input.c: the identifier rule of the API (see docs/api.md, "Identifiers") */
+#define OMS_SKU_MAX_CHARS 100
+extern const char *oms_identifier_problem(const char *what, const char *value, int len,
+										  int max_chars, int *sqlstate);
+
 /* guc.c: remote payment provider */
 extern char *oms_kafka_payment_replies_topic;
 extern char *oms_kafka_consumer_group;

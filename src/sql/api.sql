@@ -4,6 +4,70 @@
 -- SECURITY DEFINER so that applications need EXECUTE only, never direct
 -- table privileges; search_path is pinned and every name is qualified.
 
+/*
+ * The body of both oms_create_order functions (items as jsonb, and items as
+ * text, where duplicate fields can still be seen).
+ */
+CREATE FUNCTION oms._create_order(p_customer_id text, p_items jsonb, p_currency text,
+								  p_idempotency_key text, p_metadata jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_priced jsonb;
+	v_order oms.orders;
+	v_document jsonb;
+	v_hash bytea;
+BEGIN
+	PERFORM oms._check_identifier('customer_id', p_customer_id, 255);
+	IF p_items IS NULL THEN
+		RAISE EXCEPTION 'items must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM oms._currency_exponent(p_currency);
+	PERFORM oms._check_json_argument('metadata', p_metadata,
+									 current_setting('oms.max_metadata_bytes')::integer);
+	IF p_idempotency_key IS NOT NULL THEN
+		PERFORM oms._check_idempotency_key(p_idempotency_key);
+	END IF;
+	-- The request is identified by its priced, normalized items, so that
+	-- 2 and 2.0 or reordered keys are the same request.
+	v_priced := oms._price_items(p_items);
+
+	IF p_idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency, p_metadata));
+		v_document := oms._idempotency_begin(p_idempotency_key, 'oms_create_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
+	VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
+	RETURNING * INTO v_order;
+
+	INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
+	SELECT v_order.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
+	FROM jsonb_to_recordset(v_priced -> 'items')
+		AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint);
+
+	v_document := oms._order_document(v_order, v_priced -> 'items');
+	PERFORM oms._check_publishable(v_document);
+	PERFORM oms._record_change(v_order, 'order.created', NULL,
+		jsonb_build_object('total', v_order.total, 'currency', v_order.currency,
+						   'item_count', jsonb_array_length(v_priced -> 'items'),
+						   'idempotency_key', p_idempotency_key),
+		v_document);
+
+	IF p_idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(p_idempotency_key, 'oms_create_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION oms._create_order(text, jsonb, text, text, jsonb) IS
+	'Creates a pending order: the body of both oms_create_order functions';
+
 CREATE FUNCTION @extschema@.oms_create_order(
 	customer_id text,
 	items jsonb,
@@ -15,71 +79,36 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	v_priced jsonb;
-	v_order oms.orders;
-	v_document jsonb;
-	v_hash bytea;
 BEGIN
-	-- Checks are inlined as cheap conditions on the hot path; the helpers
-	-- run only to raise the precise error.
-	IF oms_create_order.customer_id IS NULL OR length(oms_create_order.customer_id) > 255
-	   OR oms_create_order.customer_id ~ '^[[:space:]]*$' THEN
-		PERFORM oms._check_text_argument('customer_id', oms_create_order.customer_id, 255);
-	END IF;
-	IF oms_create_order.items IS NULL THEN
-		RAISE EXCEPTION 'items must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	PERFORM oms._currency_exponent(oms_create_order.currency);
-	IF oms_create_order.metadata IS NULL THEN
-		RAISE EXCEPTION 'metadata must not be null' USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF jsonb_typeof(oms_create_order.metadata) <> 'object' THEN
-		RAISE EXCEPTION 'metadata must be a JSON object'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('Got a JSON %s.', jsonb_typeof(oms_create_order.metadata));
-	END IF;
-	IF length(oms_create_order.idempotency_key) NOT BETWEEN 1 AND 255 THEN
-		PERFORM oms._check_idempotency_key(oms_create_order.idempotency_key);
-	END IF;
-	-- The request is identified by its priced, normalized items, so that
-	-- 2 and 2.0 or reordered keys are the same request.
-	v_priced := oms._price_items(oms_create_order.items);
-
-	IF oms_create_order.idempotency_key IS NOT NULL THEN
-		v_hash := oms._request_hash(jsonb_build_array(oms_create_order.customer_id, v_priced -> 'items',
-													  oms_create_order.currency, oms_create_order.metadata));
-		v_document := oms._idempotency_begin(oms_create_order.idempotency_key, 'oms_create_order', v_hash);
-		IF v_document IS NOT NULL THEN
-			RETURN v_document;
-		END IF;
-	END IF;
-
-	INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
-	VALUES (oms_create_order.customer_id, oms_create_order.currency,
-			(v_priced ->> 'total')::bigint, oms_create_order.metadata, 1, 1)
-	RETURNING * INTO v_order;
-
-	INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
-	SELECT v_order.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
-	FROM jsonb_to_recordset(v_priced -> 'items')
-		AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint);
-
-	v_document := oms._order_document(v_order, v_priced -> 'items');
-	PERFORM oms._record_change(v_order, 'order.created', NULL,
-		jsonb_build_object('total', v_order.total, 'currency', v_order.currency,
-						   'item_count', jsonb_array_length(v_priced -> 'items'),
-						   'idempotency_key', oms_create_order.idempotency_key),
-		v_document);
-
-	IF oms_create_order.idempotency_key IS NOT NULL THEN
-		PERFORM oms._idempotency_finish(oms_create_order.idempotency_key, 'oms_create_order', v_hash, v_document);
-	END IF;
-	RETURN v_document;
+	RETURN oms._create_order(oms_create_order.customer_id, oms_create_order.items, oms_create_order.currency,
+							 oms_create_order.idempotency_key, oms_create_order.metadata);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_create_order(text, jsonb, text, text, jsonb) IS
 	'Creates a pending order from items [{sku, quantity, unit_price}] and returns the order document';
+
+-- Items as text: what a literal or an untyped driver parameter becomes.
+-- jsonb keeps only the last of duplicate fields; here they are refused
+-- before that happens.
+CREATE FUNCTION @extschema@.oms_create_order(
+	customer_id text,
+	items text,
+	currency text DEFAULT 'USD',
+	idempotency_key text DEFAULT NULL,
+	metadata jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN oms._create_order(oms_create_order.customer_id, oms._items_from_text(oms_create_order.items),
+							 oms_create_order.currency, oms_create_order.idempotency_key,
+							 oms_create_order.metadata);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_create_order(text, text, text, text, jsonb) IS
+	'Creates a pending order from items as JSON text (duplicate fields in an item are refused) and returns the order document';
 
 CREATE FUNCTION @extschema@.oms_get_order(order_id uuid)
 RETURNS jsonb

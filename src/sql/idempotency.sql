@@ -27,12 +27,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass NULL for a call without an idempotency key.';
 	END IF;
-	IF pg_catalog.length(p_key) > 255 THEN
-		RAISE EXCEPTION 'idempotency key is too long'
-			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = pg_catalog.format('An idempotency key has at most 255 characters, got %s.',
-											 pg_catalog.length(p_key));
-	END IF;
+	PERFORM oms._check_identifier('idempotency_key', p_key, 255);
 END;
 $$;
 COMMENT ON FUNCTION oms._check_idempotency_key(text) IS 'Validates an idempotency key';

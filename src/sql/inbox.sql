@@ -107,6 +107,13 @@ $$;
 COMMENT ON FUNCTION oms._kafka_provider(oms.payments, text, bigint, text) IS
 	'Remote provider: answers with the recorded reply, or sends the command once and answers pending';
 
+/*
+ * Anyone who can write to the replies topic can send replies that cannot
+ * be applied, so their record is bounded: at most oms.max_rejected_replies
+ * open "reply" dead letters (with their inbox rows).  Past that a rejected
+ * reply is counted (oms_inbox_replies_total{result="rejected"}) but not
+ * stored; the line that reaches the limit says so once.
+ */
 CREATE FUNCTION oms._reject_reply(p_message_id text, p_reason text, p_body text, p_correlation_id text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -114,7 +121,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_letter bigint;
+	v_max integer := pg_catalog.current_setting('oms.max_rejected_replies')::integer;
+	v_open integer;
 BEGIN
+	SELECT pg_catalog.count(*) INTO v_open
+	FROM (SELECT FROM oms.dead_letters AS d WHERE d.kind = 'reply' AND d.status = 'open' LIMIT v_max) AS l;
+	IF v_open >= v_max THEN
+		DELETE FROM oms.inbox AS i WHERE i.message_id = p_message_id;
+		RETURN 'rejected';
+	END IF;
+	IF v_open + 1 = v_max THEN
+		PERFORM oms._log('warning', 'payment_reply_records_full', 'limit', v_max::text,
+						 'message', 'further rejected payment replies are counted, not stored');
+	END IF;
 	UPDATE oms.inbox AS i SET result = 'rejected', correlation_id = p_correlation_id
 	WHERE i.message_id = p_message_id;
 	INSERT INTO oms.dead_letters (kind, step, error, payload)
@@ -184,13 +203,13 @@ BEGIN
 								 p_body, v_correlation);
 	END IF;
 
-	-- The same answer under another message id has no second effect.
+	-- The same answer under another message id has no second effect, and
+	-- leaves no row: a redelivery of it is judged again, to the same end, so
+	-- the inbox keeps one row per reply that had an effect.
 	IF oms._reply_for(v_correlation) IS NOT NULL OR
 	   EXISTS (SELECT FROM oms.inbox AS i
 			   WHERE i.correlation_id = v_correlation AND i.result = 'late' AND i.outcome = v_outcome) THEN
-		UPDATE oms.inbox AS i SET result = 'duplicate', correlation_id = v_correlation, outcome = v_outcome,
-			body = v_body
-		WHERE i.message_id = v_id;
+		DELETE FROM oms.inbox AS i WHERE i.message_id = v_id;
 		RETURN 'duplicate';
 	END IF;
 
@@ -303,16 +322,21 @@ AS $$
 DECLARE
 	v_result text;
 BEGIN
-	PERFORM oms._check_text_argument('correlation_id', oms_payment_result.correlation_id, 255);
+	PERFORM oms._check_identifier('correlation_id', oms_payment_result.correlation_id, 255);
 	PERFORM oms._check_not_null('outcome', oms_payment_result.outcome);
 	IF oms_payment_result.outcome NOT IN ('approved', 'declined', 'failed') THEN
 		RAISE EXCEPTION 'invalid payment outcome "%"', left(oms_payment_result.outcome, 100)
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The outcome is approved, declined or failed.';
 	END IF;
-	PERFORM oms._check_not_null('details', oms_payment_result.details);
-	IF jsonb_typeof(oms_payment_result.details) <> 'object' THEN
-		RAISE EXCEPTION 'details must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+	PERFORM oms._check_json_argument('details', oms_payment_result.details, 4096);
+	-- Only answers to commands oms sent: anything else would leave a row
+	-- per call, and any caller could grow the tables without bound.
+	IF NOT EXISTS (SELECT FROM oms.payment_commands AS c
+				   WHERE c.correlation_id = oms_payment_result.correlation_id) THEN
+		RAISE EXCEPTION 'payment command "%" does not exist', oms_payment_result.correlation_id
+			USING ERRCODE = 'no_data_found',
+				  DETAIL = 'No payment command was sent with this correlation id, or it was pruned.';
 	END IF;
 	-- The same result twice is one message: the inbox dedupes it.
 	v_result := oms._apply_payment_reply(

@@ -219,7 +219,7 @@ AS $$
 DECLARE
 	v_row oms.stock;
 BEGIN
-	PERFORM oms._check_text_argument('sku', oms_set_stock.sku, 100);
+	PERFORM oms._check_identifier('sku', oms_set_stock.sku, 100);
 	PERFORM oms._check_not_null('on_hand', oms_set_stock.on_hand);
 	-- Lock the SKU (or the slot it will take) before checking reservations.
 	INSERT INTO oms.stock AS s (sku, on_hand) VALUES (oms_set_stock.sku, 0)
@@ -244,7 +244,7 @@ AS $$
 DECLARE
 	v_row oms.stock;
 BEGIN
-	PERFORM oms._check_text_argument('sku', oms_adjust_stock.sku, 100);
+	PERFORM oms._check_identifier('sku', oms_adjust_stock.sku, 100);
 	PERFORM oms._check_not_null('delta', oms_adjust_stock.delta);
 	SELECT * INTO v_row FROM oms.stock AS s WHERE s.sku = oms_adjust_stock.sku FOR UPDATE;
 	IF NOT FOUND THEN

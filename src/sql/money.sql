@@ -172,6 +172,14 @@ AS 'MODULE_PATHNAME', 'oms_price_items';
 COMMENT ON FUNCTION oms._price_items(jsonb) IS
 	'Validates an items array and returns it priced: line totals and the order total, overflow-checked';
 
+CREATE FUNCTION oms._items_from_text(p_items text)
+RETURNS jsonb
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_items_from_text';
+COMMENT ON FUNCTION oms._items_from_text(text) IS
+	'An items document given as JSON text, as jsonb, after refusing items that name a field twice (22023)';
+
 -- Validates a currency code and returns its exponent.
 CREATE FUNCTION oms._currency_exponent(p_currency text)
 RETURNS smallint

@@ -8,30 +8,36 @@
 -- PUBLIC.  Helpers are PL/pgSQL, which caches plans per session (a SQL
 -- function with a SET clause is planned on every call).
 
--- NULL, empty and over-long text arguments, each with its own SQLSTATE.
-CREATE FUNCTION oms._check_text_argument(p_name text, p_value text, p_max_chars integer)
+-- The identifier rule of the API (src/input.c, docs/api.md "Identifiers"):
+-- 22004 for NULL, 22001 when longer than p_max_chars, 22023 when empty or
+-- with a control character or white space at either end.
+CREATE FUNCTION oms._check_identifier(p_name text, p_value text, p_max_chars integer)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF p_value IS NULL THEN
-		RAISE EXCEPTION '% must not be null', p_name
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF p_value ~ '^[[:space:]]*$' THEN
-		RAISE EXCEPTION '% must not be empty', p_name
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF pg_catalog.length(p_value) > p_max_chars THEN
-		RAISE EXCEPTION '% is too long', p_name
-			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = pg_catalog.format('%s has at most %s characters, got %s.', p_name, p_max_chars, pg_catalog.length(p_value));
-	END IF;
-END;
-$$;
-COMMENT ON FUNCTION oms._check_text_argument(text, text, integer) IS
-	'Raises 22004 for NULL, 22023 for empty and 22001 for over-long text arguments';
+AS 'MODULE_PATHNAME', 'oms_check_identifier';
+COMMENT ON FUNCTION oms._check_identifier(text, text, integer) IS
+	'Raises 22004 for NULL, 22001 for too long, 22023 for an identifier that is empty, has a control character or white space at either end';
+
+-- Free-form JSON arguments: 22004 for NULL, 22023 when not an object,
+-- 54000 when over p_max_bytes as JSON text or nested deeper than 32 levels.
+CREATE FUNCTION oms._check_json_argument(p_name text, p_value jsonb, p_max_bytes integer)
+RETURNS void
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_check_json_argument';
+COMMENT ON FUNCTION oms._check_json_argument(text, jsonb, integer) IS
+	'Raises 22004 for NULL, 22023 for a non-object, 54000 for a JSON object over p_max_bytes as text or nested deeper than 32 levels';
+
+-- 54000 when the events of an order could not be published
+-- (src/input.c): checked when the order is created.
+CREATE FUNCTION oms._check_publishable(p_document jsonb)
+RETURNS void
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_check_publishable';
+COMMENT ON FUNCTION oms._check_publishable(jsonb) IS
+	'Raises 54000 when an order document leaves too little room in oms.kafka_max_message_bytes for its events';
 
 CREATE FUNCTION oms._check_not_null(p_name text, p_value anyelement)
 RETURNS void

@@ -44,6 +44,7 @@ GRANT USAGE ON SCHEMA oms TO oms_app, oms_reader, oms_admin;
 
 GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_create_order(text, jsonb, text, text, jsonb),
+	@extschema@.oms_create_order(text, text, text, text, jsonb),
 	@extschema@.oms_get_order(uuid),
 	@extschema@.oms_cancel_order(uuid, text, text),
 	@extschema@.oms_pay_order(uuid, text, text),
