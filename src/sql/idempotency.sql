@@ -1,17 +1,17 @@
 -- idempotency.sql: idempotency keys for the oms_* API.
 --
--- A key names one request.  A call with a key first takes a transaction
--- advisory lock on the key, so a concurrent call with the same key waits
--- until the first commits (then it finds the stored response and replays
--- it) or rolls back (then it proceeds as a first call).  The key row is
--- written together with the response at the end of the call, so a failed
--- call stores nothing and the key stays free for a corrected retry.
+-- A key names one request.  A call with a key first claims it by inserting
+-- its row, without a response yet; the work follows, then the response is
+-- stored in the same row.  A concurrent call with the same key finds the
+-- row's insert in progress and waits for that transaction, on the row (a
+-- transaction lock, not a lock-table entry per key, so one transaction may
+-- use any number of keys): after a commit it replays the stored response,
+-- after a rollback its own insert goes through and it proceeds as a first
+-- call.  A call that fails takes its claim with it, so the key stays free
+-- for a corrected retry.
 --
--- Internal helpers in this file run only inside the SECURITY DEFINER API
--- functions, whose pinned search_path they inherit; they carry no SET
--- clause of their own, which keeps the hot path cheap.  None is executable
--- by PUBLIC.  Helpers that run statements are PL/pgSQL, which caches their
--- plans per session; a SQL-language function would plan them on every call.
+-- Helpers that run statements are PL/pgSQL, which caches their plans per
+-- session.  None is executable by PUBLIC.
 
 CREATE FUNCTION oms._check_idempotency_key(p_key text)
 RETURNS void
@@ -44,9 +44,9 @@ $$;
 COMMENT ON FUNCTION oms._request_hash(jsonb) IS
 	'Hash identifying a request: its arguments as canonical jsonb text';
 
--- Returns the stored response when the key was already used for the same
--- request, or NULL when this call must do the work.  Raises OM001 when
--- the key was used for another request.
+-- Claims a key for this call and returns NULL, or returns the stored
+-- response when the key was already used for the same request.  Raises
+-- OM001 when the key was used for another request.
 CREATE FUNCTION oms._idempotency_begin(p_key text, p_function text, p_hash bytea)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -58,14 +58,21 @@ BEGIN
 	IF p_key IS NULL THEN
 		RETURN NULL;
 	END IF;
-	-- Two-key form with a fixed first key, to stay out of the way of the
-	-- application's own single-key advisory locks.
-	PERFORM pg_catalog.pg_advisory_xact_lock(7302515, pg_catalog.hashtext(p_key));
-
-	SELECT * INTO v_row FROM oms.idempotency_keys AS k WHERE k.key = p_key;
-	IF NOT FOUND OR v_row.expires_at <= pg_catalog.now() THEN
+	-- An expired key is free again: its row is taken over.  Under
+	-- REPEATABLE READ or SERIALIZABLE a claim this transaction cannot see
+	-- makes this fail with 40001, so two calls never both take effect.
+	INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
+	VALUES (p_key, p_function, p_hash, NULL, pg_catalog.now(),
+			pg_catalog.now() + pg_catalog.current_setting('oms.idempotency_ttl')::interval)
+	ON CONFLICT (key) DO UPDATE
+		SET function_name = excluded.function_name, request_hash = excluded.request_hash,
+			response = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at
+		WHERE k.expires_at <= pg_catalog.now();
+	IF FOUND THEN
 		RETURN NULL;
 	END IF;
+
+	SELECT * INTO v_row FROM oms.idempotency_keys AS k WHERE k.key = p_key;
 	IF v_row.function_name <> p_function OR v_row.request_hash <> p_hash THEN
 		RAISE EXCEPTION 'idempotency key "%" was already used for a different request', p_key
 			USING ERRCODE = 'OM001',
@@ -74,33 +81,30 @@ BEGIN
 								ELSE pg_catalog.format('The key was first used by %s with other arguments.', p_function) END,
 				  HINT = 'Use a new idempotency key for a new request.';
 	END IF;
+	IF v_row.response IS NULL THEN
+		-- Only this very call could hold an unanswered claim of its own.
+		RAISE EXCEPTION 'idempotency key "%" is in use by this transaction', p_key
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
 	RETURN v_row.response;
 END;
 $$;
 COMMENT ON FUNCTION oms._idempotency_begin(text, text, bytea) IS
-	'Locks an idempotency key and returns the stored response of an earlier identical call, if any';
+	'Claims an idempotency key (waiting for a concurrent claim to end) or returns the stored response of an earlier identical call';
 
--- Stores the response under the key.  An expired row for the key is
--- replaced.  Under REPEATABLE READ or SERIALIZABLE a winner this
--- transaction cannot see makes the insert fail with 40001, so two calls
--- never both take effect.
+-- Stores the response of the call that claimed the key.
 CREATE FUNCTION oms._idempotency_finish(p_key text, p_function text, p_hash bytea, p_response jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
-	VALUES (p_key, p_function, p_hash, p_response, pg_catalog.now(),
-			pg_catalog.now() + pg_catalog.current_setting('oms.idempotency_ttl')::interval)
-	ON CONFLICT (key) DO UPDATE
-		SET function_name = excluded.function_name, request_hash = excluded.request_hash,
-			response = excluded.response, created_at = excluded.created_at, expires_at = excluded.expires_at
-		WHERE k.expires_at <= pg_catalog.now();
+	UPDATE oms.idempotency_keys AS k SET response = p_response
+	WHERE k.key = p_key AND k.function_name = p_function AND k.request_hash = p_hash;
 END;
 $$;
 COMMENT ON FUNCTION oms._idempotency_finish(text, text, bytea, jsonb) IS
-	'Stores the response of a call under its idempotency key';
+	'Stores the response of a call under the idempotency key it claimed';
 
 CREATE FUNCTION oms._purge_idempotency_keys()
 RETURNS bigint
