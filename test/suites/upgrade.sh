@@ -261,11 +261,16 @@ fill_database() {
 		wt_not_ok "fill.sql made orders with the ${CHAIN[0]} API" "$out"
 		return 1
 	fi
-	local wrong pending
+	local wrong pending expected statuses all_statuses
 	wrong=$(wrong_statuses before)
+	statuses=$(wt_sql "$DB" "SELECT count(DISTINCT status) FROM oms.orders")
+	all_statuses=$(wt_sql "$DB" "SELECT cardinality(enum_range(NULL::oms.order_status))")
 	pending=$(wt_sql "$DB" "SELECT count(*) FROM oms.outbox")
-	wt_check "filled: every status ($(wt_sql "$DB" "SELECT count(DISTINCT status) FROM oms.orders") of 8), $(in_flight) sagas in flight ($(wt_sql "$DB" "SELECT string_agg(DISTINCT kind || ' ' || status, ', ') FROM oms.sagas WHERE status IN ('running', 'compensating')")), $pending events in the outbox" \
-		"$([[ -z "$wrong" && "$(in_flight)" == 7 && "$pending" -gt 0 ]] && echo 0 || echo 1)" "$wrong" "$(sagas_summary)"
+	# One saga in flight per order that has still to change its status.
+	expected=$(wt_sql "$DB" "SELECT count(*) FROM public.upgrade_expect WHERE before <> after")
+	wt_check "filled: every status ($statuses of $all_statuses), $(in_flight) sagas in flight ($(wt_sql "$DB" "SELECT string_agg(DISTINCT kind || ' ' || status, ', ') FROM oms.sagas WHERE status IN ('running', 'compensating')")), $pending events in the outbox" \
+		"$([[ -z "$wrong" && "$statuses" == "$all_statuses" && "$(in_flight)" == "$expected" && "$pending" -gt 0 ]] && echo 0 || echo 1)" \
+		"$wrong" "expected $expected sagas in flight" "$(sagas_summary)"
 }
 
 # Nothing may move while the SQL is older than the library: not a saga,
