@@ -27,12 +27,14 @@
 #   6. A malformed sasl.oauthbearer.config: librdkafka's own error quotes
 #      the value; oms logs and stores it [redacted].
 #   7. ALTER SYSTEM SET oms.kafka_config with sasl.password fails with a
-#      clear error and writes nothing to postgresql.auto.conf.
-#   8. None of the file's secrets is in the server log, pg_settings (every
-#      column, read as superuser), pg_file_settings, postgresql.auto.conf,
-#      pg_stat_activity, or the output of any status, health or metrics
-#      function; the refused ALTER SYSTEM value only in the STATEMENT line
-#      PostgreSQL logs for a failed statement.
+#      clear error and writes nothing to postgresql.auto.conf; the same
+#      in postgresql.conf is refused at reload.
+#   8. None of the file's secrets (nor the one in postgresql.conf) is in
+#      the server log, pg_settings (every column, read as superuser),
+#      pg_file_settings, postgresql.auto.conf, pg_stat_activity, or the
+#      output of any status, health or metrics function; the refused ALTER
+#      SYSTEM value only in the STATEMENT line PostgreSQL logs for a failed
+#      statement.
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -61,7 +63,9 @@ S_PASS2=$(secret Zq)
 S_OAUTH=$(secret Zo)
 S_PASTED=$(secret Zx)
 S_ALTER=$(secret Za)
-FILE_SECRETS=("$S_USER" "$S_PASS" "$S_KEY" "$S_PASS2" "$S_OAUTH" "$S_PASTED")
+S_CONF=$(secret Zc)
+# Never to be seen: the file's secrets, and one refused in postgresql.conf.
+SECRETS=("$S_USER" "$S_PASS" "$S_KEY" "$S_PASS2" "$S_OAUTH" "$S_PASTED" "$S_CONF")
 
 oms_kafka_start --topic "$TOPIC" --partitions 1
 for t in oms.sync-1 oms.sync-2 oms.payment-replies; do oms_kafka_cmd "create $t 1" >/dev/null; done
@@ -247,6 +251,12 @@ reload
 quoted() { grep 'event=kafka_error' "$WT_LOG" | grep -qE 'Unrecognized sasl.oauthbearer.config beginning at: ?\[redacted\]"'; }
 wt_check "librdkafka's OAUTHBEARER error quoting the malformed sasl.oauthbearer.config is logged [redacted]" \
 	"$(wt_wait_until 60 quoted && echo 0 || echo 1)" "$(grep 'event=kafka_error' "$WT_LOG" | tail -n 3)"
+stored() {
+	local re='Unrecognized sasl\.oauthbearer\.config beginning at: ?\[redacted\]$'
+	[[ "$(consumer_error)" =~ $re ]]
+}
+wt_check "the same error is stored [redacted] as the reply consumer's last_error" \
+	"$(wt_wait_until 30 stored && echo 0 || echo 1)" "$(consumer_error)"
 write_props postgres 0600 <<<"$GOOD"
 reload
 wt_check "back to the good file: publishing resumes" "$(wt_wait_until 60 published && echo 0 || echo 1)"
@@ -263,11 +273,20 @@ stmt_only=$(grep -F "$S_ALTER" "$WT_LOG" | grep -vc 'STATEMENT:' || true)
 wt_check "the refused value reaches the server log only in PostgreSQL's STATEMENT line of the failed statement" \
 	"$([[ "$stmt_only" == 0 ]] && echo 0 || echo 1)" "$(grep -F "$S_ALTER" "$WT_LOG" | cut -c 1-200)"
 
+conf_refused() { (($(count_log 'oms.kafka_config cannot set secret property "sasl.password"') > n0)); }
+n0=$(count_log 'oms.kafka_config cannot set secret property "sasl.password"')
+printf "oms.kafka_config = 'sasl.password=%s'\n" "$S_CONF" | oms_as_pg tee -a "$OMS_PGDATA/postgresql.conf" >/dev/null
+reload
+wt_check "sasl.password in oms.kafka_config in postgresql.conf is refused at reload, logged without the value (checked below)" \
+	"$(wt_wait_until 30 conf_refused && echo 0 || echo 1)"
+oms_as_pg sed -i "/$S_CONF/d" "$OMS_PGDATA/postgresql.conf"
+reload
+
 # ------------------------------------------------------------ 8. nowhere else
 # Usage: leaks TEXT -> the labels of the file's secrets (whole, or either half) found in TEXT.
 leaks() {
 	local s found=""
-	for s in "${FILE_SECRETS[@]}"; do
+	for s in "${SECRETS[@]}"; do
 		if [[ "$1" == *"$s"* || "$1" == *"${s:0:16}"* || "$1" == *"${s:16}"* ]]; then
 			found+="${s:0:2} "
 		fi
@@ -277,7 +296,7 @@ leaks() {
 check_clean() {
 	local what=$1 text=$2 found
 	found=$(leaks "$text")
-	wt_check "no secret of the file in $what" "$([[ -z "$found" ]] && echo 0 || echo 1)" "found: $found"
+	wt_check "no secret in $what" "$([[ -z "$found" ]] && echo 0 || echo 1)" "found: $found"
 }
 # The error paths above ran; make sure the worker's last status is current.
 wt_wait_until 30 published || true
