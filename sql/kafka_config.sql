@@ -22,6 +22,8 @@ ALTER SYSTEM SET oms.kafka_config = 'some.future.Secret.thing=x';
 -- and an item after a continued value is still seen.
 ALTER SYSTEM SET oms.kafka_config = 'debug=broker,topic,  SASL.Password = x';
 ALTER SYSTEM SET oms.kafka_config = 'linger.ms, sasl.password=x';
+-- A name that is no property name is not quoted: it may be a secret itself.
+ALTER SYSTEM SET oms.kafka_config = 'my password is abc=x';
 
 -- Nothing was written.
 SELECT count(*) AS auto_conf_lines FROM pg_file_settings WHERE name LIKE 'oms.kafka_config%';

@@ -420,15 +420,23 @@ check_kafka_config(char **newval, void **extra, GucSource source)
 	props = oms_kafka_split_config(*newval, &nprops, &error);
 	for (int i = 0; i < nprops; i++)
 	{
-		if (oms_kafka_is_secret_property(props[i].name))
+		if (!oms_kafka_is_secret_property(props[i].name))
+			continue;
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errdetail("Values of oms.kafka_config reach the server log when they change.");
+		/* Only a real property name is quoted: "password: xyz=" would quote a secret. */
+		if (oms_kafka_valid_property_name(props[i].name))
 		{
-			GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
 			GUC_check_errmsg("oms.kafka_config cannot set secret property \"%s\"", props[i].name);
-			GUC_check_errdetail("Values of oms.kafka_config reach the server log when they change.");
 			GUC_check_errhint("Put \"%s\" in the file named by oms.kafka_config_file.", props[i].name);
-			ok = false;
-			break;
 		}
+		else
+		{
+			GUC_check_errmsg("oms.kafka_config cannot set a secret property");
+			GUC_check_errhint("Put it in the file named by oms.kafka_config_file.");
+		}
+		ok = false;
+		break;
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);

@@ -274,8 +274,8 @@ read_file(OmsKafkaFile *file)
 }
 
 /* Letters, digits, ".", "_" and "-": what librdkafka's property names are made of. */
-static bool
-valid_property_name(const char *name)
+bool
+oms_kafka_valid_property_name(const char *name)
 {
 	for (const char *c = name; *c; c++)
 	{
@@ -326,7 +326,7 @@ parse_file(OmsKafkaFile *file)
 		}
 		*eq = '\0';
 		name = trim(line);
-		if (!valid_property_name(name))
+		if (!oms_kafka_valid_property_name(name))
 		{
 			file->error = psprintf("line %d of oms.kafka_config_file \"%s\" has no valid property name "
 								   "(property=value, the name made of letters, digits, \".\", \"_\" and \"-\")",

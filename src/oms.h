@@ -162,6 +162,7 @@ typedef struct OmsKafkaFile
 } OmsKafkaFile;
 
 extern bool oms_kafka_is_secret_property(const char *name);
+extern bool oms_kafka_valid_property_name(const char *name);
 extern OmsKafkaProperty *oms_kafka_split_config(const char *config, int *nprops, char **error);
 extern void oms_kafka_file_reloaded(void);
 extern uint64 oms_kafka_file_generation(void);
