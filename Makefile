@@ -5,7 +5,7 @@ EXTENSION   = oms
 EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
 MODULE_big  = oms
 OBJS        = src/oms.o src/guc.o src/guc_ops.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
-              src/kafka.o src/relay.o src/inbox.o src/log.o src/input.o
+              src/kafka.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o
 
 # The extension script is generated from src/sql/ in this order.
 SQL_PARTS   = src/sql/schema.sql \
@@ -33,7 +33,7 @@ DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # still be installed and updated) and one upgrade script per release.
 DATA        = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay payment_kafka compensation input_rules tracing maintenance metrics health analytics
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga refund relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)

@@ -15,6 +15,7 @@
 
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/varlena.h"
 
 #include "oms.h"
@@ -91,6 +92,7 @@ char	   *oms_kafka_brokers = NULL;
 char	   *oms_kafka_topic = NULL;
 int			oms_kafka_topic_mode = OMS_TOPIC_SINGLE;
 char	   *oms_kafka_config = NULL;
+char	   *oms_kafka_config_file = NULL;
 int			oms_relay_batch_size = 1000;
 int			oms_relay_ack_timeout = 10000;
 int			oms_publish_max_attempts = 10;
@@ -108,6 +110,7 @@ static void define_saga_gucs(void);
 static void define_relay_gucs(void);
 static bool check_database_name(char **newval, void **extra, GucSource source);
 static bool check_kafka_topic(char **newval, void **extra, GucSource source);
+static bool check_kafka_config(char **newval, void **extra, GucSource source);
 
 /*
  * Splits an oms.database_name value into a list of names pointing into
@@ -420,6 +423,57 @@ check_kafka_topic(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * Refuses secret-bearing librdkafka properties in oms.kafka_config:
+ * PostgreSQL logs a changed setting's value on reload, so credentials
+ * belong in oms.kafka_config_file.  The value is split the way kafka.c
+ * applies it; other syntax errors are left to the worker, which reports
+ * them as refused settings.  The primary message is our own, because
+ * PostgreSQL's default one quotes the refused value.
+ */
+static bool
+check_kafka_config(char **newval, void **extra, GucSource source)
+{
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	OmsKafkaProperty *props;
+	int			nprops;
+	char	   *error;
+	bool		ok = true;
+
+	if (*newval == NULL)
+		return true;
+
+	/* The GUC_check_* texts live in ErrorContext, so the split can go with this. */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "oms.kafka_config check",
+								ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	props = oms_kafka_split_config(*newval, &nprops, &error);
+	for (int i = 0; i < nprops; i++)
+	{
+		if (!oms_kafka_is_secret_property(props[i].name))
+			continue;
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errdetail("Values of oms.kafka_config reach the server log when they change.");
+		/* Only a real property name is quoted: "password: xyz=" would quote a secret. */
+		if (oms_kafka_valid_property_name(props[i].name))
+		{
+			GUC_check_errmsg("oms.kafka_config cannot set secret property \"%s\"", props[i].name);
+			GUC_check_errhint("Put \"%s\" in the file named by oms.kafka_config_file.", props[i].name);
+		}
+		else
+		{
+			GUC_check_errmsg("oms.kafka_config cannot set a secret property");
+			GUC_check_errhint("Put it in the file named by oms.kafka_config_file.");
+		}
+		ok = false;
+		break;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+	return ok;
+}
+
+/*
  * Settings of the outbox relay.  Durations are GUC units so that SQL reads
  * them with units; oms._relay_claim and oms._relay_settle read
  * oms.kafka_topic, oms.kafka_topic_mode and oms.publish_max_attempts with
@@ -456,9 +510,20 @@ define_relay_gucs(void)
 							   "A comma-separated list of property=value pairs, e.g. "
 							   "compression.type=lz4,linger.ms=5.  An item without \"=\" "
 							   "continues the previous value (debug=broker,topic).  An invalid "
-							   "property keeps the relay off until the setting changes.  Only "
-							   "superusers can read it, as it may hold credentials.",
+							   "property keeps the relay off until the setting changes.  "
+							   "Secrets (sasl.password and the like) are refused: they go in "
+							   "oms.kafka_config_file.",
 							   &oms_kafka_config,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   check_kafka_config, NULL, NULL);
+	DefineCustomStringVariable("oms.kafka_config_file",
+							   "File of librdkafka properties, the only place for Kafka credentials.",
+							   "One property=value per line, applied after oms.kafka_config to the "
+							   "relay's producer and the reply consumer, and read again on reload.  "
+							   "Only the server's user (or root) may have access to it.  A relative "
+							   "path is relative to the data directory; empty means none.",
+							   &oms_kafka_config_file,
 							   "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);

@@ -213,7 +213,7 @@ inbox_client_ready(bool wanted)
 				ereport(LOG,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg_internal("%s", line.data),
-						 errhint("Correct oms.kafka_config, oms.kafka_consumer_group or oms.kafka_payment_replies_topic and reload the configuration.")));
+						 errhint("Correct oms.kafka_config, oms.kafka_config_file (or the file it names), oms.kafka_consumer_group or oms.kafka_payment_replies_topic and reload the configuration.")));
 				pfree(line.data);
 				break;
 		}

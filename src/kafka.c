@@ -26,6 +26,11 @@
  * queues write a byte to one non-blocking pipe when they become non-empty,
  * so the worker's wait wakes up as soon as a report or a reply arrives.
  *
+ * Properties come from oms.kafka_config and then oms.kafka_config_file
+ * (src/kafka_config.c); a client keeps the file it was built from, so
+ * that its secrets stay known to oms_kafka_redact(), which every text
+ * from librdkafka goes through before it is logged or stored.
+ *
  * No call here blocks for long: produce never waits for queue space,
  * the consumer is polled with a zero timeout and seeks without waiting,
  * purge, close and destroy are bounded, and there is no rd_kafka_flush().
@@ -89,6 +94,7 @@ static rd_kafka_queue_t *log_queue = NULL;
 
 /* The settings the producer was built from, and the last refused ones. */
 static char *producer_settings = NULL;
+static OmsKafkaFile *producer_file = NULL;
 static char *refused_settings = NULL;
 static char refused_reason[512];
 
@@ -134,10 +140,12 @@ static rd_kafka_t *consumer = NULL;
 static rd_kafka_queue_t *consumer_queue = NULL;
 static rd_kafka_queue_t *consumer_log_queue = NULL;
 static char *consumer_settings = NULL;
+static OmsKafkaFile *consumer_file = NULL;
 static char *consumer_refused_settings = NULL;
 static char consumer_refused_reason[512];
 static char consumer_client_id[NAMEDATALEN + 16];
 static rd_kafka_message_t *inbox_msg = NULL;
+static char inbox_msg_error[512];	/* the error text of inbox_msg, redacted */
 static rd_kafka_topic_partition_list_t *consumer_assignment = NULL;
 static bool consumer_offsets_stored = false;	/* stored since the last commit */
 static bool consumer_broken = false;	/* rebuild it before the next poll */
@@ -157,12 +165,16 @@ static void kafka_exit(int code, Datum arg);
 
 /* ---------------------------------------------------------------- callbacks */
 
-/* Keeps the last client error for logging on the worker's thread: only copies. */
+/*
+ * Keeps the last client error for logging on the worker's thread: only
+ * copies (and redacts, which allocates nothing either).
+ */
 static void
 note_client_error(ClientErrors *errors, int err, const char *reason)
 {
 	errors->code = err;
 	strlcpy(errors->reason, reason ? reason : "", sizeof(errors->reason));
+	oms_kafka_redact(errors->reason, sizeof(errors->reason));
 	errors->unlogged++;
 }
 
@@ -289,12 +301,15 @@ serve_log_queue(rd_kafka_queue_t *queue, const char *who)
 				(elevel != LOG || log_allowed()))
 			{
 				StringInfoData line;
+				char		message[2048];
 
+				strlcpy(message, str ? str : "", sizeof(message));
+				oms_kafka_redact(message, sizeof(message));
 				oms_log_begin(&line, "kafka_log");
 				oms_log_str(&line, "client", who);
 				oms_log_str(&line, "facility", fac ? fac : "log");
 				oms_log_int(&line, "level", level);
-				oms_log_str(&line, "message", str ? str : "");
+				oms_log_str(&line, "message", message);
 				oms_log_emit(elevel, &line);
 			}
 		}
@@ -378,10 +393,11 @@ oms_kafka_event_fd(void)
 static char *
 current_settings(void)
 {
-	return psprintf("%s\n%s\n%d\n%d",
+	return psprintf("%s\n%s\n%d\n%d\n" UINT64_FORMAT,
 					oms_kafka_brokers ? oms_kafka_brokers : "",
 					oms_kafka_config ? oms_kafka_config : "",
-					oms_relay_ack_timeout, oms_kafka_max_message_bytes);
+					oms_relay_ack_timeout, oms_kafka_max_message_bytes,
+					oms_kafka_file_generation());
 }
 
 static bool
@@ -392,88 +408,97 @@ set_property(rd_kafka_conf_t *conf, const char *name, const char *value,
 
 	if (rd_kafka_conf_set(conf, name, value, reason, sizeof(reason)) != RD_KAFKA_CONF_OK)
 	{
+		oms_kafka_redact(reason, sizeof(reason));
 		snprintf(errbuf, errlen, "%s", reason);
 		return false;
 	}
 	return true;
 }
 
+/* True when "name" is one of "reserved". */
+static bool
+is_reserved(const char *name, const char *const *reserved)
+{
+	for (const char *const *r = reserved; *r; r++)
+	{
+		if (strcmp(name, *r) == 0)
+			return true;
+	}
+	return false;
+}
+
 /*
- * Applies oms.kafka_config: "name=value" items separated by commas, blanks
- * around names and values ignored.  An item without "=" continues the
- * previous value, so list-valued properties work: debug=broker,topic.
+ * Applies oms.kafka_config (see oms_kafka_split_config for its syntax).
+ * Its check hook already refused secret properties.
  */
 static bool
 apply_user_properties(rd_kafka_conf_t *conf, const char *config,
 					  const char *const *reserved, char *errbuf, size_t errlen)
 {
-	char	   *copy = pstrdup(config ? config : "");
-	char	   *items[256];
-	int			nitems = 0;
-	char	   *item;
-	char	   *save = NULL;
+	int			nprops;
+	char	   *error;
+	OmsKafkaProperty *props = oms_kafka_split_config(config, &nprops, &error);
 
-	/* Split, gluing "=" less items onto their predecessor. */
-	for (item = strtok_r(copy, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
+	if (error != NULL)
 	{
-		char	   *trimmed = item;
-
-		while (*trimmed == ' ' || *trimmed == '\t')
-			trimmed++;
-		if (*trimmed == '\0')
-			continue;
-		if (strchr(trimmed, '=') == NULL)
-		{
-			if (nitems == 0)
-			{
-				snprintf(errbuf, errlen,
-						 "oms.kafka_config item \"%s\" is not of the form property=value", trimmed);
-				return false;
-			}
-			items[nitems - 1] = psprintf("%s,%s", items[nitems - 1], trimmed);
-			continue;
-		}
-		if (nitems >= (int) lengthof(items))
-		{
-			snprintf(errbuf, errlen, "oms.kafka_config has more than %d properties",
-					 (int) lengthof(items));
-			return false;
-		}
-		items[nitems++] = trimmed;
+		snprintf(errbuf, errlen, "%s", error);
+		return false;
 	}
-
-	for (int i = 0; i < nitems; i++)
+	for (int i = 0; i < nprops; i++)
 	{
-		char	   *name = items[i];
-		char	   *value = strchr(name, '=');
-		char	   *end;
-
-		*value++ = '\0';
-		for (end = name + strlen(name); end > name && (end[-1] == ' ' || end[-1] == '\t'); end--)
-			end[-1] = '\0';
-		while (*value == ' ' || *value == '\t')
-			value++;
-		for (end = value + strlen(value); end > value && (end[-1] == ' ' || end[-1] == '\t'); end--)
-			end[-1] = '\0';
-
-		if (*name == '\0')
+		if (is_reserved(props[i].name, reserved))
 		{
-			snprintf(errbuf, errlen, "oms.kafka_config has an item without a property name");
+			snprintf(errbuf, errlen,
+					 "property \"%s\" cannot be set in oms.kafka_config: oms sets it itself",
+					 props[i].name);
 			return false;
 		}
-		for (const char *const *r = reserved; *r; r++)
-		{
-			if (strcmp(name, *r) == 0)
-			{
-				snprintf(errbuf, errlen,
-						 "property \"%s\" cannot be set in oms.kafka_config: oms sets it itself", name);
-				return false;
-			}
-		}
-		if (!set_property(conf, name, value, errbuf, errlen))
+		if (!set_property(conf, props[i].name, props[i].value, errbuf, errlen))
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Applies oms.kafka_config_file, after oms.kafka_config, and returns the
+ * file, which the new client keeps; NULL with the reason in errbuf when
+ * the file or one of its properties is refused.  Messages name the file,
+ * the line and the property; librdkafka's text is redacted.
+ */
+static OmsKafkaFile *
+apply_file_properties(rd_kafka_conf_t *conf, const char *const *reserved,
+					  char *errbuf, size_t errlen)
+{
+	OmsKafkaFile *file = oms_kafka_file_acquire();
+	char		reason[512];
+
+	if (file->error != NULL)
+	{
+		snprintf(errbuf, errlen, "%s", file->error);
+		oms_kafka_file_release(file);
+		return NULL;
+	}
+	for (int i = 0; i < file->nprops; i++)
+	{
+		OmsKafkaProperty *p = &file->props[i];
+
+		if (is_reserved(p->name, reserved))
+		{
+			snprintf(errbuf, errlen,
+					 "property \"%s\" (line %d of oms.kafka_config_file \"%s\") cannot be set: oms sets it itself",
+					 p->name, p->line, file->path);
+			oms_kafka_file_release(file);
+			return NULL;
+		}
+		if (!set_property(conf, p->name, p->value, reason, sizeof(reason)))
+		{
+			snprintf(errbuf, errlen, "line %d of oms.kafka_config_file \"%s\": %s",
+					 p->line, file->path, reason);
+			oms_kafka_file_release(file);
+			return NULL;
+		}
+	}
+	return file;
 }
 
 /*
@@ -484,6 +509,7 @@ static bool
 create_producer(char *errbuf, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	OmsKafkaFile *file = NULL;
 	char		num[32];
 	int64		max_bytes;
 	rd_kafka_t *rk;
@@ -525,6 +551,9 @@ create_producer(char *errbuf, size_t errlen)
 
 	if (!apply_user_properties(conf, oms_kafka_config, reserved_properties, errbuf, errlen))
 		goto fail;
+	file = apply_file_properties(conf, reserved_properties, errbuf, errlen);
+	if (file == NULL)
+		goto fail;
 
 	rd_kafka_conf_set_dr_msg_cb(conf, delivery_callback);
 	rd_kafka_conf_set_error_cb(conf, error_callback);
@@ -532,12 +561,14 @@ create_producer(char *errbuf, size_t errlen)
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, reason, sizeof(reason));
 	if (rk == NULL)
 	{
+		oms_kafka_redact(reason, sizeof(reason));
 		snprintf(errbuf, errlen, "%s", reason);
 		goto fail;
 	}
 	/* conf belongs to rk now. */
 
 	producer = rk;
+	producer_file = file;
 	main_queue = rd_kafka_queue_get_main(rk);
 	log_queue = rd_kafka_queue_new(rk);
 	if (rd_kafka_set_log_queue(rk, log_queue) != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -554,6 +585,7 @@ create_producer(char *errbuf, size_t errlen)
 
 fail:
 	rd_kafka_conf_destroy(conf);
+	oms_kafka_file_release(file);
 	return false;
 }
 
@@ -595,6 +627,9 @@ destroy_producer(void)
 	rd_kafka_destroy_flags(producer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	producer = NULL;
 	drain_wake_pipe();
+	/* Only now: its last log lines were redacted with the file's secrets. */
+	oms_kafka_file_release(producer_file);
+	producer_file = NULL;
 
 	if (producer_settings)
 	{
@@ -811,6 +846,7 @@ oms_kafka_check_fatal(char *errbuf, size_t errlen)
 	err = rd_kafka_fatal_error(producer, reason, sizeof(reason));
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		return false;
+	oms_kafka_redact(reason, sizeof(reason));
 
 	snprintf(errbuf, errlen, "fatal Kafka producer error %s: %s",
 			 rd_kafka_err2name(err), reason);
@@ -1035,11 +1071,12 @@ rebalance_callback(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static char *
 consumer_current_settings(void)
 {
-	return psprintf("%s\n%s\n%s\n%s",
+	return psprintf("%s\n%s\n%s\n%s\n" UINT64_FORMAT,
 					oms_kafka_brokers ? oms_kafka_brokers : "",
 					oms_kafka_config ? oms_kafka_config : "",
 					oms_kafka_consumer_group ? oms_kafka_consumer_group : "",
-					oms_kafka_payment_replies_topic ? oms_kafka_payment_replies_topic : "");
+					oms_kafka_payment_replies_topic ? oms_kafka_payment_replies_topic : "",
+					oms_kafka_file_generation());
 }
 
 /*
@@ -1056,6 +1093,7 @@ create_consumer(char *errbuf, size_t errlen)
 	char	   *group;
 	char		reason[512];
 	rd_kafka_t *rk;
+	OmsKafkaFile *file = NULL;
 
 	if (oms_kafka_payment_replies_topic == NULL || oms_kafka_payment_replies_topic[0] == '\0')
 	{
@@ -1095,6 +1133,9 @@ create_consumer(char *errbuf, size_t errlen)
 	if (!apply_user_properties(conf, oms_kafka_config, consumer_reserved_properties,
 							   errbuf, errlen))
 		goto fail;
+	file = apply_file_properties(conf, consumer_reserved_properties, errbuf, errlen);
+	if (file == NULL)
+		goto fail;
 
 	rd_kafka_conf_set_error_cb(conf, consumer_error_callback);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_callback);
@@ -1103,6 +1144,7 @@ create_consumer(char *errbuf, size_t errlen)
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, reason, sizeof(reason));
 	if (rk == NULL)
 	{
+		oms_kafka_redact(reason, sizeof(reason));
 		snprintf(errbuf, errlen, "%s", reason);
 		goto fail;
 	}
@@ -1110,6 +1152,7 @@ create_consumer(char *errbuf, size_t errlen)
 	pfree(group);
 
 	consumer = rk;
+	consumer_file = file;
 	consumer_broken = false;
 	consumer_offsets_stored = false;
 	consumer_log_queue = rd_kafka_queue_new(rk);
@@ -1147,6 +1190,7 @@ create_consumer(char *errbuf, size_t errlen)
 
 fail:
 	rd_kafka_conf_destroy(conf);
+	oms_kafka_file_release(file);
 	pfree(group);
 	return false;
 }
@@ -1232,6 +1276,8 @@ destroy_consumer(void)
 	rd_kafka_destroy_flags(consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	consumer = NULL;
 	consumer_broken = false;
+	oms_kafka_file_release(consumer_file);
+	consumer_file = NULL;
 
 	if (consumer_assignment)
 	{
@@ -1403,7 +1449,9 @@ oms_kafka_inbox_poll(OmsKafkaMessage *m)
 		m->offset = msg->offset;
 		if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
-			m->errtext = rd_kafka_message_errstr(msg);
+			strlcpy(inbox_msg_error, rd_kafka_message_errstr(msg), sizeof(inbox_msg_error));
+			oms_kafka_redact(inbox_msg_error, sizeof(inbox_msg_error));
+			m->errtext = inbox_msg_error;
 			return true;
 		}
 

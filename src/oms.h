@@ -32,6 +32,7 @@ extern char *oms_kafka_brokers;
 extern char *oms_kafka_topic;
 extern int	oms_kafka_topic_mode;
 extern char *oms_kafka_config;
+extern char *oms_kafka_config_file;
 extern int	oms_relay_batch_size;
 extern int	oms_relay_ack_timeout;
 extern int	oms_publish_max_attempts;
@@ -131,6 +132,43 @@ extern void oms_relay_run(int slotno, MemoryContext loop_cxt);
 extern void oms_relay_idle(int slotno, MemoryContext loop_cxt);
 extern long oms_relay_sleep_limit(long naptime);
 extern int	oms_relay_wait(long timeout);
+
+/*
+ * kafka_config.c: librdkafka properties from oms.kafka_config and
+ * oms.kafka_config_file, which secrets are, and their redaction.  A file
+ * is shared by the clients built from it; its fields are read-only.
+ */
+typedef struct OmsKafkaProperty
+{
+	char	   *name;
+	char	   *value;
+	int			line;			/* line in the file; 0 for oms.kafka_config */
+} OmsKafkaProperty;
+
+typedef struct OmsKafkaFile
+{
+	uint64		generation;		/* changes whenever what was read changes */
+	char	   *path;			/* absolute; NULL when no file is set */
+	char	   *error;			/* why the file is refused, or NULL */
+	int			nprops;
+	OmsKafkaProperty *props;
+	/* private to kafka_config.c */
+	MemoryContext cxt;
+	char	   *content;
+	size_t		content_len;
+	char	   *parsed;
+	int			refcount;
+	struct OmsKafkaFile *next;
+} OmsKafkaFile;
+
+extern bool oms_kafka_is_secret_property(const char *name);
+extern bool oms_kafka_valid_property_name(const char *name);
+extern OmsKafkaProperty *oms_kafka_split_config(const char *config, int *nprops, char **error);
+extern void oms_kafka_file_reloaded(void);
+extern uint64 oms_kafka_file_generation(void);
+extern OmsKafkaFile *oms_kafka_file_acquire(void);
+extern void oms_kafka_file_release(OmsKafkaFile *file);
+extern void oms_kafka_redact(char *text, size_t size);
 
 /*
  * kafka.c: the relay's Kafka producer; the only file that includes

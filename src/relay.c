@@ -545,7 +545,7 @@ relay_client_ready(void)
 				ereport(LOG,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg_internal("%s", line.data),
-						 errhint("Correct oms.kafka_config or oms.kafka_brokers and reload the configuration.")));
+						 errhint("Correct oms.kafka_config, oms.kafka_config_file (or the file it names) or oms.kafka_brokers and reload the configuration.")));
 				pfree(line.data);
 				break;
 		}

@@ -525,6 +525,8 @@ oms_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* Its content may have changed even where the setting did not. */
+			oms_kafka_file_reloaded();
 		}
 
 		/*
