@@ -12,7 +12,7 @@ a failure.
 Environment:
   PGHOST, PGPORT        a cluster with oms preloaded; we connect as postgres
   OMS_FUZZ_SEED         an integer (default 1), or "random"
-  OMS_FUZZ_CALLS        calls per function (default 1000)
+  OMS_FUZZ_CALLS        calls per function (default 2000)
   OMS_FUZZ_DB           the database this creates (default oms_fuzz)
   OMS_FUZZ_SERVER_LOG   the server log to scan for crashes afterwards
   OMS_FUZZ_FAILURES     file for the full SQL of failing calls (optional)
@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ERRORS_MD = os.path.join(ROOT, "docs", "errors.md")
 
 DEFAULT_SEED = 1
-DEFAULT_CALLS = 1000
+DEFAULT_CALLS = 2000
 CALLS_PER_ROUND = 100          # fixtures are rebuilt and sagas run between rounds
 STATUS_REFRESH_EVERY = 200     # calls between two reads of the orders per status
 EXAMPLES_PER_CHECK = 3

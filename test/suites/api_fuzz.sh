@@ -16,7 +16,7 @@
 #                                   reports (LOG, PANIC, TRAP) still are
 #
 # OMS_FUZZ_SEED (default 1, or "random") and OMS_FUZZ_CALLS (calls per
-# function, default 1000) pass through; test/fuzz/README.md has the rest.
+# function, default 2000) pass through; test/fuzz/README.md has the rest.
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
