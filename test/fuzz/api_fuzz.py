@@ -338,7 +338,7 @@ def gen_idempotency_key(ctx):
         # A small pool, so that replays and OM001 conflicts happen.
         return V(f"fz-key-{rng.randint(1, 24)}")
     s = hostile_text(rng, 255)
-    return V(s, "empty" if s == "" else f"longer than 255 characters" if len(s) > 255 else None)
+    return V(s, "empty" if s == "" else "longer than 255 characters" if len(s) > 255 else None)
 
 
 def gen_reason(ctx):
@@ -812,6 +812,7 @@ class Stats:
         self.results = Counter()
         self.failures = defaultdict(list)      # check -> [(key, text, sql)]
         self.failure_counts = Counter()
+        self.unsent = []
 
     def fail(self, check, key, text, statement):
         self.failure_counts[check] += 1
@@ -1134,15 +1135,20 @@ def execute(session, call):
         return Outcome("client", message=f"{type(e).__name__}: {e}")
 
 
-def is_refusal(result):
-    """A normal return that says the input was refused."""
-    if not isinstance(result, str) or len(result) > 100000:
-        return False
+def result_field(result, key="result"):
+    """A top-level field of a JSON object result (not of MB-sized ones)."""
+    if not isinstance(result, str) or len(result) > 100000 or not result.startswith("{"):
+        return None
     try:
         doc = json.loads(result)
     except (ValueError, RecursionError):
-        return False
-    return isinstance(doc, dict) and "rejected" in (doc.get("result"), doc.get("status"))
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None
+
+
+def is_refusal(result):
+    """A normal return that says the input was refused."""
+    return "rejected" in (result_field(result, "result"), result_field(result, "status"))
 
 
 def check_call(fn, call, out, documented, stats, where, conn):
@@ -1305,69 +1311,81 @@ def resolve_specs(functions, tap):
     return specs
 
 
+def start_round(rnd, seed, sessions, su, ctx, holder):
+    """Fixtures for the round; returns what is missing from them."""
+    problems = []
+    try:
+        build_fixtures(sessions, random.Random(f"{seed}/fixtures/{rnd}"), holder)
+    except psycopg.Error as e:
+        problems.append(f"round {rnd}: a fixture call failed: {e.sqlstate} {first_line(str(e))}")
+    ctx.refresh(su)
+    absent = [s for s in STATUSES if not ctx.orders.get(s)]
+    if absent:
+        problems.append(f"round {rnd}: no order is {', '.join(absent)}")
+    return problems
+
+
+def fuzz_call(fn, spec, ctx, session, su, st, before, documented, where):
+    """Makes, sends and checks one call; returns the write counters after it."""
+    call = make_call(fn, spec, ctx)
+    st.calls += 1
+    st.typed += call.typed
+    if ctx.target and fn.takes_order:
+        st.targets[ctx.target[0]] += 1
+    t0 = time.monotonic()
+    out = execute(session, call)
+    st.seconds += time.monotonic() - t0
+    try:
+        after = writes_snapshot(su)
+    except psycopg.OperationalError as e:
+        raise RuntimeError(f"lost the server after {call!r} as fuzz_{fn.role}: {out.describe()}") from e
+    out.written = writes_delta(before, after)
+    if out.kind == "died":
+        session.reconnect()
+    if out.kind == "client":
+        # A value the client cannot send (NUL, a lone surrogate) is a fuzzer defect.
+        st.unsent.append(f"{call!r}: {out.message}")
+        return after
+    if out.kind == "ok":
+        st.returned += 1
+        st.written_on_success.update(out.written)
+        result = result_field(out.result)
+        if result is not None:
+            st.results[result] += 1
+    else:
+        st.sqlstates[out.sqlstate or out.kind] += 1
+    check_call(fn, call, out, documented, st, where, su)
+    return after
+
+
 def fuzz(functions, specs, sessions, su, ctx, seed, calls, documented, tap):
     """Rounds of shuffled calls of every function; fixtures and sagas between rounds."""
     stats = {fn.signature: Stats() for fn in functions}
     rounds = max(1, calls // CALLS_PER_ROUND)
-    missing_statuses, unsent, locks = [], [], []
+    missing_statuses, locks = [], []
     holder = psycopg.connect(user="postgres", dbname=su.info.dbname)   # not autocommit
     for rnd in range(rounds):
-        try:
-            build_fixtures(sessions, random.Random(f"{seed}/fixtures/{rnd}"), holder)
-        except psycopg.Error as e:
-            missing_statuses.append(f"round {rnd}: a fixture call failed: {e.sqlstate} {first_line(str(e))}")
-        ctx.refresh(su)
-        absent = [s for s in STATUSES if not ctx.orders.get(s)]
-        if absent:
-            missing_statuses.append(f"round {rnd}: no order is {', '.join(absent)}")
-        before = writes_snapshot(su)
+        missing_statuses += start_round(rnd, seed, sessions, su, ctx, holder)
         share = calls // rounds + (calls % rounds if rnd == rounds - 1 else 0)
         plan = [fn for fn in functions if fn.role for _ in range(share)]
         random.Random(f"{seed}/plan/{rnd}").shuffle(plan)
         rngs = {fn.signature: random.Random(f"{seed}/{fn.signature}/{rnd}") for fn in functions}
         numbers = Counter()
+        before = writes_snapshot(su)
         for i, fn in enumerate(plan):
             if i and i % STATUS_REFRESH_EVERY == 0:
                 ctx.refresh(su)
-            st = stats[fn.signature]
             ctx.rng = rngs[fn.signature]
-            call = make_call(fn, specs[fn.signature], ctx)
             numbers[fn.signature] += 1
-            st.calls += 1
-            st.typed += call.typed
-            if ctx.target and fn.takes_order:
-                st.targets[ctx.target[0]] += 1
-            session = sessions[fn.role]
-            t0 = time.monotonic()
-            out = execute(session, call)
-            st.seconds += time.monotonic() - t0
-            try:
-                after = writes_snapshot(su)
-            except psycopg.OperationalError as e:
-                raise RuntimeError(f"lost the server after {call!r} as fuzz_{fn.role}: {out.describe()}") from e
-            out.written = writes_delta(before, after)
-            before = after
-            if out.kind == "died":
-                session.reconnect()
-            if out.kind == "client":
-                unsent.append(f"{call!r}: {out.message}")
-                continue
-            if out.kind == "ok":
-                st.returned += 1
-                for t, n in out.written.items():
-                    st.written_on_success[t] += n
-                result = json_field(out.result, "result")
-                if result is not None:
-                    st.results[result] += 1
-            else:
-                st.sqlstates[out.sqlstate or out.kind] += 1
-            check_call(fn, call, out, documented, st,
-                       f"seed {seed}, round {rnd}, call {numbers[fn.signature]} of {fn.name} in the round", su)
+            before = fuzz_call(fn, specs[fn.signature], ctx, sessions[fn.role], su, stats[fn.signature], before,
+                               documented, f"seed {seed}, round {rnd}, call {numbers[fn.signature]} "
+                                           f"of {fn.name} in the round")
         holder.rollback()
         run_sagas(sessions["admin"])
-        locks.extend(f"round {rnd}: {row}" for row in advisory_locks(su, sessions))
+        locks += [f"round {rnd}: {row}" for row in advisory_locks(su, sessions)]
+    holder.close()
     tap.line(not locks, "no session holds an advisory lock after its calls", locks[:5])
-    # A value the client cannot send (NUL, a lone surrogate) is a fuzzer defect.
+    unsent = [u for st in stats.values() for u in st.unsent]
     tap.line(not unsent, "fuzzer: every generated call reached the server", unsent[:5])
     return stats, missing_statuses
 
@@ -1379,13 +1397,6 @@ def advisory_locks(su, sessions):
     return [f"pid {pid}: advisory lock {key}" for pid, key in su.execute(
         "SELECT pid, classid || '/' || objid || '/' || objsubid FROM pg_locks "
         "WHERE locktype = 'advisory' AND pid = ANY(%s)", [pids]).fetchall()]
-
-
-def json_field(text, key):
-    try:
-        return json.loads(text).get(key)
-    except (ValueError, AttributeError, TypeError, RecursionError):
-        return None
 
 
 def report(functions, stats, tap):
