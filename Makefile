@@ -27,7 +27,8 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/maintenance.sql \
               src/sql/metrics.sql \
               src/sql/health.sql \
-              src/sql/analytics.sql
+              src/sql/analytics.sql \
+              src/sql/checks.sql
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # Released scripts, frozen: the full script of 0.1.0 (so an old version can
 # still be installed and updated) and one upgrade script per release.

@@ -52,10 +52,16 @@ ROLES = [("app", "oms_app"), ("reader", "oms_reader"), ("admin", "oms_admin")]
 FIXTURE_SKUS = ["FZ-1", "FZ-2", "FZ-3", "FZ-\u2615-4"]
 FIXTURE_STOCK = 10 ** 12       # above anything fuzzed orders can reserve between rounds
 
-# Unicode White_Space: what "white space" means in docs/api.md.  Not U+200B
-# or U+FEFF, which are format characters.
+# Unicode White_Space: what "white space" means in docs/api.md.
 WHITE_SPACE = set("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
                   "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+# Invisible characters an identifier must not start or end with either
+# (docs/api.md, "Identifiers").
+INVISIBLE = set("\u180e\u200b\u2060\ufeff")
+# The JSON limits of docs/api.md ("Free-form JSON").
+METADATA_MAX_BYTES = 16384
+DETAILS_MAX_BYTES = 4096
+JSON_MAX_DEPTH = 32
 SPECIAL_CHARS = ["\u00a0", "\u3000", "\u200b", "\ufeff", "\u0001", "\u007f", "\u0085",
                  "\u202e", "\u0301", "\U0001F600", "\U00010348", "\u05d0", "\u0627",
                  "\n", "\t", " ", "\\", "'", '"', "%", "\u2028", "\u00e9", "\u4e2d"]
@@ -265,9 +271,17 @@ def json_dup_keys(rng):
     return f'{{"{key}": {a}, "other": 0, "{key}": {b}}}'
 
 
-def json_object_arg(ctx, required=True):
-    """A jsonb argument documented as "a JSON object": objects of every
-    shape and size, the other JSON types, malformed text, NULL."""
+def json_object_arg(ctx, required=True, max_bytes=None):
+    """A jsonb argument documented as "a JSON object" (of at most max_bytes
+    as JSON text and 32 levels, when given): objects of every shape and
+    size, the other JSON types, malformed text, NULL."""
+    v = json_object_value(ctx, required)
+    if max_bytes is not None and v.bad is None and v.text is not None:
+        v.bad = json_size_problem(v.text, max_bytes)
+    return v
+
+
+def json_object_value(ctx, required):
     rng = ctx.rng
     # Valid calls get deep, wide and huge objects too: the docs set no limit.
     r = rng.uniform(0.06, 0.58) if ctx.sane else rng.random()
@@ -300,15 +314,46 @@ def json_object_arg(ctx, required=True):
 # context (rng and what the database holds) and returns a V whose "bad"
 # says which rule of docs/api.md the value breaks, if any.
 
-def text_problem(s, limit, blank_ok=False):
+def identifier_problem(s, limit):
+    """The identifier rule of docs/api.md: 1 to limit characters, no control
+    character, no white space or invisible character at either end."""
     if s is None:
         return "NULL"
     if s == "":
         return "empty"
-    if not blank_ok and all(c in WHITE_SPACE for c in s):
-        return "only white space"
     if len(s) > limit:
         return f"longer than {limit} characters"
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in s):
+        return "contains a control character"
+    edge = WHITE_SPACE | INVISIBLE
+    if s[0] in edge or s[-1] in edge:
+        return "starts or ends with white space"
+    return None
+
+
+def json_size_problem(text, max_bytes):
+    """Clearly over the documented size or depth (None near the limits,
+    where oms measures jsonb's own text form)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+
+    def depth(v):
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        return 0
+    try:
+        if depth(value) > JSON_MAX_DEPTH:
+            return f"nested deeper than {JSON_MAX_DEPTH} levels"
+    except RecursionError:
+        return f"nested deeper than {JSON_MAX_DEPTH} levels"
+    if len(json.dumps(value, ensure_ascii=False).encode()) > max_bytes * 1.25:
+        return f"larger than {max_bytes} bytes as JSON text"
     return None
 
 
@@ -326,7 +371,7 @@ def text_arg(ctx, pool, limit, null_share=0.06):
 
 def gen_customer_id(ctx):
     s = text_arg(ctx, ["cust-1", "cust-\u00e9", "\u5ba2\u6237-7", "c"], 255)
-    return V(s, text_problem(s, 255))
+    return V(s, identifier_problem(s, 255))
 
 
 def gen_idempotency_key(ctx):
@@ -338,7 +383,7 @@ def gen_idempotency_key(ctx):
         # A small pool, so that replays and OM001 conflicts happen.
         return V(f"fz-key-{rng.randint(1, 24)}")
     s = hostile_text(rng, 255)
-    return V(s, "empty" if s == "" else "longer than 255 characters" if len(s) > 255 else None)
+    return V(s, identifier_problem(s, 255))
 
 
 def gen_reason(ctx):
@@ -438,7 +483,7 @@ def gen_correlation_id(ctx):
         s = None
     else:
         s = hostile_text(rng, 255)
-    return V(s, text_problem(s, 255))
+    return V(s, identifier_problem(s, 255))
 
 
 def gen_outcome(ctx):
@@ -452,7 +497,7 @@ def gen_outcome(ctx):
 
 def gen_stock_sku(ctx):
     s = text_arg(ctx, ctx.skus, 100)
-    return V(s, text_problem(s, 100))
+    return V(s, identifier_problem(s, 100))
 
 
 def gen_on_hand(ctx):
@@ -569,11 +614,7 @@ def sku_problem(token):
         return "sku not a JSON string"
     if not 1 <= len(s) <= 100:
         return "sku not 1 to 100 characters"
-    if any(ord(c) < 0x20 or c == "\x7f" for c in s):
-        return "sku contains a control character"
-    if s[0] in WHITE_SPACE or s[-1] in WHITE_SPACE:
-        return "sku starts or ends with white space"
-    return None
+    return identifier_problem(s, 100)
 
 
 def sku_token(ctx):
@@ -708,7 +749,13 @@ def items_total_problem(texts):
 SPECS = {
     "oms_create_order(text, jsonb, text, text, jsonb)": {
         "customer_id": gen_customer_id, "items": gen_items, "currency": gen_currency,
-        "idempotency_key": gen_idempotency_key, "metadata": lambda c: json_object_arg(c)},
+        "idempotency_key": gen_idempotency_key,
+        "metadata": lambda c: json_object_arg(c, max_bytes=METADATA_MAX_BYTES)},
+    # Items as text: where duplicate fields in an item are still visible.
+    "oms_create_order(text, text, text, text, jsonb)": {
+        "customer_id": gen_customer_id, "items": gen_items, "currency": gen_currency,
+        "idempotency_key": gen_idempotency_key,
+        "metadata": lambda c: json_object_arg(c, max_bytes=METADATA_MAX_BYTES)},
     "oms_get_order(uuid)": {"order_id": gen_order_id},
     "oms_cancel_order(uuid, text, text)": {
         "order_id": gen_order_id, "reason": gen_reason, "idempotency_key": gen_idempotency_key},
@@ -719,7 +766,8 @@ SPECS = {
         "order_id": gen_order_id, "amount": gen_refund_amount, "reason": gen_reason,
         "idempotency_key": gen_idempotency_key},
     "oms_payment_result(text, text, jsonb)": {
-        "correlation_id": gen_correlation_id, "outcome": gen_outcome, "details": lambda c: json_object_arg(c)},
+        "correlation_id": gen_correlation_id, "outcome": gen_outcome,
+        "details": lambda c: json_object_arg(c, max_bytes=DETAILS_MAX_BYTES)},
     "oms_set_stock(text, bigint)": {"sku": gen_stock_sku, "on_hand": gen_on_hand},
     "oms_adjust_stock(text, bigint)": {"sku": gen_stock_sku, "delta": gen_delta},
     "oms_release_expired_reservations()": {},
