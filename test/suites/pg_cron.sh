@@ -52,11 +52,11 @@ fi
 res=$(wt_sql "$DB" "SELECT string_agg(j ->> 'action', ',') FROM jsonb_array_elements(oms_schedule_maintenance() -> 'jobs') AS j")
 wt_check "oms_schedule_maintenance() creates five jobs" "$([[ "$res" == created,created,created,created,created ]] && echo 0 || echo 1)" "actions: $res"
 scheduled_at=$(wt_sql "$DB" "SELECT now()")
-expected="oms-$DB-expire_pending_orders|* * * * *|SELECT public.oms_run_maintenance('expire_pending_orders')|$DB|t
-oms-$DB-prune|*/5 * * * *|SELECT public.oms_run_maintenance('prune')|$DB|t
-oms-$DB-purge_idempotency_keys|*/5 * * * *|SELECT public.oms_run_maintenance('purge_idempotency_keys')|$DB|t
-oms-$DB-redrive_sagas|* * * * *|SELECT public.oms_run_maintenance('redrive_sagas')|$DB|t
-oms-$DB-release_reservations|* * * * *|SELECT public.oms_run_maintenance('release_reservations')|$DB|t"
+expected="oms-$DB-expire_pending_orders|* * * * *|SELECT oms._run_maintenance('expire_pending_orders')|$DB|t
+oms-$DB-prune|*/5 * * * *|SELECT oms._run_maintenance('prune')|$DB|t
+oms-$DB-purge_idempotency_keys|*/5 * * * *|SELECT oms._run_maintenance('purge_idempotency_keys')|$DB|t
+oms-$DB-redrive_sagas|* * * * *|SELECT oms._run_maintenance('redrive_sagas')|$DB|t
+oms-$DB-release_reservations|* * * * *|SELECT oms._run_maintenance('release_reservations')|$DB|t"
 jobs=$(wt_sql "$DB" "SELECT jobname, schedule, command, database, active FROM cron.job ORDER BY jobname")
 wt_check "cron.job holds the jobs with the expected names, schedules and commands" \
 	"$([[ "$jobs" == "$expected" ]] && echo 0 || echo 1)" "got:" "$jobs" "expected:" "$expected"
@@ -148,4 +148,18 @@ wt_check "unscheduling again removes nothing" "$([[ "$res" == 0 ]] && echo 0 || 
 wt_check "no maintenance task failed" \
 	"$(wt_sql "$DB" "SELECT sum(failures) = 0 FROM oms.maintenance_tasks")" \
 	"$(wt_sql_quiet "$DB" "SELECT task, failures, last_error FROM oms.maintenance_tasks")"
+
+# --- jobs scheduled by 0.1.0 named the extension's schema in their
+# command; ALTER EXTENSION oms UPDATE points them at schema oms.
+wt_sql "$DB" "DROP EXTENSION oms CASCADE" >/dev/null
+wt_sql "$DB" "CREATE EXTENSION oms VERSION '0.1.0'" >/dev/null
+wt_sql "$DB" "SELECT oms_schedule_maintenance()" >/dev/null
+before=$(wt_sql "$DB" "SELECT string_agg(DISTINCT regexp_replace(command, '[(].*', ''), ',') FROM cron.job")
+wt_sql "$DB" "ALTER EXTENSION oms UPDATE" >/dev/null
+wt_check "ALTER EXTENSION oms UPDATE rewrites the commands of 0.1.0's jobs to call schema oms" \
+	"$(wt_sql "$DB" "SELECT '$before' = 'SELECT public.oms_run_maintenance' AND count(*) = 5
+		AND bool_and(command = format('SELECT oms._run_maintenance(%L)', split_part(jobname, '-', 3)))
+		FROM cron.job")" "before: $before" "$(wt_sql_quiet "$DB" "SELECT jobname, command FROM cron.job ORDER BY 1")"
+wt_check "... and oms_schedule_maintenance() then finds nothing to change" \
+	"$(wt_sql "$DB" "SELECT bool_and(j ->> 'action' = 'unchanged') FROM jsonb_array_elements(oms_schedule_maintenance() -> 'jobs') AS j")"
 exit "$WT_RC"
