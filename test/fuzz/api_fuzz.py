@@ -352,7 +352,7 @@ def json_size_problem(text, max_bytes):
             return f"nested deeper than {JSON_MAX_DEPTH} levels"
     except RecursionError:
         return f"nested deeper than {JSON_MAX_DEPTH} levels"
-    if len(json.dumps(value, ensure_ascii=False).encode()) > max_bytes * 1.25:
+    if len(json.dumps(value, ensure_ascii=False).encode(errors="replace")) > max_bytes * 1.25:
         return f"larger than {max_bytes} bytes as JSON text"
     return None
 

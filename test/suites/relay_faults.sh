@@ -27,8 +27,11 @@
 #      MSG_SIZE_TOO_LARGE dead-letters the event at once (permanent, first
 #      attempt), later orders still flow, and oms_retry_dead_letter()
 #      publishes it under the same ce_id.
-#   d  an order with 2 MB of metadata (over oms.kafka_max_message_bytes):
-#      its event is dead-lettered as permanent, other orders still flow.
+#   d  an event over oms.kafka_max_message_bytes: the API refuses orders
+#      that large, so the order (200 kB of metadata) is written while the
+#      worker is paused and the limit is lowered to 100 kB before it runs
+#      again: its event is dead-lettered as permanent, other orders still
+#      flow.
 #   e  brokers down and the relay failing: DROP DATABASE of a served
 #      database and pg_ctl stop -m fast return within 20 s (measured times
 #      are diagnostics); after a restart the pending events are delivered.
@@ -323,8 +326,17 @@ fi
 deliver c c- 0
 
 # ===================================================== d: oversized event
+# The worker pauses (two loops with the setting off, so it has read it),
+# the order is written, then the limit drops below its event's size.
+wt_set_sighup oms.worker_enabled off
+wt_set_sighup oms.max_metadata_bytes 262144
+loops_at=$(wt_worker_status "$DB" loops)
+paused() { (($(wt_worker_status "$DB" loops) >= loops_at + 2)); }
+wt_wait_until 30 paused || true
 BIG_ORDER=$(wt_sql "$DB" "SELECT oms_create_order('d-big', '$ITEMS', 'EUR', NULL,
-	jsonb_build_object('blob', repeat('x', 2 * 1024 * 1024))) ->> 'order_id'")
+	jsonb_build_object('blob', repeat('x', 200000))) ->> 'order_id'")
+wt_set_sighup oms.kafka_max_message_bytes 100kB
+wt_set_sighup oms.worker_enabled on
 create_orders "$DB" d-flow- 20
 big_letter() { [[ "$(publish_letters d-big)" -ge 1 ]] && rl_outbox_empty "$DB"; }
 if wt_wait_until 30 big_letter; then
@@ -333,17 +345,20 @@ if wt_wait_until 30 big_letter; then
 		FROM oms.dead_letters WHERE kind = 'publish' AND order_id = '$BIG_ORDER'")
 	msg=$(wt_sql "$DB" "SELECT error ->> 'message' FROM oms.dead_letters WHERE kind = 'publish' AND order_id = '$BIG_ORDER'")
 	IFS='|' read -r perm ptype blob <<<"$letter"
-	wt_check "d: the event of an order with 2 MB of metadata is dead-lettered as permanent, whole" \
-		"$([[ "$perm" == true && "$ptype" == order.created && "$blob" == $((2 * 1024 * 1024)) ]] && echo 0 || echo 1)" \
+	wt_check "d: an event over oms.kafka_max_message_bytes is dead-lettered as permanent, whole" \
+		"$([[ "$perm" == true && "$ptype" == order.created && "$blob" == 200000 ]] && echo 0 || echo 1)" \
 		"permanent $perm, type $ptype, blob length $blob" "$msg"
 	wt_diag "d: dead letter message: $msg"
 	wt_check "d: the other orders' events still flow and the breaker stays closed" \
 		"$([[ "$(rl_status "$DB" breaker)" == closed ]] && echo 0 || echo 1)" "$(status_line)"
 else
-	wt_not_ok "d: the event of an order with 2 MB of metadata is dead-lettered as permanent" "$(status_line)" \
+	wt_not_ok "d: an event over oms.kafka_max_message_bytes is dead-lettered as permanent" "$(status_line)" \
 		"$(wt_sql_quiet "$DB" "SELECT type, attempts, last_error FROM oms.outbox")"
 fi
 deliver d d- 0
+wt_sql postgres "ALTER SYSTEM RESET oms.kafka_max_message_bytes" >/dev/null
+wt_sql postgres "ALTER SYSTEM RESET oms.max_metadata_bytes" >/dev/null
+wt_sql postgres "SELECT pg_reload_conf()" >/dev/null
 
 # ===================================================== e: drop and stop, brokers down
 wt_set_sighup oms.relay_breaker_failures 1000

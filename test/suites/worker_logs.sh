@@ -150,7 +150,9 @@ none=$(count_events 0 saga_failed saga_id="$S_FLAKY")
 wt_check "no saga_failed for the flaky payment that succeeded" "$([[ "$none" == 0 ]] && echo 0 || echo 1)"
 
 # ------------------------------------------------------------ 4. rejected reply
-wt_sql "$DB" "SELECT oms_payment_result('no-such-command', 'approved', '{\"message\": \"a \\\"quoted\\\" word\"}')" >/dev/null
+# As the reply consumer hands it over (oms_payment_result refuses unknown
+# correlation ids outright).
+wt_sql "$DB" "SELECT oms._apply_payment_reply('worker-logs-1', '{\"correlation_id\": \"no-such-command\", \"outcome\": \"approved\", \"message\": \"a \\\"quoted\\\" word\"}')" >/dev/null
 letter=$(wt_sql "$DB" "SELECT max(id) FROM oms.dead_letters WHERE kind = 'reply'")
 rejected() { [[ "$(count_events 0 payment_reply_rejected dead_letter_id="$letter")" == 1 ]]; }
 wt_wait_until 10 rejected || true
