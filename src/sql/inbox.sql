@@ -32,7 +32,7 @@ CREATE TABLE oms.inbox (
 );
 CREATE INDEX inbox_correlation_idx ON oms.inbox (correlation_id) WHERE result = 'applied';
 COMMENT ON TABLE oms.inbox IS
-	'Every reply received, by message id: a redelivered message finds its row and has no second effect';
+	'Payment replies by message id: each that had an effect (applied, late), and rejected ones up to oms.max_rejected_replies; a redelivered message finds its row and has no second effect';
 
 SELECT pg_catalog.pg_extension_config_dump('oms.payment_commands', '');
 SELECT pg_catalog.pg_extension_config_dump('oms.inbox', '');

@@ -30,6 +30,10 @@ WHERE s.id = t.saga_id AND s.status = 'compensating' AND t.step_no = s.step_no
   AND EXISTS (SELECT FROM oms.payment_commands AS c
 			  WHERE c.correlation_id = pg_catalog.format('%s:%s:c%s', s.id, t.step_no, t.compensation_attempts));
 
+-- The inbox keeps replies that had an effect, and rejected ones up to a limit.
+COMMENT ON TABLE oms.inbox IS
+	'Payment replies by message id: each that had an effect (applied, late), and rejected ones up to oms.max_rejected_replies; a redelivered message finds its row and has no second effect';
+
 --
 -- Functions.  Every function of 0.2.0, as in the fresh script: all of them
 -- pin search_path now, oms's own code calls schema oms only, and the
