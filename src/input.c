@@ -170,26 +170,39 @@ oms_check_identifier(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The JSON type of a value that is not an object, as jsonb_typeof says it. */
-static const char *
-json_type_name(Jsonb *value)
+/* The JSON type of a value, as jsonb_typeof says it. */
+const char *
+oms_json_type_name(JsonbValue *v)
 {
-	JsonbValue	scalar;
-
-	if (!JB_ROOT_IS_SCALAR(value))
-		return "array";
-	JsonbExtractScalar(&value->root, &scalar);
-	switch (scalar.type)
+	switch (v->type)
 	{
+		case jbvNull:
+			return "null";
 		case jbvString:
 			return "string";
 		case jbvNumeric:
 			return "number";
 		case jbvBool:
 			return "boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "array" : "object";
 		default:
-			return "null";
+			return "unknown";
 	}
+}
+
+/* The JSON type of a whole document. */
+static const char *
+document_type_name(Jsonb *value)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(value))
+	{
+		JsonbExtractScalar(&value->root, &v);
+		return oms_json_type_name(&v);
+	}
+	return JB_ROOT_IS_ARRAY(value) ? "array" : "object";
 }
 
 /* How deep a jsonb value nests: 1 for a scalar, an empty array or object. */
@@ -246,7 +259,7 @@ oms_check_json_argument(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a JSON object", name),
-				 errdetail("Got a JSON %s.", json_type_name(value))));
+				 errdetail("Got a JSON %s.", document_type_name(value))));
 	if (JB_ROOT_COUNT(value) == 0)
 		PG_RETURN_VOID();
 

@@ -37,26 +37,6 @@ typedef struct PricedItem
 	int64		line_total;
 } PricedItem;
 
-static const char *
-jsonb_type_name(JsonbValue *v)
-{
-	switch (v->type)
-	{
-		case jbvNull:
-			return "null";
-		case jbvString:
-			return "string";
-		case jbvNumeric:
-			return "number";
-		case jbvBool:
-			return "boolean";
-		case jbvBinary:
-			return JsonContainerIsArray(v->val.binary.data) ? "array" : "object";
-		default:
-			return "unknown";
-	}
-}
-
 static void
 bad_item(int position, const char *detail_fmt, const char *value)
 {
@@ -83,7 +63,7 @@ item_integer(JsonbValue *v, int position, const char *field, int64 min, int64 ma
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid order item %d", position),
 				 errdetail("Field \"%s\" must be a JSON integer, not %s.",
-						   field, jsonb_type_name(v))));
+						   field, oms_json_type_name(v))));
 
 	num = v->val.numeric;
 	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
@@ -119,7 +99,7 @@ item_sku(JsonbValue *v, int position)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid order item %d", position),
-				 errdetail("Field \"sku\" must be a JSON string, not %s.", jsonb_type_name(v))));
+				 errdetail("Field \"sku\" must be a JSON string, not %s.", oms_json_type_name(v))));
 
 	/* The same rule as every other SKU argument (src/input.c). */
 	problem = oms_identifier_problem("Field \"sku\"", v->val.string.val, v->val.string.len,
@@ -146,7 +126,7 @@ parse_item(JsonbValue *elem, int position, PricedItem *item)
 				have_price = false;
 
 	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
-		bad_item(position, "Each item must be a JSON object, not %s.", jsonb_type_name(elem));
+		bad_item(position, "Each item must be a JSON object, not %s.", oms_json_type_name(elem));
 
 	it = JsonbIteratorInit(elem->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)

@@ -281,6 +281,8 @@ extern void oms_shmem_inbox_set_lag(int slotno, int partitions, int64 lag, Times
 #define OMS_SKU_MAX_CHARS 100
 extern const char *oms_identifier_problem(const char *what, const char *value, int len,
 										  int max_chars, int *sqlstate);
+struct JsonbValue;
+extern const char *oms_json_type_name(struct JsonbValue *v);
 
 /* guc.c: remote payment provider */
 extern char *oms_kafka_payment_replies_topic;
