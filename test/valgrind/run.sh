@@ -13,7 +13,9 @@
 #              test/demo.sql run there with the test payment service: the
 #              worker's saga loop, relay, reply consumer (inbox) and
 #              maintenance run under valgrind
-# Usage: test/valgrind/run.sh [regress|isolation|worker ...]   (default: all)
+#   suites     test/suites/NAME.sh for each NAME in OMS_VALGRIND_SUITES
+#              (empty by default), each with its own cluster under valgrind
+# Usage: test/valgrind/run.sh [regress|isolation|worker|suites ...]   (default: all)
 #        test/valgrind/run.sh --report DIR   (re-read the logs of a run)
 # OMS_REGRESS and OMS_ISOLATION narrow a part to the tests listed, as for
 # test/run.sh.  See test/valgrind/README.md.
@@ -231,6 +233,40 @@ vg_worker() {
 	vg_ensure_cluster worker
 }
 
+# Process-level suites (test/suites/NAME.sh, OMS_VALGRIND_SUITES="a b"):
+# each starts its own cluster through test/lib.sh, which OMS_POSTGRES puts
+# under valgrind too, logging into the same directory.  Their timing bounds
+# are made for a server without valgrind, so a "not ok" is reported, not
+# fatal.  A server the suite restarts with "pg_ctl restart" runs without
+# valgrind (pg_ctl restart does not take the wrapper).
+vg_suites() {
+	local names=() name rc out="$VG_OUT/suites"
+	read -ra names <<<"${OMS_VALGRIND_SUITES:-}"
+	if ((${#names[@]} == 0)); then
+		oms_say "skipping suites: OMS_VALGRIND_SUITES is empty"
+		return 0
+	fi
+	mkdir -p "$out"
+	for name in "${names[@]}"; do
+		[[ -x "$OMS_ROOT/test/suites/$name.sh" ]] || {
+			vg_problem broken "suites: no executable test/suites/$name.sh"
+			continue
+		}
+		oms_header "suite $name under valgrind"
+		local t0=$SECONDS
+		rc=0
+		timeout --kill-after=30 "$VG_PART_TIMEOUT" "$OMS_ROOT/test/suites/$name.sh" >"$out/$name.log" 2>&1 || rc=$?
+		local bad
+		bad=$(grep -c '^not ok' "$out/$name.log" || true)
+		oms_say "-- suite $name: $(grep -c '^ok' "$out/$name.log" || true) ok, $bad not ok, exit status $rc ($((SECONDS - t0)) s; output: $out/$name.log)"
+		if ((rc == 124 || rc == 137)); then
+			vg_problem broken "suite $name: timed out after $VG_PART_TIMEOUT s"
+		elif ((rc != 0 || bad > 0)); then
+			vg_problem diff "suite $name: $bad not ok, exit status $rc (output: $out/$name.log)"
+		fi
+	done
+}
+
 # ---------------------------------------------------------------- the end
 # Stops the server and waits until the postmaster, the last process to
 # exit, is gone: then every valgrind log is complete.
@@ -269,11 +305,11 @@ main() {
 		exec /usr/bin/python3 "$VG_HOME/report.py" "$2/logs" "$2/server.log"
 	fi
 	local parts=("$@") p
-	((${#parts[@]})) || parts=(regress isolation worker)
+	((${#parts[@]})) || parts=(regress isolation worker suites)
 	for p in "${parts[@]}"; do
 		case $p in
-		regress | isolation | worker) ;;
-		*) oms_die "unknown part '$p' (regress, isolation, worker)" ;;
+		regress | isolation | worker | suites) ;;
+		*) oms_die "unknown part '$p' (regress, isolation, worker, suites)" ;;
 		esac
 	done
 	cd "$OMS_ROOT"
