@@ -58,6 +58,20 @@ vg_cleanup() {
 	[[ -z "$VG_WORK" ]] || rm -rf "$VG_WORK"
 }
 
+# Copy the valgrind logs and the server log to log/valgrind; also exit
+# hooks, so a run that dies (server gone, Ctrl-C) keeps what it logged.  The
+# hooks run newest first: the server log is saved before the cluster
+# directory goes, the valgrind logs after the server stopped.
+vg_save_logs() {
+	[[ -n "$VG_WORK" && -d "$VG_WORK/logs" && ! -e "$VG_OUT/logs" ]] || return 0
+	cp -r "$VG_WORK/logs" "$VG_OUT/logs"
+}
+
+vg_save_server_log() {
+	[[ -n "${OMS_CLUSTER_DIR:-}" ]] || return 0
+	cp "$OMS_CLUSTER_DIR/server.log" "$VG_OUT/server.log" 2>/dev/null || true
+}
+
 # ------------------------------------------------------------------ set-up
 vg_ensure_valgrind() {
 	command -v valgrind >/dev/null && return 0
@@ -104,6 +118,7 @@ vg_write_wrapper() {
 vg_prepare() {
 	VG_WORK=$(mktemp -d "${TMPDIR:-/tmp}/oms-valgrind.XXXXXX")
 	oms_on_exit vg_cleanup
+	oms_on_exit vg_save_logs
 	mkdir -p "$VG_WORK/logs"
 	# Copied: the server user may not read the repository.
 	cp "$VG_HOME/oms.supp" "$VG_WORK/oms.supp"
@@ -120,6 +135,25 @@ vg_prepare() {
 	export OMS_PG_CTL_TIMEOUT=${OMS_PG_CTL_TIMEOUT:-600}
 	# pg_isolation_regress gives up on a step after this many seconds.
 	export PGISOLATIONTIMEOUT=${PGISOLATIONTIMEOUT:-1800}
+}
+
+# Usage: vg_run LOG COMMAND ARGS...: runs the command with the part's hang
+# guard, output to LOG.  In the background with a wait, so Ctrl-C stops the
+# run at once (bash runs traps only between commands); the exit hook stops
+# the command.
+VG_CHILD=""
+vg_run() {
+	local log=$1 rc=0
+	shift
+	timeout --kill-after=30 "$VG_PART_TIMEOUT" "$@" >"$log" 2>&1 &
+	VG_CHILD=$!
+	wait "$VG_CHILD" || rc=$?
+	VG_CHILD=""
+	return "$rc"
+}
+
+vg_stop_child() {
+	[[ -z "$VG_CHILD" ]] || kill -TERM "$VG_CHILD" 2>/dev/null || true
 }
 
 # Records a problem of a part: "broken" ones mean the part did not run.
@@ -159,10 +193,10 @@ vg_run_pg_regress() {
 	mkdir -p "$out"
 	# The isolation specs are read from test/specs, their outputs from
 	# test/expected (ISOLATION_OPTS --inputdir=test), results go to $out.
-	timeout --kill-after=30 "$VG_PART_TIMEOUT" \
+	vg_run "$out/driver.log" \
 		"$driver" --bindir="$OMS_PG_BINDIR" "${optv[@]}" --outputdir="$out" \
 		--host="$PGHOST" --port="$PGPORT" --user=postgres --dbname="$db" \
-		"${tests[@]}" >"$out/driver.log" 2>&1 || rc=$?
+		"${tests[@]}" || rc=$?
 	grep -E '^(test +| +)[^ ]+ +\.\.\. ' "$out/driver.log" || true
 	local result
 	result=$(vg_pg_regress_result "$out/driver.log")
@@ -219,9 +253,8 @@ vg_worker() {
 	((n > 0)) || oms_warn "test/demo.sql has no DEFAULT '30s' wait any more: its waits keep their timeouts"
 	sed -e "s/DEFAULT '30s'/DEFAULT '10min'/" -e 's/pg_sleep(0\.02)/pg_sleep(0.2)/' \
 		"$OMS_ROOT/test/demo.sql" >"$out/demo.sql"
-	timeout --kill-after=30 "$VG_PART_TIMEOUT" \
-		"$OMS_PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -P pager=off -d "$DB_WORKER" -f "$out/demo.sql" \
-		>"$out/demo.out" 2>&1 || rc=$?
+	vg_run "$out/demo.out" \
+		"$OMS_PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -P pager=off -d "$DB_WORKER" -f "$out/demo.sql" || rc=$?
 	pm_service_stop
 	if ((rc == 0)); then
 		oms_say "-- worker: test/demo.sql ran to the end ($((SECONDS - t0)) s; output: $out/demo.out)"
@@ -255,12 +288,18 @@ vg_suites() {
 		oms_header "suite $name under valgrind"
 		local t0=$SECONDS
 		rc=0
-		timeout --kill-after=30 "$VG_PART_TIMEOUT" "$OMS_ROOT/test/suites/$name.sh" >"$out/$name.log" 2>&1 || rc=$?
-		local bad
+		# The suite starts its own mock Kafka: not ours of the worker part.
+		vg_run "$out/$name.log" env -u OMS_KAFKA_PID -u OMS_KAFKA_DIR -u OMS_KAFKA_BOOTSTRAP \
+			"$OMS_ROOT/test/suites/$name.sh" || rc=$?
+		local good bad
+		good=$(grep -c '^ok' "$out/$name.log" || true)
 		bad=$(grep -c '^not ok' "$out/$name.log" || true)
-		oms_say "-- suite $name: $(grep -c '^ok' "$out/$name.log" || true) ok, $bad not ok, exit status $rc ($((SECONDS - t0)) s; output: $out/$name.log)"
+		oms_say "-- suite $name: $good ok, $bad not ok, exit status $rc ($((SECONDS - t0)) s; output: $out/$name.log)"
 		if ((rc == 124 || rc == 137)); then
 			vg_problem broken "suite $name: timed out after $VG_PART_TIMEOUT s"
+		elif ((good + bad == 0)); then
+			vg_problem broken "suite $name: checked nothing, exit status $rc (output: $out/$name.log)"
+			tail -n 10 "$out/$name.log" >&2
 		elif ((rc != 0 || bad > 0)); then
 			vg_problem diff "suite $name: $bad not ok, exit status $rc (output: $out/$name.log)"
 		fi
@@ -282,8 +321,8 @@ vg_stop_server() {
 		[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	cp "$OMS_CLUSTER_DIR/server.log" "$VG_OUT/server.log" 2>/dev/null || true
-	cp -r "$VG_WORK/logs" "$VG_OUT/logs"
+	vg_save_server_log
+	vg_save_logs
 }
 
 vg_report() {
@@ -323,6 +362,9 @@ main() {
 	# autovacuum off: it would compete for the CPU and runs no oms code.
 	oms_start_cluster --no-fsync "jit = off" "autovacuum = off" \
 		"log_line_prefix = '%m [%p] %b: '"
+	oms_on_exit vg_save_server_log
+	# Registered last, so it runs first: the client goes before its server.
+	oms_on_exit vg_stop_child
 	for p in "${parts[@]}"; do
 		"vg_$p"
 	done
