@@ -85,6 +85,7 @@ vg_ensure_valgrind() {
 vg_write_wrapper() {
 	local postgres
 	postgres="$("$PG_CONFIG" --bindir)/postgres"
+	# shellcheck disable=SC2054  # --error-markers takes two comma-separated words
 	local opts=(
 		--tool=memcheck
 		# Backends are forked, not exec'd: they are covered without this.
@@ -318,7 +319,7 @@ vg_stop_server() {
 		oms_pg_ctl -m immediate stop >/dev/null 2>&1 || true
 	fi
 	for ((i = 0; i < 600; i++)); do
-		[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || break
+		if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then break; fi
 		sleep 0.1
 	done
 	vg_save_server_log
@@ -369,9 +370,10 @@ main() {
 		"vg_$p"
 	done
 	vg_stop_server
+	oms_say "server under valgrind for $((SECONDS - t0)) s"
 	local rc=0
+	# The verdict's line is the last one printed.
 	vg_report || rc=$?
-	oms_say "make valgrind took $((SECONDS - t0)) s"
 	if ((BROKEN)); then
 		rc=1
 	elif [[ "${OMS_VALGRIND_STRICT:-0}" == 1 && ${#PROBLEMS[@]} -gt 0 ]]; then
