@@ -54,7 +54,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 # OMS_VERSION comes from the control file; every object sees the header.
 $(OBJS): src/oms.h $(EXTENSION).control
 
-.PHONY: demo test bench
+.PHONY: demo test bench valgrind
 demo:
 	bash test/demo.sh
 
@@ -63,3 +63,8 @@ test:
 
 bench:
 	bash bench/run.sh
+
+# regress + isolation suites and the worker with the server under valgrind
+# memcheck: fails on memory errors in oms code (test/valgrind/README.md).
+valgrind:
+	bash test/valgrind/run.sh

@@ -213,6 +213,16 @@ _oms_write_conf() {
 	} | oms_as_pg tee -a "$OMS_PGDATA/postgresql.conf" >/dev/null
 }
 
+# Starts the server and waits until it accepts connections.  OMS_POSTGRES
+# names another program for pg_ctl to start in place of postgres (it must
+# exec postgres with its arguments: test/valgrind/run.sh runs it under
+# valgrind); OMS_PG_CTL_TIMEOUT (seconds, default 60) bounds pg_ctl's waits.
+_oms_pg_ctl_start() {
+	local opts=(-w -t "${OMS_PG_CTL_TIMEOUT:-60}" -l "$OMS_CLUSTER_DIR/server.log")
+	[[ -z "${OMS_POSTGRES:-}" ]] || opts+=(-p "$OMS_POSTGRES")
+	oms_pg_ctl "${opts[@]}" start
+}
+
 # Tries ports upwards from 54329; another run may grab a free-looking port
 # between the probe and the bind, so a bind failure moves on to the next one.
 _oms_start_on_free_port() {
@@ -223,7 +233,7 @@ _oms_start_on_free_port() {
 		port=$(_oms_free_port "$port")
 		oms_as_pg cp "$conf_base" "$OMS_PGDATA/postgresql.conf"
 		_oms_write_conf "$port" "$@"
-		if oms_pg_ctl -w -t 60 -l "$OMS_CLUSTER_DIR/server.log" start >/dev/null 2>&1; then
+		if _oms_pg_ctl_start >/dev/null 2>&1; then
 			export PGPORT=$port
 			return 0
 		fi
@@ -237,7 +247,7 @@ _oms_start_on_free_port() {
 oms_stop_cluster() {
 	[[ -n "$OMS_CLUSTER_DIR" && -d "$OMS_CLUSTER_DIR" ]] || return 0
 	if [[ -f "$OMS_PGDATA/postmaster.pid" ]]; then
-		oms_pg_ctl -m fast -t 60 stop >/dev/null 2>&1 || oms_pg_ctl -m immediate stop >/dev/null 2>&1 || true
+		oms_pg_ctl -m fast -t "${OMS_PG_CTL_TIMEOUT:-60}" stop >/dev/null 2>&1 || oms_pg_ctl -m immediate stop >/dev/null 2>&1 || true
 	fi
 	rm -rf "$OMS_CLUSTER_DIR"
 	OMS_CLUSTER_DIR=""
@@ -280,8 +290,8 @@ oms_cluster_alive() {
 
 # Brings a cluster back that a suite stopped or crashed.
 oms_restart_cluster() {
-	oms_pg_ctl -m fast -t 60 stop >/dev/null 2>&1 || true
-	oms_pg_ctl -w -t 60 -l "$OMS_CLUSTER_DIR/server.log" start >/dev/null 2>&1 || {
+	oms_pg_ctl -m fast -t "${OMS_PG_CTL_TIMEOUT:-60}" stop >/dev/null 2>&1 || true
+	_oms_pg_ctl_start >/dev/null 2>&1 || {
 		oms_server_log_tail 80
 		oms_die "could not restart the PostgreSQL cluster"
 	}
