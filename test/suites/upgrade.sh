@@ -51,6 +51,7 @@ WORK=""
 # full script (frozen into src/sql/versions) and the upgrade script to it.
 declare -A RELEASED_SHA256=(
 	[oms--0.1.0.sql]=94bbeb7aef7c624fff208c07ef7c0f35c5fd1190fd603fdbbde9fb83ed9c4ac7
+	[oms--0.1.0--0.2.0.sql]=856cb9e862af3eff5c4f7dcb421c4df56f9a078d60989d4820e4c8af03112bba
 )
 
 # Data the upgrade scripts change on purpose, left out of the row comparison:
