@@ -68,6 +68,16 @@ SELECT oms_create_order('c', '[{"sku": "IR-A", "quantity": 1, "unit_price": 1}]'
 RESET oms.max_metadata_bytes;
 SELECT (SELECT count(*) FROM oms.orders) - :orders_before AS orders_added;
 
+-- With the default limits every valid order fits in a Kafka message with
+-- room for its events (src/input.c skips measuring it then): the widest
+-- order, 1,000 lines of 100 four-byte characters, full metadata and the
+-- longest customer id, stays below oms.kafka_max_message_bytes less 16384.
+SELECT octet_length(oms_create_order(repeat(U&'\+01F600', 255),
+		(SELECT jsonb_agg(jsonb_build_object('sku', repeat(U&'\+01F600', 96) || lpad(i::text, 4, '0'),
+											 'quantity', 1000000, 'unit_price', 922337203))
+		 FROM generate_series(1, 1000) AS i),
+		'USD', NULL, jsonb_build_object('b', repeat('x', 16384 - 9)))::text)
+	   < 1000000 - 16384 AS widest_order_fits;
 -- An order whose events could not be published is refused at creation:
 -- 8,000 lines with 100-character SKUs make a document of about 1.1 MB.
 SET oms.max_order_items = 10000;

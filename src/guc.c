@@ -42,7 +42,7 @@ int			oms_max_item_quantity = 1000000;
  * event of its order, so the ceiling keeps the largest order far below
  * what the relay can publish (see oms._check_publishable).
  */
-static int	oms_max_metadata_bytes = 16384;
+int			oms_max_metadata_bytes = 16384;
 
 /*
  * Most payment replies that could not be applied kept as open dead letters

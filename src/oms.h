@@ -18,6 +18,7 @@ extern int	oms_idempotency_ttl;
 extern bool oms_restoring;
 extern int	oms_max_order_items;
 extern int	oms_max_item_quantity;
+extern int	oms_max_metadata_bytes;
 extern char *oms_database_name;
 extern bool oms_worker_enabled;
 extern int	oms_worker_naptime;
