@@ -80,6 +80,13 @@ int			oms_worker_naptime = 1000;
 int			oms_worker_batch_size = 100;
 
 /*
+ * oms.saga_workers: processes per served database that run saga batches,
+ * the main worker (which also runs the relay, the inbox and maintenance)
+ * included.  The extra ones only run sagas; a reload starts or stops them.
+ */
+int			oms_saga_workers = 2;
+
+/*
  * The outbox relay (src/relay.c, src/kafka.c).  A reload reaches the
  * worker, which rebuilds its Kafka producer when a setting the producer
  * was built from changed.  The three settings oms._relay_claim and
@@ -279,6 +286,14 @@ oms_define_gucs(void)
 							NULL,
 							&oms_worker_batch_size,
 							100, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.saga_workers",
+							"Processes per served database that run saga steps, the main worker included.",
+							"The main worker also runs the outbox relay, the payment-reply consumer and maintenance; the others run saga batches only. A reload starts or stops the difference.",
+							&oms_saga_workers,
+							2, 1, OMS_MAX_SAGA_WORKERS,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  The oms launcher: keeps one worker running in each database named by
- *	  oms.database_name, and stops that worker when its database is
- *	  dropped.
+ *	  The oms launcher: keeps the workers of each database named by
+ *	  oms.database_name running (the main worker and oms.saga_workers - 1
+ *	  saga workers), and stops them when their database is dropped.
  *
  * The launcher is a static background worker connected to no database, so
  * it can read only shared catalogs, which is all it needs: pg_database says
@@ -68,14 +68,20 @@ typedef struct DatabaseLook
 	Oid			oid;
 } DatabaseLook;
 
-/* Launcher-local memory per slot: nothing here is shared. */
-typedef struct LauncherSlot
+/* Launcher-local memory per process of a database: nothing here is shared. */
+typedef struct LauncherProc
 {
 	BackgroundWorkerHandle *handle; /* last worker registered, or NULL */
 	TimestampTz last_start;		/* when it was registered, 0 if never */
+	bool		full_logged;	/* "no free worker slot" already said */
+} LauncherProc;
+
+/* Launcher-local memory per database slot. */
+typedef struct LauncherSlot
+{
+	LauncherProc procs[OMS_MAX_SAGA_WORKERS];
 	bool		missing_logged; /* "does not exist" already said */
 	bool		closed_logged;	/* "does not allow connections" already said */
-	bool		full_logged;	/* "no free worker slot" already said */
 } LauncherSlot;
 
 static LauncherSlot launcher_slots[OMS_MAX_DATABASES];
@@ -153,18 +159,18 @@ look_up_databases(DatabaseLook *looks, int nslots)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* Is the worker of this slot running or about to run? */
+/* Is this process of this slot running or about to run? */
 static bool
-worker_alive(int slotno)
+worker_alive(int slotno, int proc)
 {
-	LauncherSlot *ls = &launcher_slots[slotno];
+	LauncherProc *lp = &launcher_slots[slotno].procs[proc];
 	pid_t		pid;
 
-	if (oms_shmem_worker_pid(slotno) != 0)
+	if (oms_shmem_worker_pid(slotno, proc) != 0)
 		return true;
-	if (ls->handle != NULL)
+	if (lp->handle != NULL)
 	{
-		BgwHandleStatus status = GetBackgroundWorkerPid(ls->handle, &pid);
+		BgwHandleStatus status = GetBackgroundWorkerPid(lp->handle, &pid);
 
 		/* STARTED with no pid in shmem: it has yet to claim its slot. */
 		if (status == BGWH_NOT_YET_STARTED || status == BGWH_STARTED)
@@ -185,9 +191,9 @@ launcher_log_begin(StringInfo line, const char *event, const char *dbname)
 }
 
 static bool
-start_worker(int slotno, Oid dboid)
+start_worker(int slotno, int proc, Oid dboid)
 {
-	LauncherSlot *ls = &launcher_slots[slotno];
+	LauncherProc *ls = &launcher_slots[slotno].procs[proc];
 	const char *dbname = oms_shmem_slot_name(slotno);
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -200,9 +206,17 @@ start_worker(int slotno, Oid dboid)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(worker.bgw_library_name, "oms", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "oms_worker_main", BGW_MAXLEN);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "oms worker %s", dbname);
-	strlcpy(worker.bgw_type, "oms worker", BGW_MAXLEN);
-	worker.bgw_main_arg = Int32GetDatum(slotno);
+	if (proc == 0)
+	{
+		snprintf(worker.bgw_name, BGW_MAXLEN, "oms worker %s", dbname);
+		strlcpy(worker.bgw_type, "oms worker", BGW_MAXLEN);
+	}
+	else
+	{
+		snprintf(worker.bgw_name, BGW_MAXLEN, "oms saga worker %d %s", proc, dbname);
+		strlcpy(worker.bgw_type, "oms saga worker", BGW_MAXLEN);
+	}
+	worker.bgw_main_arg = Int32GetDatum(OMS_WORKER_ARG(slotno, proc));
 	/* The OID, not the name: a database re-created meanwhile is not ours. */
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	/* The postmaster signals us when the worker starts or stops. */
@@ -221,6 +235,8 @@ start_worker(int slotno, Oid dboid)
 			StringInfoData line;
 
 			launcher_log_begin(&line, "worker_start_failed", dbname);
+			if (proc > 0)
+				oms_log_int(&line, "saga_worker", proc);
 			oms_log_str(&line, "reason", "no background worker slot is free");
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -237,6 +253,29 @@ start_worker(int slotno, Oid dboid)
 		pfree(ls->handle);
 	ls->handle = handle;
 	return true;
+}
+
+/*
+ * Starts process "proc" of a database unless it runs or was started less
+ * than a restart interval ago; returns how long the launcher may sleep
+ * before it should look again.
+ */
+static long
+start_if_missing(int slotno, int proc, Oid dboid, TimestampTz now, long restart_ms)
+{
+	LauncherProc *lp = &launcher_slots[slotno].procs[proc];
+
+	if (worker_alive(slotno, proc))
+		return LONG_MAX;
+	if (lp->last_start != 0)
+	{
+		TimestampTz next = TimestampTzPlusMilliseconds(lp->last_start, restart_ms);
+
+		if (now < next)
+			return Max((long) ((next - now + 999) / 1000), 1);
+	}
+	(void) start_worker(slotno, proc, dboid);
+	return LONG_MAX;
 }
 
 /*
@@ -300,23 +339,8 @@ launcher_pass(void)
 		}
 		ls->closed_logged = false;
 
-		if (worker_alive(i))
-			continue;
-
-		if (ls->last_start != 0)
-		{
-			TimestampTz next = TimestampTzPlusMilliseconds(ls->last_start, restart_ms);
-
-			if (now < next)
-			{
-				long		wait_ms = (long) ((next - now + 999) / 1000);
-
-				sleep_ms = Min(sleep_ms, Max(wait_ms, 1));
-				continue;
-			}
-		}
-
-		(void) start_worker(i, looks[i].oid);
+		for (int p = 0; p < oms_saga_workers; p++)
+			sleep_ms = Min(sleep_ms, start_if_missing(i, p, looks[i].oid, now, restart_ms));
 	}
 
 	return sleep_ms;
@@ -373,9 +397,8 @@ oms_launcher_main(Datum main_arg)
 
 /*
  * DROP DATABASE (or a rename, or a copy as template) of a database our
- * worker is connected to: tell the
- * launcher to stay away, stop the worker and wait (briefly) until it is
- * gone, so the drop neither waits nor fails because of us.  Only for a
+ * workers are connected to: tell the launcher to stay away, stop every
+ * worker of the database and wait (briefly) until they are gone, so the drop neither waits nor fails because of us.  Only for a
  * drop that can succeed: a user who may not drop the database must not be
  * able to stop its worker this way.
  */
@@ -398,18 +421,18 @@ stop_worker_for_drop(const char *dbname, bool as_template, Oid *dboid_out)
 						TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OMS_DROP_MARK_MS));
 	*dboid_out = dboid;
 
-	pid = oms_shmem_worker_pid(slotno);
-	if (pid == 0)
-		return slotno;
-
-	if (kill(pid, SIGTERM) != 0 && errno != ESRCH)
-		ereport(WARNING,
-				(errmsg("could not signal the oms worker of database \"%s\" (pid %d): %m",
-						dbname, (int) pid)));
+	for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+	{
+		pid = oms_shmem_worker_pid(slotno, p);
+		if (pid != 0 && kill(pid, SIGTERM) != 0 && errno != ESRCH)
+			ereport(WARNING,
+					(errmsg("could not signal the oms worker of database \"%s\" (pid %d): %m",
+							dbname, (int) pid)));
+	}
 
 	for (int waited = 0; waited < OMS_DROP_WAIT_MS; waited += OMS_DROP_POLL_MS)
 	{
-		if (oms_shmem_worker_pid(slotno) == 0)
+		if (!oms_shmem_any_worker(slotno))
 			break;
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -444,8 +467,10 @@ oms_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	int			slotno = -1;
-	Oid			dboid = InvalidOid;
+	int			found_slot = -1;
+	Oid			found_oid = InvalidOid;
+	volatile int slotno;
+	volatile Oid dboid;
 
 	const char *dbname = NULL;
 	volatile bool as_template = false;
@@ -470,7 +495,10 @@ oms_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		}
 	}
 	if (dbname != NULL)
-		slotno = stop_worker_for_drop(dbname, as_template, &dboid);
+		found_slot = stop_worker_for_drop(dbname, as_template, &found_oid);
+	/* Copies that survive the longjmp of an error in the command. */
+	slotno = found_slot;
+	dboid = found_oid;
 
 	if (slotno < 0)
 	{

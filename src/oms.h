@@ -23,6 +23,10 @@ extern char *oms_database_name;
 extern bool oms_worker_enabled;
 extern int	oms_worker_naptime;
 extern int	oms_worker_batch_size;
+extern int	oms_saga_workers;
+
+/* Most processes oms.saga_workers may ask for per database. */
+#define OMS_MAX_SAGA_WORKERS 8
 
 /* The outbox relay's settings; see guc.c and docs/configuration.md. */
 #define OMS_TOPIC_SINGLE 0
@@ -84,15 +88,18 @@ extern int	oms_shmem_slot_count(void);
 extern const char *oms_shmem_slot_name(int slotno);
 extern int	oms_shmem_slot_by_name(const char *dbname);
 extern void oms_shmem_set_launcher_pid(pid_t pid);
-extern bool oms_shmem_claim_slot(int slotno, Oid dboid, pid_t pid, int pgprocno);
-extern void oms_shmem_release_slot(int slotno, pid_t pid);
-extern pid_t oms_shmem_worker_pid(int slotno);
+extern bool oms_shmem_claim_slot(int slotno, int proc, Oid dboid, pid_t pid, int pgprocno);
+extern void oms_shmem_release_slot(int slotno, int proc, pid_t pid);
+extern pid_t oms_shmem_worker_pid(int slotno, int proc);
+extern bool oms_shmem_any_worker(int slotno);
 extern void oms_shmem_note_loop(int slotno, int units);
 extern void oms_shmem_note_error(int slotno, const char *message);
+extern void oms_shmem_set_idle(int slotno, bool idle);
 extern void oms_shmem_mark_drop(int slotno, Oid dboid, TimestampTz until);
 extern void oms_shmem_clear_drop(int slotno, Oid dboid);
 extern bool oms_shmem_drop_in_progress(int slotno, Oid dboid, TimestampTz now);
 extern void oms_shmem_wake_worker(Oid dboid);
+extern void oms_shmem_wake_saga_worker(int slotno);
 
 /* The relay's circuit breaker, as shown by oms_relay_status(). */
 typedef enum OmsBreakerState
@@ -109,7 +116,7 @@ extern void oms_shmem_relay_set_breaker(int slotno, OmsBreakerState state,
 										TimestampTz opened_at);
 extern void oms_shmem_relay_note_error(int slotno, const char *message);
 
-/* launcher.c: starts one worker per database, stops it for DROP DATABASE */
+/* launcher.c: starts the workers of each database, stops them for DROP DATABASE */
 extern void oms_register_launcher(void);
 extern void oms_install_utility_hook(void);
 extern PGDLLEXPORT void oms_launcher_main(Datum main_arg);
@@ -118,6 +125,8 @@ extern PGDLLEXPORT void oms_launcher_main(Datum main_arg);
 typedef int (*OmsXactBody) (void *arg);
 
 extern PGDLLEXPORT void oms_worker_main(Datum main_arg);
+/* bgw_main_arg of a worker: its database's slot and its process number. */
+#define OMS_WORKER_ARG(slotno, proc) ((slotno) * OMS_MAX_SAGA_WORKERS + (proc))
 extern bool oms_worker_extension_ready(void);
 extern bool oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 								OmsXactBody body, void *arg, int *result,

@@ -42,17 +42,27 @@
 
 #include "oms.h"
 
-typedef struct OmsWorkerSlot
+/*
+ * One process serving a database: process 0 is the main worker (sagas,
+ * relay, inbox, maintenance), the others are saga workers (sagas only).
+ */
+typedef struct OmsProcSlot
 {
-	char		dbname[NAMEDATALEN];	/* fixed at startup */
-	Oid			dboid;			/* set by the worker once connected */
-	pid_t		pid;			/* 0 when no worker runs */
-	int			pgprocno;		/* the worker's PGPROC, for its latch */
+	pid_t		pid;			/* 0 when no process runs */
+	int			pgprocno;		/* its PGPROC, for its latch */
+	bool		idle;			/* asleep with nothing due: wake it for sagas */
 	TimestampTz last_loop;
 	int64		loops;
 	int64		units;
 	char		last_error[OMS_ERROR_LEN];
 	TimestampTz last_error_at;
+} OmsProcSlot;
+
+typedef struct OmsWorkerSlot
+{
+	char		dbname[NAMEDATALEN];	/* fixed at startup */
+	Oid			dboid;			/* set by the main worker once connected */
+	OmsProcSlot procs[OMS_MAX_SAGA_WORKERS];
 
 	/*
 	 * DROP DATABASE of drop_oid is under way until drop_until: the launcher
@@ -105,12 +115,16 @@ typedef struct OmsShared
 
 static OmsShared *oms_shared = NULL;
 
+/* The process number this backend claimed (oms_shmem_claim_slot); 0 otherwise. */
+static int	my_proc = 0;
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PG_FUNCTION_INFO_V1(oms_worker_status);
 PG_FUNCTION_INFO_V1(oms_relay_shmem_status);
 PG_FUNCTION_INFO_V1(oms_inbox_shmem_status);
+PG_FUNCTION_INFO_V1(oms_saga_worker_status);
 
 static void
 oms_shmem_request(void)
@@ -153,7 +167,8 @@ oms_shmem_startup(void)
 			slot = &oms_shared->slots[oms_shared->nslots++];
 			strlcpy(slot->dbname, lfirst(lc), NAMEDATALEN);
 			slot->dboid = InvalidOid;
-			slot->pgprocno = -1;
+			for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+				slot->procs[p].pgprocno = -1;
 		}
 		list_free(names);
 		pfree(raw);
@@ -214,70 +229,106 @@ oms_shmem_set_launcher_pid(pid_t pid)
 }
 
 /*
- * A starting worker takes its slot.  Refused when another worker holds it
- * (two launchers' registrations can overlap after a launcher restart) or
- * when DROP DATABASE of this database is under way; the check and the
- * claim happen under one lock, so the DROP hook either sees our pid or we
- * see its marker.
+ * A starting worker takes its process slot.  Refused when another process
+ * holds it (two launchers' registrations can overlap after a launcher
+ * restart) or when DROP DATABASE of this database is under way; the check
+ * and the claim happen under one lock, so the DROP hook either sees our pid
+ * or we see its marker.
  */
 bool
-oms_shmem_claim_slot(int slotno, Oid dboid, pid_t pid, int pgprocno)
+oms_shmem_claim_slot(int slotno, int proc, Oid dboid, pid_t pid, int pgprocno)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
+	OmsProcSlot *ps;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		claimed = false;
 
+	if (proc < 0 || proc >= OMS_MAX_SAGA_WORKERS)
+		elog(ERROR, "oms worker process %d does not exist", proc);
+	ps = &slot->procs[proc];
 	SpinLockAcquire(&oms_shared->mutex);
-	if (slot->pid == 0 &&
+	if (ps->pid == 0 &&
 		!(slot->drop_oid == dboid && now < slot->drop_until))
 	{
-		slot->pid = pid;
-		slot->pgprocno = pgprocno;
+		ps->pid = pid;
+		ps->pgprocno = pgprocno;
+		ps->idle = false;
+		ps->last_loop = now;
 		slot->dboid = dboid;
-		slot->last_loop = now;
 		claimed = true;
 	}
 	SpinLockRelease(&oms_shared->mutex);
+	if (claimed)
+		my_proc = proc;
 	return claimed;
 }
 
 /* Exit callback of a worker: the slot is free only if we still hold it. */
 void
-oms_shmem_release_slot(int slotno, pid_t pid)
+oms_shmem_release_slot(int slotno, int proc, pid_t pid)
 {
-	OmsWorkerSlot *slot = get_slot(slotno);
+	OmsProcSlot *ps = &get_slot(slotno)->procs[proc];
 
 	SpinLockAcquire(&oms_shared->mutex);
-	if (slot->pid == pid)
+	if (ps->pid == pid)
 	{
-		slot->pid = 0;
-		slot->pgprocno = -1;
+		ps->pid = 0;
+		ps->pgprocno = -1;
+		ps->idle = false;
 	}
 	SpinLockRelease(&oms_shared->mutex);
 }
 
 pid_t
-oms_shmem_worker_pid(int slotno)
+oms_shmem_worker_pid(int slotno, int proc)
 {
-	OmsWorkerSlot *slot = get_slot(slotno);
+	OmsProcSlot *ps = &get_slot(slotno)->procs[proc];
 	pid_t		pid;
 
 	SpinLockAcquire(&oms_shared->mutex);
-	pid = slot->pid;
+	pid = ps->pid;
 	SpinLockRelease(&oms_shared->mutex);
 	return pid;
+}
+
+/* Does any process of this database's slot run? */
+bool
+oms_shmem_any_worker(int slotno)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	bool		any = false;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+		any = any || slot->procs[p].pid != 0;
+	SpinLockRelease(&oms_shared->mutex);
+	return any;
+}
+
+/*
+ * A worker says it is about to sleep (idle) or awake.  Only an idle saga
+ * worker is woken by a full batch elsewhere: waking a busy one is useless.
+ */
+void
+oms_shmem_set_idle(int slotno, bool idle)
+{
+	OmsProcSlot *ps = &get_slot(slotno)->procs[my_proc];
+
+	SpinLockAcquire(&oms_shared->mutex);
+	ps->idle = idle;
+	SpinLockRelease(&oms_shared->mutex);
 }
 
 void
 oms_shmem_note_loop(int slotno, int units)
 {
-	OmsWorkerSlot *slot = get_slot(slotno);
+	OmsProcSlot *ps = &get_slot(slotno)->procs[my_proc];
 	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->last_loop = now;
-	slot->loops++;
-	slot->units += units;
+	ps->last_loop = now;
+	ps->loops++;
+	ps->units += units;
 	SpinLockRelease(&oms_shared->mutex);
 }
 
@@ -305,9 +356,9 @@ store_error(char *dst, TimestampTz *at, int64 *failures, const char *message)
 void
 oms_shmem_note_error(int slotno, const char *message)
 {
-	OmsWorkerSlot *slot = get_slot(slotno);
+	OmsProcSlot *ps = &get_slot(slotno)->procs[my_proc];
 
-	store_error(slot->last_error, &slot->last_error_at, NULL, message);
+	store_error(ps->last_error, &ps->last_error_at, NULL, message);
 }
 
 /* A starting worker's relay: breaker closed, as no batch has failed yet. */
@@ -487,32 +538,10 @@ oms_shmem_drop_in_progress(int slotno, Oid dboid, TimestampTz now)
 	return dropping;
 }
 
-/*
- * Sets the latch of the worker serving "dboid", if one runs.  Runs in a
- * commit callback, so it must not fail: no allocation, no error, one
- * short spinlock section.
- */
-void
-oms_shmem_wake_worker(Oid dboid)
+/* Sets the latch of a PGPROC found under the lock; see oms_shmem_wake_worker. */
+static void
+set_proc_latch(int pgprocno)
 {
-	int			pgprocno = -1;
-
-	if (oms_shared == NULL || !OidIsValid(dboid))
-		return;
-
-	SpinLockAcquire(&oms_shared->mutex);
-	for (int i = 0; i < oms_shared->nslots; i++)
-	{
-		OmsWorkerSlot *slot = &oms_shared->slots[i];
-
-		if (slot->pid != 0 && slot->dboid == dboid)
-		{
-			pgprocno = slot->pgprocno;
-			break;
-		}
-	}
-	SpinLockRelease(&oms_shared->mutex);
-
 	/*
 	 * Setting the latch outside the lock is safe: if the worker exited in
 	 * between, the PGPROC's latch is reset by whoever owns it next, and a
@@ -523,17 +552,75 @@ oms_shmem_wake_worker(Oid dboid)
 }
 
 /*
- * oms_worker_status(): one row per database in oms.database_name, copied
- * from shared memory under the lock, returned after it is released.
+ * Sets the latch of the main worker serving "dboid" (it runs the relay as
+ * well as sagas), or of another of its processes while the main one is
+ * down.  Runs in a commit callback, so it must not fail: no allocation, no
+ * error, one short spinlock section.  One process is woken, not all: the
+ * others join when batches fill up (oms_shmem_wake_saga_worker).
  */
-Datum
-oms_worker_status(PG_FUNCTION_ARGS)
+void
+oms_shmem_wake_worker(Oid dboid)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	OmsWorkerSlot copy[OMS_MAX_DATABASES];
-	int			nslots;
+	int			pgprocno = -1;
 
-	InitMaterializedSRF(fcinfo, 0);
+	if (oms_shared == NULL || !OidIsValid(dboid))
+		return;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	for (int i = 0; i < oms_shared->nslots && pgprocno < 0; i++)
+	{
+		OmsWorkerSlot *slot = &oms_shared->slots[i];
+
+		if (slot->dboid != dboid)
+			continue;
+		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+		{
+			if (slot->procs[p].pid != 0)
+			{
+				pgprocno = slot->procs[p].pgprocno;
+				break;
+			}
+		}
+	}
+	SpinLockRelease(&oms_shared->mutex);
+
+	set_proc_latch(pgprocno);
+}
+
+/*
+ * A batch came back full: more sagas are due than one process runs in a
+ * batch.  Wake one idle process of the same database (not ourselves), and
+ * mark it busy so the next full batch wakes another.  None idle means all
+ * are at work already.
+ */
+void
+oms_shmem_wake_saga_worker(int slotno)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+	int			pgprocno = -1;
+
+	SpinLockAcquire(&oms_shared->mutex);
+	for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+	{
+		OmsProcSlot *ps = &slot->procs[p];
+
+		if (p != my_proc && ps->pid != 0 && ps->idle)
+		{
+			ps->idle = false;
+			pgprocno = ps->pgprocno;
+			break;
+		}
+	}
+	SpinLockRelease(&oms_shared->mutex);
+
+	set_proc_latch(pgprocno);
+}
+
+/* Copies every slot under the lock; returns how many there are. */
+static int
+copy_slots(OmsWorkerSlot *copy)
+{
+	int			nslots;
 
 	if (oms_shared == NULL)
 		ereport(ERROR,
@@ -545,41 +632,108 @@ oms_worker_status(PG_FUNCTION_ARGS)
 	nslots = oms_shared->nslots;
 	memcpy(copy, oms_shared->slots, sizeof(OmsWorkerSlot) * nslots);
 	SpinLockRelease(&oms_shared->mutex);
+	return nslots;
+}
+
+/* Fills values[0..6] (pid to last_error_at) from one process slot. */
+static void
+proc_values(OmsProcSlot *ps, Datum *values, bool *nulls)
+{
+	values[0] = Int32GetDatum((int32) ps->pid);
+	nulls[0] = (ps->pid == 0);
+	values[1] = BoolGetDatum(ps->pid != 0);
+	values[2] = TimestampTzGetDatum(ps->last_loop);
+	nulls[2] = (ps->last_loop == 0);
+	values[3] = Int64GetDatum(ps->loops);
+	values[4] = Int64GetDatum(ps->units);
+	if (ps->last_error_at != 0)
+	{
+		values[5] = CStringGetTextDatum(ps->last_error);
+		values[6] = TimestampTzGetDatum(ps->last_error_at);
+	}
+	else
+	{
+		nulls[5] = true;
+		nulls[6] = true;
+	}
+}
+
+/*
+ * oms_worker_status(): one row per database in oms.database_name, about
+ * its main worker, with how many of its saga workers are wanted and run;
+ * copied from shared memory under the lock, returned after it is released.
+ */
+Datum
+oms_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OmsWorkerSlot copy[OMS_MAX_DATABASES];
+	int			nslots;
+
+	InitMaterializedSRF(fcinfo, 0);
+	nslots = copy_slots(copy);
 
 	for (int i = 0; i < nslots; i++)
 	{
 		OmsWorkerSlot *slot = &copy[i];
-		Datum		values[8];
-		bool		nulls[8];
+		Datum		values[10];
+		bool		nulls[10];
 		NameData	dbname;
+		int			alive = 0;
 
 		memset(nulls, 0, sizeof(nulls));
 		namestrcpy(&dbname, slot->dbname);
+		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+			alive += (slot->procs[p].pid != 0);
 
 		values[0] = NameGetDatum(&dbname);
-		if (slot->pid != 0)
-			values[1] = Int32GetDatum((int32) slot->pid);
-		else
-			nulls[1] = true;
-		values[2] = BoolGetDatum(slot->pid != 0);
-		if (slot->last_loop != 0)
-			values[3] = TimestampTzGetDatum(slot->last_loop);
-		else
-			nulls[3] = true;
-		values[4] = Int64GetDatum(slot->loops);
-		values[5] = Int64GetDatum(slot->units);
-		if (slot->last_error_at != 0)
-		{
-			values[6] = CStringGetTextDatum(slot->last_error);
-			values[7] = TimestampTzGetDatum(slot->last_error_at);
-		}
-		else
-		{
-			nulls[6] = true;
-			nulls[7] = true;
-		}
+		proc_values(&slot->procs[0], &values[1], &nulls[1]);
+		values[8] = Int32GetDatum(oms_saga_workers);
+		values[9] = Int32GetDatum(alive);
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	return (Datum) 0;
+}
+
+/*
+ * oms_saga_worker_status(): one row per process that serves, or should
+ * serve, a database: the oms.saga_workers wanted, and any still running
+ * beyond them (a reload lowered the setting and it has yet to stop).
+ */
+Datum
+oms_saga_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OmsWorkerSlot copy[OMS_MAX_DATABASES];
+	int			nslots;
+
+	InitMaterializedSRF(fcinfo, 0);
+	nslots = copy_slots(copy);
+
+	for (int i = 0; i < nslots; i++)
+	{
+		NameData	dbname;
+
+		namestrcpy(&dbname, copy[i].dbname);
+		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+		{
+			OmsProcSlot *ps = &copy[i].procs[p];
+			Datum		values[11];
+			bool		nulls[11];
+
+			if (p >= oms_saga_workers && ps->pid == 0)
+				continue;
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = NameGetDatum(&dbname);
+			values[1] = Int32GetDatum(p);
+			values[2] = CStringGetTextDatum(p == 0 ? "main" : "saga");
+			proc_values(ps, &values[3], &nulls[3]);
+			/* values[3..9]: pid .. last_error_at; idle last */
+			values[10] = BoolGetDatum(ps->pid != 0 && ps->idle);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
 	}
 
 	return (Datum) 0;
@@ -619,7 +773,7 @@ oms_relay_shmem_status(PG_FUNCTION_ARGS)
 	SpinLockRelease(&oms_shared->mutex);
 
 	memset(nulls, 0, sizeof(nulls));
-	values[0] = BoolGetDatum(copy.pid != 0);
+	values[0] = BoolGetDatum(copy.procs[0].pid != 0);
 	values[1] = Int64GetDatum(copy.relay_published);
 	values[2] = Int64GetDatum(copy.relay_failed);
 	values[3] = Int64GetDatum(copy.relay_batches);
@@ -689,11 +843,11 @@ oms_inbox_shmem_status(PG_FUNCTION_ARGS)
 	SpinLockRelease(&oms_shared->mutex);
 
 	/* A consumer belongs to a running worker; a stopped one leaves stale state. */
-	if (copy.pid == 0)
+	if (copy.procs[0].pid == 0)
 		copy.inbox_state = OMS_KAFKA_OFF;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"worker_running\": %s", copy.pid != 0 ? "true" : "false");
+	appendStringInfo(&buf, "{\"worker_running\": %s", copy.procs[0].pid != 0 ? "true" : "false");
 	appendStringInfo(&buf, ", \"consumer\": \"%s\"", state_names[copy.inbox_state]);
 	appendStringInfo(&buf, ", \"applied\": " INT64_FORMAT, copy.inbox_applied);
 	appendStringInfo(&buf, ", \"duplicates\": " INT64_FORMAT, copy.inbox_duplicates);

@@ -78,6 +78,16 @@ static OmsLogLimit batch_limit;
 /* This worker's shared memory slot (for what is recorded outside a batch). */
 static int	worker_slotno = -1;
 
+/* This worker's process number: 0 for the main worker, else a saga worker. */
+static int	worker_proc = 0;
+
+/* What one saga batch is asked to do (worker_tick's argument). */
+typedef struct BatchRequest
+{
+	int			batch_size;
+	bool		want_next_due;	/* the main worker keeps the timers */
+} BatchRequest;
+
 static void
 worker_on_exit(int code, Datum arg)
 {
@@ -85,9 +95,11 @@ worker_on_exit(int code, Datum arg)
 
 	oms_log_begin(&line, "worker_stopped");
 	oms_log_int(&line, "pid", MyProcPid);
+	if (worker_proc > 0)
+		oms_log_int(&line, "saga_worker", worker_proc);
 	oms_log_int(&line, "exit_code", code);
 	oms_log_emit(LOG, &line);
-	oms_shmem_release_slot(DatumGetInt32(arg), MyProcPid);
+	oms_shmem_release_slot(DatumGetInt32(arg), worker_proc, MyProcPid);
 }
 
 /*
@@ -143,7 +155,8 @@ version_matches(Oid extoid)
 		waiting_for[0] = '\0';
 		return true;
 	}
-	if (version == NULL || strcmp(waiting_for, version) == 0)
+	/* The main worker says it; its saga workers wait quietly. */
+	if (version == NULL || strcmp(waiting_for, version) == 0 || worker_proc > 0)
 		return false;
 	strlcpy(waiting_for, version, sizeof(waiting_for));
 	snprintf(message, sizeof(message),
@@ -191,7 +204,8 @@ oms_worker_extension_ready(void)
 static int
 worker_tick(void *arg)
 {
-	int			batch_size = *(int *) arg;
+	BatchRequest *request = (BatchRequest *) arg;
+	int			batch_size = request->batch_size;
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1];
 	bool		isnull;
@@ -224,7 +238,7 @@ worker_tick(void *arg)
 	 * batch starts at once.
 	 */
 	next_saga_due = 0;
-	if (units < batch_size)
+	if (units < batch_size && request->want_next_due)
 	{
 		ret = SPI_execute(NEXT_DUE_QUERY, true, 1);
 		if (ret == SPI_OK_SELECT && SPI_processed == 1 &&
@@ -373,13 +387,15 @@ saga_sleep_limit(long naptime)
 static int
 run_batch(int slotno, MemoryContext loop_cxt)
 {
-	int			batch_size = oms_worker_batch_size;
+	BatchRequest request;
 	int			units;
 	int			suppressed;
 	StringInfoData line;
 
+	request.batch_size = oms_worker_batch_size;
+	request.want_next_due = (worker_proc == 0);
 	if (!oms_worker_run_xact_ext(slotno, loop_cxt, WORKER_TICK_QUERY,
-								 worker_tick, &batch_size, &units, NULL, false))
+								 worker_tick, &request, &units, NULL, false))
 	{
 		suppressed = oms_log_limit(&batch_limit, GetCurrentTimestamp());
 		if (suppressed >= 0)
@@ -446,39 +462,34 @@ run_maintenance_if_due(int slotno, MemoryContext loop_cxt)
 							   maintenance_tick, NULL, &ignored, NULL);
 }
 
-void
-oms_worker_main(Datum main_arg)
+/*
+ * What every worker does before its loop: take its process slot (before
+ * connecting, so a DROP DATABASE that starts now finds our pid and stops
+ * us), connect, pin search_path and say so.  Exits quietly when the slot
+ * is taken or marked by such a drop, or when a reload made this saga
+ * worker one too many.
+ */
+static void
+worker_start(int slotno, int proc, Oid dboid)
 {
-	int			slotno = DatumGetInt32(main_arg);
-	Oid			dboid;
-	MemoryContext loop_cxt;
-	bool		run_sagas = true;
-	TimestampTz last_sagas = 0;
+	StringInfoData line;
 
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-
-	/*
-	 * Take the slot before connecting, so a DROP DATABASE that starts now
-	 * finds our pid and stops us.  A slot that is taken, or marked by such
-	 * a drop, means this worker is not wanted.
-	 */
+	worker_slotno = slotno;
+	worker_proc = proc;
 	oms_log_set_database(oms_shmem_slot_name(slotno));
-	if (!oms_shmem_claim_slot(slotno, dboid, MyProcPid, MyProc->pgprocno))
+	if (proc >= oms_saga_workers ||
+		!oms_shmem_claim_slot(slotno, proc, dboid, MyProcPid, MyProc->pgprocno))
 	{
-		StringInfoData line;
-
 		oms_log_begin(&line, "worker_not_started");
-		oms_log_str(&line, "reason", "another worker serves the database, or it is being dropped");
+		if (proc > 0)
+			oms_log_int(&line, "saga_worker", proc);
+		oms_log_str(&line, "reason", proc >= oms_saga_workers
+					? "oms.saga_workers is lower than this worker's number"
+					: "another worker serves the database, or it is being dropped");
 		oms_log_emit(LOG, &line);
 		proc_exit(0);
 	}
 	before_shmem_exit(worker_on_exit, Int32GetDatum(slotno));
-
-	worker_slotno = slotno;
 
 	/* By OID: a database re-created under the same name gets a new worker. */
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -491,13 +502,85 @@ oms_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	{
-		StringInfoData line;
+	oms_log_begin(&line, "worker_started");
+	oms_log_int(&line, "pid", MyProcPid);
+	if (proc > 0)
+		oms_log_int(&line, "saga_worker", proc);
+	oms_log_emit(LOG, &line);
+}
 
-		oms_log_begin(&line, "worker_started");
-		oms_log_int(&line, "pid", MyProcPid);
-		oms_log_emit(LOG, &line);
+/* Rereads the configuration after SIGHUP; true when it did. */
+static bool
+reload_if_asked(void)
+{
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
+}
+
+/*
+ * The loop of a saga worker (process 1 and up): saga batches only.  It
+ * sleeps until a full batch of another process wakes it, or for the
+ * naptime; a full batch of its own wakes one more idle process and starts
+ * the next batch at once.  Timers (retries, step timeouts) are the main
+ * worker's to watch; the naptime covers a main worker that is down.
+ */
+static void
+saga_worker_loop(int slotno, MemoryContext loop_cxt)
+{
+	for (;;)
+	{
+		int			units = 0;
+
+		MemoryContextSwitchTo(loop_cxt);
+		CHECK_FOR_INTERRUPTS();
+		if (reload_if_asked() && worker_proc >= oms_saga_workers)
+		{
+			StringInfoData line;
+
+			oms_log_begin(&line, "worker_retired");
+			oms_log_int(&line, "saga_worker", worker_proc);
+			oms_log_int(&line, "saga_workers", oms_saga_workers);
+			oms_log_emit(LOG, &line);
+			proc_exit(0);
+		}
+
+		if (oms_worker_enabled && !RecoveryInProgress())
+			units = run_batch(slotno, loop_cxt);
+
+		oms_shmem_note_loop(slotno, units);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(loop_cxt);
+
+		if (units >= oms_worker_batch_size)
+		{
+			oms_shmem_wake_saga_worker(slotno);
+			continue;
+		}
+
+		/*
+		 * Idle first, then sleep: a wake that comes in between sets the
+		 * latch, and WaitLatch returns at once.
+		 */
+		oms_shmem_set_idle(slotno, true);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 oms_worker_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		oms_shmem_set_idle(slotno, false);
 	}
+}
+
+/*
+ * The loop of the main worker (process 0): saga batches, the relay, the
+ * inbox and maintenance.
+ */
+static void
+main_worker_loop(int slotno, MemoryContext loop_cxt)
+{
+	bool		run_sagas = true;
+	TimestampTz last_sagas = 0;
 
 	/*
 	 * The relay's producer and the inbox's consumer are created later, when
@@ -505,10 +588,6 @@ oms_worker_main(Datum main_arg)
 	 */
 	oms_relay_init(slotno, oms_shmem_slot_name(slotno));
 	oms_inbox_init(slotno, oms_shmem_slot_name(slotno));
-
-	loop_cxt = AllocSetContextCreate(TopMemoryContext,
-									 "oms worker loop",
-									 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
@@ -521,10 +600,8 @@ oms_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(loop_cxt);
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
+		if (reload_if_asked())
 		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
 			/* Its content may have changed even where the setting did not. */
 			oms_kafka_file_reloaded();
 		}
@@ -561,10 +638,13 @@ oms_worker_main(Datum main_arg)
 		MemoryContextReset(loop_cxt);
 
 		/*
-		 * A full batch: more is waiting, so no sleep.  Applied replies may
-		 * have made saga steps due (their wake-up is our own latch, which we
-		 * do not look at when we skip the sleep).
+		 * A full batch: more is waiting, so no sleep, and one more saga
+		 * worker joins in.  Applied replies may have made saga steps due
+		 * (their wake-up is our own latch, which we do not look at when we
+		 * skip the sleep).
 		 */
+		if (more)
+			oms_shmem_wake_saga_worker(slotno);
 		run_sagas = more || applied > 0;
 		if (more || inbox_more)
 			continue;
@@ -574,12 +654,44 @@ oms_worker_main(Datum main_arg)
 		 * replies); a batch's deadline, an open breaker's cooldown or the
 		 * inbox's retry may end the sleep before the naptime.
 		 */
+		oms_shmem_set_idle(slotno, true);
 		woke = oms_relay_wait(Min(saga_sleep_limit(oms_worker_naptime),
 								  Min(oms_relay_sleep_limit(oms_worker_naptime),
 									  oms_inbox_sleep_limit(oms_worker_naptime))));
+		oms_shmem_set_idle(slotno, false);
 		if (woke & WL_LATCH_SET)
 			run_sagas = true;
 	}
+}
+
+/*
+ * Entry point of every worker.  bgw_main_arg is OMS_WORKER_ARG(slot,
+ * process) and bgw_extra the database OID.
+ */
+void
+oms_worker_main(Datum main_arg)
+{
+	int			arg = DatumGetInt32(main_arg);
+	int			slotno = arg / OMS_MAX_SAGA_WORKERS;
+	int			proc = arg % OMS_MAX_SAGA_WORKERS;
+	Oid			dboid;
+	MemoryContext loop_cxt;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	worker_start(slotno, proc, dboid);
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext,
+									 "oms worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	if (proc == 0)
+		main_worker_loop(slotno, loop_cxt);
+	else
+		saga_worker_loop(slotno, loop_cxt);
 }
 
 /*

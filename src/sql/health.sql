@@ -64,6 +64,9 @@ COMMENT ON FUNCTION oms._health_age(timestamptz, timestamptz) IS
  * The health document of the current database.  p_memory holds what the
  * caller read from shared memory and from server-wide settings:
  *   workers         jsonb array of oms_worker_status() rows
+ *   saga_workers    jsonb array of oms_saga_worker_status() rows of this
+ *                   database (absent: not looked at)
+ *   saga_workers_wanted  oms.saga_workers
  *   worker_enabled  oms.worker_enabled
  *   relay_enabled   oms.kafka_brokers is not empty
  *   relay           oms._relay_shmem_status() as jsonb (null: not served)
@@ -96,6 +99,8 @@ DECLARE
 	v_alive boolean;
 	v_last_loop timestamptz;
 	v_loop_age interval;
+	v_saga_alive integer;
+	v_saga_wanted integer := (p_memory ->> 'saga_workers_wanted')::integer;
 	v_due bigint;
 	v_oldest_due timestamptz;
 	v_overdue interval;
@@ -130,6 +135,8 @@ BEGIN
 	v_alive := coalesce((v_worker ->> 'alive')::boolean, false);
 	v_last_loop := (v_worker ->> 'last_loop')::timestamptz;
 	v_loop_age := oms._health_age(v_last_loop, p_now);
+	SELECT pg_catalog.count(*) FILTER (WHERE (w ->> 'alive')::boolean) INTO v_saga_alive
+	FROM pg_catalog.jsonb_array_elements(coalesce(p_memory -> 'saga_workers', '[]')) AS w;
 
 	IF NOT v_served THEN
 		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'not_served', 'severity', 'down',
@@ -147,6 +154,11 @@ BEGIN
 				'message', CASE WHEN v_last_loop IS NULL THEN 'the worker has not finished a loop yet'
 								ELSE pg_catalog.format('the worker''s last loop ended %s ago (threshold %s)',
 									oms._health_seconds(v_loop_age), oms._health_seconds(v_worker_timeout)) END);
+		ELSIF p_memory ? 'saga_workers' AND v_saga_alive < v_saga_wanted THEN
+			-- Sagas still run, on fewer processes than configured.
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'saga_workers_missing', 'severity', 'degraded',
+				'message', pg_catalog.format('%s of %s saga workers run for database "%s"',
+											 v_saga_alive, v_saga_wanted, v_db));
 		END IF;
 	END IF;
 
@@ -252,7 +264,10 @@ BEGIN
 			'alive', v_alive,
 			'pid', v_worker -> 'pid',
 			'last_loop', v_worker -> 'last_loop',
-			'last_loop_age_ms', oms._interval_ms(v_loop_age)),
+			'last_loop_age_ms', oms._interval_ms(v_loop_age))
+			|| CASE WHEN p_memory ? 'saga_workers' THEN
+					pg_catalog.jsonb_build_object('saga_workers', v_saga_alive, 'saga_workers_wanted', v_saga_wanted)
+					ELSE '{}' END,
 		'workers', v_workers,
 		'sagas', pg_catalog.jsonb_build_object(
 			'due', v_due,
@@ -300,6 +315,9 @@ AS $$
 BEGIN
 	RETURN oms._health(jsonb_build_object(
 		'workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._worker_status() AS w),
+		'saga_workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._saga_worker_status() AS w
+						 WHERE w.database = current_database()),
+		'saga_workers_wanted', current_setting('oms.saga_workers')::integer,
 		'worker_enabled', current_setting('oms.worker_enabled')::boolean,
 		'relay_enabled', current_setting('oms.kafka_brokers') <> '',
 		'relay', (SELECT to_jsonb(r) FROM oms._relay_shmem_status() AS r),

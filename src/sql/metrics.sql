@@ -17,7 +17,7 @@
 -- default estimate of 1000 rows makes plans of the view cost enough for JIT.
 CREATE FUNCTION oms._metric_families()
 RETURNS TABLE (family text, type text, help text, ord integer)
-LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 25
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 26
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT f.family, f.type, f.help, f.ord
@@ -43,10 +43,11 @@ AS $$
 		(19, 'oms_worker_up', 'gauge', '1 while the background worker of this database runs, else 0.'),
 		(20, 'oms_worker_last_loop_age_seconds', 'gauge', 'Time since the worker of this database last looped; no sample before its first loop.'),
 		(21, 'oms_worker_loops_total', 'counter', 'Worker loops since the server started.'),
-		(22, 'oms_worker_units_total', 'counter', 'Units of work (saga steps and similar) the worker did since the server started.'),
-		(23, 'oms_inbox_replies_total', 'counter', 'Payment replies consumed since the server started, by result (applied, duplicate, late, rejected, other).'),
-		(24, 'oms_inbox_reply_failures_total', 'counter', 'Payment reply transactions that failed and were retried since the server started.'),
-		(25, 'oms_inbox_lag_messages', 'gauge', 'Payment replies waiting in Kafka behind the consumer; no sample while unknown.')
+		(22, 'oms_worker_units_total', 'counter', 'Units of work (saga steps and similar) the workers of this database did since the server started.'),
+		(23, 'oms_saga_workers_up', 'gauge', 'Processes of this database that run saga steps (the main worker included), of oms.saga_workers.'),
+		(24, 'oms_inbox_replies_total', 'counter', 'Payment replies consumed since the server started, by result (applied, duplicate, late, rejected, other).'),
+		(25, 'oms_inbox_reply_failures_total', 'counter', 'Payment reply transactions that failed and were retried since the server started.'),
+		(26, 'oms_inbox_lag_messages', 'gauge', 'Payment replies waiting in Kafka behind the consumer; no sample while unknown.')
 	) AS f(ord, family, type, help);
 $$;
 COMMENT ON FUNCTION oms._metric_families() IS
@@ -136,8 +137,13 @@ WITH
 		SELECT * FROM oms._relay_shmem_status()),
 	worker AS MATERIALIZED (
 		SELECT pg_catalog.bool_or(w.alive) AS alive, pg_catalog.max(w.last_loop) AS last_loop,
-			   pg_catalog.sum(w.loops) AS loops, pg_catalog.sum(w.units) AS units
+			   pg_catalog.sum(w.loops) AS loops
 		FROM @extschema@.oms_worker_status() AS w
+		WHERE w.database = pg_catalog.current_database()),
+	-- Every process's units: the saga workers' steps count as the worker's work.
+	saga_workers AS MATERIALIZED (
+		SELECT pg_catalog.count(*) FILTER (WHERE w.alive) AS up, pg_catalog.sum(w.units) AS units
+		FROM @extschema@.oms_saga_worker_status() AS w
 		WHERE w.database = pg_catalog.current_database()),
 	inbox AS MATERIALIZED (
 		SELECT oms._inbox_shmem_status() AS j)
@@ -244,7 +250,9 @@ FROM (
 	UNION ALL
 	SELECT 'oms_worker_loops_total', '', '{}', COALESCE(w.loops, 0) FROM worker AS w
 	UNION ALL
-	SELECT 'oms_worker_units_total', '', '{}', COALESCE(w.units, 0) FROM worker AS w
+	SELECT 'oms_worker_units_total', '', '{}', COALESCE(g.units, 0) FROM saga_workers AS g
+	UNION ALL
+	SELECT 'oms_saga_workers_up', '', '{}', g.up FROM saga_workers AS g
 	UNION ALL
 	SELECT 'oms_inbox_replies_total', '', pg_catalog.jsonb_build_object('result', r.result),
 		   COALESCE((i.j ->> r.field)::double precision, 0)

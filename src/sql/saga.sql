@@ -762,6 +762,7 @@ AS $$
 DECLARE
 	v_units integer := 0;
 	v_id uuid;
+	v_order_id uuid;
 	v_saga oms.sagas;
 	v_order oms.orders;
 	v_state text;
@@ -777,9 +778,13 @@ BEGIN
 		-- An API call holding the order (a cancel, say) goes first; the saga
 		-- stays due and is picked up again.  Never waiting here means the
 		-- worker and the API cannot deadlock.
-		PERFORM 1 FROM oms.orders AS o JOIN oms.sagas AS s ON s.order_id = o.id
+		SELECT o.id INTO v_order_id FROM oms.orders AS o JOIN oms.sagas AS s ON s.order_id = o.id
 		WHERE s.id = v_id FOR NO KEY UPDATE OF o SKIP LOCKED;
 		CONTINUE WHEN NOT FOUND;
+		-- The same for its stock rows: another worker's batch (or an API
+		-- call) holds them until it commits, and two batches waiting for
+		-- each other would deadlock.
+		CONTINUE WHEN NOT oms._try_lock_order_stock(v_order_id);
 
 		-- One subtransaction per saga: a defect or database error in one
 		-- saga rolls back that saga's progress in this batch only.

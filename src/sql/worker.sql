@@ -25,7 +25,7 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_worker_status'
 LANGUAGE c VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.oms_worker_status() IS
-	'One row per database in oms.database_name: its worker''s pid (null when none runs), whether it runs, when it last looped, loops and units of work done since server start, and the last error a batch raised (kept until the next error)';
+	'One row per database in oms.database_name: its main worker''s pid (null when none runs), whether it runs, when it last looped, loops and units of work done since server start, and the last error a batch raised (kept until the next error)';
 
 -- The same C function for oms's own code (see oms._transition_allowed).
 CREATE FUNCTION oms._worker_status()
@@ -44,19 +44,87 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_worker_status';
 COMMENT ON FUNCTION oms._worker_status() IS 'oms_worker_status for oms''s own code';
 
--- What the C worker calls once per batch (src/worker.c).
+CREATE FUNCTION @extschema@.oms_saga_worker_status()
+RETURNS TABLE (
+	database		name,
+	worker			integer,
+	role			text,
+	pid				integer,
+	alive			boolean,
+	last_loop		timestamptz,
+	loops			bigint,
+	units			bigint,
+	last_error		text,
+	last_error_at	timestamptz,
+	idle			boolean
+)
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_saga_worker_status'
+LANGUAGE c VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.oms_saga_worker_status() IS
+	'One row per process that runs saga steps for a database in oms.database_name: worker 0 is the main worker (role main: sagas, relay, inbox, maintenance), workers 1 to oms.saga_workers - 1 run sagas only (role saga); pid, liveness, loops, units of work, last error, and whether it sleeps with nothing due (idle)';
+
+-- The same C function for oms's own code (see oms._transition_allowed).
+CREATE FUNCTION oms._saga_worker_status()
+RETURNS TABLE (
+	database		name,
+	worker			integer,
+	role			text,
+	pid				integer,
+	alive			boolean,
+	last_loop		timestamptz,
+	loops			bigint,
+	units			bigint,
+	last_error		text,
+	last_error_at	timestamptz,
+	idle			boolean
+)
+LANGUAGE c VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_saga_worker_status';
+COMMENT ON FUNCTION oms._saga_worker_status() IS 'oms_saga_worker_status for oms''s own code';
+
+/*
+ * Locks the stock rows an order's saga steps will lock (reserve, confirm,
+ * release, restock), in SKU order, or none of them: false when another
+ * transaction holds one.  Saga workers run batches in parallel and each
+ * holds what it locked until its batch commits, so two batches that waited
+ * for each other's stock rows could deadlock; a saga whose stock is busy
+ * is left for a later batch instead, as one whose order is busy is.
+ */
+CREATE FUNCTION oms._try_lock_order_stock(p_order_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM 1 FROM oms.stock AS s
+	WHERE s.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = p_order_id)
+	ORDER BY s.sku
+	FOR UPDATE NOWAIT;
+	RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+	-- The subtransaction gives back the rows locked before the busy one.
+	RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION oms._try_lock_order_stock(uuid) IS
+	'Locks the stock rows of an order''s items in SKU order without waiting; false (and nothing locked) when one is busy';
+
+-- What the C workers call once per batch (src/worker.c).  Nothing here
+-- runs whatever the load: expired reservations stop counting by
+-- themselves, and the maintenance task "expire" marks them.
 CREATE FUNCTION oms._worker_tick(p_batch integer)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM oms._release_expired_reservations();
-	RETURN oms._run_sagas(p_batch, clock_timestamp());
+	RETURN oms._run_sagas(p_batch, pg_catalog.clock_timestamp());
 END;
 $$;
 COMMENT ON FUNCTION oms._worker_tick(integer) IS
-	'One unit of background work: expire reservations, then run up to p_batch due saga steps';
+	'One batch of background work: run up to p_batch due saga steps';
 
 -- The worker sleeps until then at most (src/worker.c); sagas_due_idx
 -- answers it from the index.  Only times still ahead count: a saga that is
@@ -75,8 +143,12 @@ COMMENT ON FUNCTION oms._next_saga_due() IS
 
 REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._next_saga_due() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._try_lock_order_stock(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_tick(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_saga_worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._saga_worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oms._notify_worker() TO oms_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_worker_status() TO oms_admin, oms_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_saga_worker_status() TO oms_admin, oms_reader;

@@ -27,6 +27,651 @@ SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 -- The worker: parallel saga workers.
 --
 
+-- oms_saga_worker_status(): one row per process that runs saga steps.
+CREATE FUNCTION @extschema@.oms_saga_worker_status()
+RETURNS TABLE (
+	database		name,
+	worker			integer,
+	role			text,
+	pid				integer,
+	alive			boolean,
+	last_loop		timestamptz,
+	loops			bigint,
+	units			bigint,
+	last_error		text,
+	last_error_at	timestamptz,
+	idle			boolean
+)
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_saga_worker_status'
+LANGUAGE c VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.oms_saga_worker_status() IS
+	'One row per process that runs saga steps for a database in oms.database_name: worker 0 is the main worker (role main: sagas, relay, inbox, maintenance), workers 1 to oms.saga_workers - 1 run sagas only (role saga); pid, liveness, loops, units of work, last error, and whether it sleeps with nothing due (idle)';
+
+CREATE FUNCTION oms._saga_worker_status()
+RETURNS TABLE (
+	database		name,
+	worker			integer,
+	role			text,
+	pid				integer,
+	alive			boolean,
+	last_loop		timestamptz,
+	loops			bigint,
+	units			bigint,
+	last_error		text,
+	last_error_at	timestamptz,
+	idle			boolean
+)
+LANGUAGE c VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_saga_worker_status';
+COMMENT ON FUNCTION oms._saga_worker_status() IS 'oms_saga_worker_status for oms''s own code';
+
+REVOKE ALL ON FUNCTION @extschema@.oms_saga_worker_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._saga_worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_saga_worker_status() TO oms_admin, oms_reader;
+
+COMMENT ON FUNCTION @extschema@.oms_worker_status() IS
+	'One row per database in oms.database_name: its main worker''s pid (null when none runs), whether it runs, when it last looped, loops and units of work done since server start, and the last error a batch raised (kept until the next error)';
+
+-- Runners in parallel skip a saga whose stock rows are busy instead of
+-- waiting for them (two batches could deadlock).
+CREATE FUNCTION oms._try_lock_order_stock(p_order_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM 1 FROM oms.stock AS s
+	WHERE s.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = p_order_id)
+	ORDER BY s.sku
+	FOR UPDATE NOWAIT;
+	RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+	-- The subtransaction gives back the rows locked before the busy one.
+	RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION oms._try_lock_order_stock(uuid) IS
+	'Locks the stock rows of an order''s items in SKU order without waiting; false (and nothing locked) when one is busy';
+
+REVOKE ALL ON FUNCTION oms._try_lock_order_stock(uuid) FROM PUBLIC;
+
+-- The saga runner: the stock-row skip above.
+CREATE OR REPLACE FUNCTION oms._run_sagas(p_max integer, p_now timestamptz)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET oms.traceparent = ''
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_units integer := 0;
+	v_id uuid;
+	v_order_id uuid;
+	v_saga oms.sagas;
+	v_order oms.orders;
+	v_state text;
+	v_message text;
+BEGIN
+	FOR v_id IN
+		SELECT s.id FROM oms.sagas AS s
+		WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= p_now
+		ORDER BY s.next_run_at
+		LIMIT p_max
+		FOR UPDATE SKIP LOCKED
+	LOOP
+		-- An API call holding the order (a cancel, say) goes first; the saga
+		-- stays due and is picked up again.  Never waiting here means the
+		-- worker and the API cannot deadlock.
+		SELECT o.id INTO v_order_id FROM oms.orders AS o JOIN oms.sagas AS s ON s.order_id = o.id
+		WHERE s.id = v_id FOR NO KEY UPDATE OF o SKIP LOCKED;
+		CONTINUE WHEN NOT FOUND;
+		-- The same for its stock rows: another worker's batch (or an API
+		-- call) holds them until it commits, and two batches waiting for
+		-- each other would deadlock.
+		CONTINUE WHEN NOT oms._try_lock_order_stock(v_order_id);
+
+		-- One subtransaction per saga: a defect or database error in one
+		-- saga rolls back that saga's progress in this batch only.
+		BEGIN
+			LOOP
+				SELECT * INTO v_saga FROM oms.sagas AS s WHERE s.id = v_id;
+				EXIT WHEN v_saga.status NOT IN ('running', 'compensating') OR v_saga.next_run_at > p_now
+					   OR v_units >= p_max;
+				v_units := v_units + 1;
+				PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_saga.traceparent, ''), true);
+				IF v_saga.status = 'running' THEN
+					SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = v_saga.order_id;
+					PERFORM oms._advance_forward(v_saga, v_order, p_now);
+				ELSE
+					PERFORM oms._advance_backward(v_saga, p_now);
+				END IF;
+			END LOOP;
+		EXCEPTION WHEN OTHERS THEN
+			-- Not a step failure (those are handled inside): record it on
+			-- the saga, back off, carry on with the next saga.
+			GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+			UPDATE oms.sagas AS s
+			SET error = pg_catalog.jsonb_build_object('sqlstate', v_state, 'message', v_message,
+													  'at', p_now, 'engine', true),
+				next_run_at = p_now + oms._backoff(1), updated_at = pg_catalog.now()
+			WHERE s.id = v_id;
+			PERFORM oms._log('warning', 'saga_error', 'saga_id', v_id::text,
+							 'order_id', (SELECT s.order_id::text FROM oms.sagas AS s WHERE s.id = v_id),
+							 'sqlstate', v_state, 'message', v_message);
+		END;
+		EXIT WHEN v_units >= p_max;
+	END LOOP;
+	RETURN v_units;
+END;
+$$;
+COMMENT ON FUNCTION oms._run_sagas(integer, timestamptz) IS
+	'Runs up to p_max due saga steps as of p_now, each saga in its own subtransaction; returns the steps run';
+
+-- The worker's batch no longer sweeps expired reservations: maintenance does.
+CREATE OR REPLACE FUNCTION oms._worker_tick(p_batch integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN oms._run_sagas(p_batch, pg_catalog.clock_timestamp());
+END;
+$$;
+COMMENT ON FUNCTION oms._worker_tick(integer) IS
+	'One batch of background work: run up to p_batch due saga steps';
+
+-- Health and metrics know about every saga worker.
+CREATE OR REPLACE FUNCTION oms._health(p_memory jsonb, p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_cap constant integer := oms._health_count_cap();
+	v_worker_timeout interval := pg_catalog.current_setting('oms.health_worker_timeout')::interval;
+	v_outbox_lag interval := pg_catalog.current_setting('oms.health_outbox_lag')::interval;
+	v_saga_lag interval := pg_catalog.current_setting('oms.health_saga_lag')::interval;
+	v_inbox_lag bigint := pg_catalog.current_setting('oms.health_inbox_lag')::bigint;
+	v_dead_threshold bigint := pg_catalog.current_setting('oms.health_dead_letters')::bigint;
+	v_kafka_provider boolean := pg_catalog.current_setting('oms.payment_provider') = 'kafka';
+	v_worker_enabled boolean := coalesce((p_memory ->> 'worker_enabled')::boolean, false);
+	v_relay_enabled boolean := coalesce((p_memory ->> 'relay_enabled')::boolean, false);
+	v_relay jsonb := coalesce(p_memory -> 'relay', '{}');
+	v_inbox jsonb := coalesce(p_memory -> 'inbox', '{}');
+	v_db text := pg_catalog.current_database();
+	v_reasons jsonb := '[]';
+	v_worker jsonb;
+	v_workers jsonb;
+	v_served boolean;
+	v_alive boolean;
+	v_last_loop timestamptz;
+	v_loop_age interval;
+	v_saga_alive integer;
+	v_saga_wanted integer := (p_memory ->> 'saga_workers_wanted')::integer;
+	v_due bigint;
+	v_oldest_due timestamptz;
+	v_overdue interval;
+	v_stuck bigint;
+	v_pending bigint;
+	v_oldest_pending timestamptz;
+	v_pending_age interval;
+	v_backing_off bigint;
+	v_breaker text;
+	v_consumer text;
+	v_lag bigint;
+	v_by_kind jsonb;
+	v_open bigint;
+	v_actionable bigint;
+	v_dead_capped boolean;
+BEGIN
+	-- Workers: every served database, and this database's own.
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+				'database', w ->> 'database',
+				'pid', w -> 'pid',
+				'alive', coalesce((w ->> 'alive')::boolean, false),
+				'last_loop', w -> 'last_loop',
+				'last_loop_age_ms', oms._interval_ms(oms._health_age((w ->> 'last_loop')::timestamptz, p_now)))
+			ORDER BY o.n), '[]')
+	INTO v_workers
+	FROM pg_catalog.jsonb_array_elements(coalesce(p_memory -> 'workers', '[]')) WITH ORDINALITY AS o(w, n);
+	SELECT w INTO v_worker
+	FROM pg_catalog.jsonb_array_elements(coalesce(p_memory -> 'workers', '[]')) AS w
+	WHERE w ->> 'database' = v_db
+	LIMIT 1;
+	v_served := v_worker IS NOT NULL;
+	v_alive := coalesce((v_worker ->> 'alive')::boolean, false);
+	v_last_loop := (v_worker ->> 'last_loop')::timestamptz;
+	v_loop_age := oms._health_age(v_last_loop, p_now);
+	SELECT pg_catalog.count(*) FILTER (WHERE (w ->> 'alive')::boolean) INTO v_saga_alive
+	FROM pg_catalog.jsonb_array_elements(coalesce(p_memory -> 'saga_workers', '[]')) AS w;
+
+	IF NOT v_served THEN
+		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'not_served', 'severity', 'down',
+			'message', pg_catalog.format('database "%s" is not in oms.database_name: no worker runs its sagas or publishes its events', v_db));
+	ELSE
+		IF NOT v_worker_enabled THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'worker_paused', 'severity', 'down',
+				'message', 'oms.worker_enabled is off: the worker runs no sagas and publishes nothing');
+		END IF;
+		IF NOT v_alive THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'worker_not_running', 'severity', 'down',
+				'message', pg_catalog.format('no worker process serves database "%s"', v_db));
+		ELSIF v_last_loop IS NULL OR v_loop_age > v_worker_timeout THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'worker_stalled', 'severity', 'down',
+				'message', CASE WHEN v_last_loop IS NULL THEN 'the worker has not finished a loop yet'
+								ELSE pg_catalog.format('the worker''s last loop ended %s ago (threshold %s)',
+									oms._health_seconds(v_loop_age), oms._health_seconds(v_worker_timeout)) END);
+		ELSIF p_memory ? 'saga_workers' AND v_saga_alive < v_saga_wanted THEN
+			-- Sagas still run, on fewer processes than configured.
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'saga_workers_missing', 'severity', 'degraded',
+				'message', pg_catalog.format('%s of %s saga workers run for database "%s"',
+											 v_saga_alive, v_saga_wanted, v_db));
+		END IF;
+	END IF;
+
+	-- Sagas: the due ones (partial index sagas_due_idx) and the stuck ones.
+	SELECT pg_catalog.count(*) INTO v_due
+	FROM (SELECT FROM oms.sagas AS s
+		  WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= p_now
+		  LIMIT v_cap) AS d;
+	SELECT pg_catalog.min(s.next_run_at) INTO v_oldest_due
+	FROM oms.sagas AS s
+	WHERE s.status IN ('running', 'compensating');
+	IF v_oldest_due > p_now THEN
+		v_oldest_due := NULL;
+	END IF;
+	v_overdue := p_now - v_oldest_due;
+	SELECT pg_catalog.count(*) INTO v_stuck
+	FROM (SELECT FROM oms.sagas AS s WHERE s.status = 'stuck' LIMIT v_cap) AS d;
+	IF v_overdue > v_saga_lag THEN
+		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'saga_lag', 'severity', 'degraded',
+			'message', pg_catalog.format('the oldest due saga step is %s overdue (threshold %s); due sagas: %s%s',
+				oms._health_seconds(v_overdue), oms._health_seconds(v_saga_lag), v_due,
+				CASE WHEN v_due >= v_cap THEN ' or more' ELSE '' END));
+	END IF;
+	IF v_stuck > 0 THEN
+		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'sagas_stuck', 'severity', 'degraded',
+			'message', pg_catalog.format('%s saga%s stuck: a compensation failed for good and waits for oms_retry_dead_letter()',
+				v_stuck, CASE WHEN v_stuck = 1 THEN ' is' ELSE 's are' END));
+	END IF;
+
+	-- Outbox: oldest through outbox_created_idx, failed ones through outbox_failed_idx.
+	SELECT pg_catalog.count(*) INTO v_pending
+	FROM (SELECT FROM oms.outbox AS o LIMIT v_cap) AS d;
+	SELECT pg_catalog.min(o.created_at) INTO v_oldest_pending FROM oms.outbox AS o;
+	v_pending_age := oms._health_age(v_oldest_pending, p_now);
+	SELECT pg_catalog.count(*) INTO v_backing_off
+	FROM (SELECT FROM oms.outbox AS o WHERE o.attempts > 0 AND o.next_attempt_at > p_now LIMIT v_cap) AS d;
+	v_breaker := coalesce(v_relay ->> 'breaker', 'closed');
+	IF v_relay_enabled THEN
+		IF v_breaker <> 'closed' THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'breaker_open', 'severity', 'degraded',
+				'message', pg_catalog.format('the relay''s circuit breaker is %s: Kafka did not acknowledge the last batches', v_breaker));
+		END IF;
+		IF v_pending_age > v_outbox_lag THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'outbox_lag', 'severity', 'degraded',
+				'message', pg_catalog.format('the oldest unpublished event is %s old (threshold %s); pending events: %s%s',
+					oms._health_seconds(v_pending_age), oms._health_seconds(v_outbox_lag), v_pending,
+					CASE WHEN v_pending >= v_cap THEN ' or more' ELSE '' END));
+		END IF;
+	END IF;
+
+	-- The reply consumer of the remote payment provider.
+	v_consumer := CASE WHEN v_served AND v_alive THEN coalesce(v_inbox ->> 'consumer', 'off') ELSE 'off' END;
+	v_lag := (v_inbox ->> 'lag')::bigint;
+	IF v_kafka_provider THEN
+		IF v_consumer = 'bad_config' THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'consumer_bad_config', 'severity', 'degraded',
+				'message', 'the payment reply consumer refused its settings: ' || coalesce(v_inbox ->> 'last_error', 'no error recorded'));
+		ELSIF v_consumer = 'off' AND v_served AND v_alive AND v_worker_enabled THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'consumer_off', 'severity', 'degraded',
+				'message', 'oms.payment_provider is kafka but no reply consumer runs (is oms.kafka_brokers empty?): payments wait until they time out');
+		END IF;
+		IF v_lag > v_inbox_lag THEN
+			v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'inbox_lag', 'severity', 'degraded',
+				'message', pg_catalog.format('%s payment replies wait in Kafka (threshold %s)', v_lag, v_inbox_lag));
+		END IF;
+	END IF;
+
+	-- Open dead letters per kind (dead_letters_open_kind_idx).
+	SELECT pg_catalog.jsonb_object_agg(k.kind, k.n), pg_catalog.sum(k.n),
+		   pg_catalog.sum(k.n) FILTER (WHERE k.kind IN ('compensation_stuck', 'publish')),
+		   pg_catalog.bool_or(k.n >= v_cap)
+	INTO v_by_kind, v_open, v_actionable, v_dead_capped
+	FROM (SELECT kinds.kind,
+				 (SELECT pg_catalog.count(*)
+				  FROM (SELECT FROM oms.dead_letters AS d
+						WHERE d.status = 'open' AND d.kind = kinds.kind LIMIT v_cap) AS x) AS n
+		  FROM pg_catalog.unnest(ARRAY['saga_failed', 'compensation_stuck', 'publish', 'reply', 'late_reply'])
+			   AS kinds(kind)) AS k;
+	IF v_dead_threshold > 0 AND v_actionable >= v_dead_threshold THEN
+		v_reasons := v_reasons || pg_catalog.jsonb_build_object('code', 'dead_letters', 'severity', 'degraded',
+			'message', pg_catalog.format('open dead letters waiting for an operator: %s%s (threshold %s; compensation_stuck %s, publish %s)',
+				v_actionable, CASE WHEN v_dead_capped THEN ' or more' ELSE '' END, v_dead_threshold,
+				v_by_kind -> 'compensation_stuck', v_by_kind -> 'publish'));
+	END IF;
+
+	RETURN pg_catalog.jsonb_build_object(
+		-- The worst severity among the reasons.
+		'status', CASE WHEN v_reasons @> '[{"severity": "down"}]' THEN 'down'
+					   WHEN v_reasons <> '[]' THEN 'degraded'
+					   ELSE 'ok' END,
+		'reasons', v_reasons,
+		'database', v_db,
+		'checked_at', p_now,
+		'thresholds', pg_catalog.jsonb_build_object(
+			'worker_timeout_ms', oms._interval_ms(v_worker_timeout),
+			'outbox_lag_ms', oms._interval_ms(v_outbox_lag),
+			'saga_lag_ms', oms._interval_ms(v_saga_lag),
+			'inbox_lag', v_inbox_lag,
+			'dead_letters', v_dead_threshold),
+		'worker', pg_catalog.jsonb_build_object(
+			'served', v_served,
+			'enabled', v_worker_enabled,
+			'alive', v_alive,
+			'pid', v_worker -> 'pid',
+			'last_loop', v_worker -> 'last_loop',
+			'last_loop_age_ms', oms._interval_ms(v_loop_age))
+			|| CASE WHEN p_memory ? 'saga_workers' THEN
+					pg_catalog.jsonb_build_object('saga_workers', v_saga_alive, 'saga_workers_wanted', v_saga_wanted)
+					ELSE '{}' END,
+		'workers', v_workers,
+		'sagas', pg_catalog.jsonb_build_object(
+			'due', v_due,
+			'oldest_due_age_ms', oms._interval_ms(v_overdue),
+			'stuck', v_stuck,
+			'capped', v_due >= v_cap OR v_stuck >= v_cap),
+		'outbox', pg_catalog.jsonb_build_object(
+			'relay_enabled', v_relay_enabled,
+			'pending', v_pending,
+			'oldest_pending_age_ms', oms._interval_ms(v_pending_age),
+			'backing_off', v_backing_off,
+			'breaker', v_breaker,
+			'breaker_opened_at', v_relay -> 'breaker_opened_at',
+			'last_publish_at', v_relay -> 'last_publish_at',
+			'capped', v_pending >= v_cap OR v_backing_off >= v_cap),
+		'inbox', pg_catalog.jsonb_build_object(
+			'enabled', v_kafka_provider,
+			'consumer', v_consumer,
+			'lag', v_lag,
+			'lag_at', v_inbox -> 'lag_at',
+			'last_reply_at', v_inbox -> 'last_reply_at'),
+		'dead_letters', pg_catalog.jsonb_build_object(
+			'open', v_open,
+			'actionable', v_actionable,
+			'by_kind', v_by_kind,
+			'capped', v_dead_capped),
+		'last_errors', pg_catalog.jsonb_build_object(
+			'worker', CASE WHEN v_worker ->> 'last_error_at' IS NOT NULL THEN
+				pg_catalog.jsonb_build_object('message', v_worker -> 'last_error', 'at', v_worker -> 'last_error_at') END,
+			'relay', CASE WHEN v_relay ->> 'last_error_at' IS NOT NULL THEN
+				pg_catalog.jsonb_build_object('message', v_relay -> 'last_error', 'at', v_relay -> 'last_error_at') END,
+			'consumer', CASE WHEN v_inbox ->> 'last_error_at' IS NOT NULL THEN
+				pg_catalog.jsonb_build_object('message', v_inbox -> 'last_error', 'at', v_inbox -> 'last_error_at') END));
+END;
+$$;
+COMMENT ON FUNCTION oms._health(jsonb, timestamptz) IS
+	'The rules of oms_health(): the health document of this database from the given shared-memory state and clock';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_health()
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN oms._health(jsonb_build_object(
+		'workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._worker_status() AS w),
+		'saga_workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._saga_worker_status() AS w
+						 WHERE w.database = current_database()),
+		'saga_workers_wanted', current_setting('oms.saga_workers')::integer,
+		'worker_enabled', current_setting('oms.worker_enabled')::boolean,
+		'relay_enabled', current_setting('oms.kafka_brokers') <> '',
+		'relay', (SELECT to_jsonb(r) FROM oms._relay_shmem_status() AS r),
+		'inbox', oms._inbox_shmem_status()),
+		clock_timestamp());
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_health() IS
+	'Health of oms in this database as jsonb: status (ok, degraded, down), reasons, thresholds, and the worker, workers, sagas, outbox, inbox, dead_letters and last_errors behind them';
+
+CREATE OR REPLACE FUNCTION oms._metric_families()
+RETURNS TABLE (family text, type text, help text, ord integer)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 26
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT f.family, f.type, f.help, f.ord
+	FROM (VALUES
+		(1, 'oms_orders_by_status', 'gauge', 'Orders in each status.'),
+		(2, 'oms_orders_created_total', 'counter', 'Orders created.'),
+		(3, 'oms_sagas_started_total', 'counter', 'Sagas started, by kind (fulfilment, refund).'),
+		(4, 'oms_saga_outcomes_total', 'counter', 'Sagas finished, by kind and outcome (confirmed, refunded, failed, canceled).'),
+		(5, 'oms_sagas_in_flight', 'gauge', 'Sagas running or compensating.'),
+		(6, 'oms_sagas_stuck', 'gauge', 'Sagas whose compensation could not finish and waits for an operator.'),
+		(7, 'oms_saga_oldest_due_age_seconds', 'gauge', 'How long the most overdue saga step has been due; 0 when none is due.'),
+		(8, 'oms_saga_step_duration_seconds', 'histogram', 'Time from the first attempt of a saga step to its successful completion, retries and waits included.'),
+		(9, 'oms_saga_step_retries_total', 'counter', 'Saga step attempts after the first one (forward direction).'),
+		(10, 'oms_outbox_pending_events', 'gauge', 'Events in the outbox not yet acknowledged by Kafka.'),
+		(11, 'oms_outbox_oldest_pending_age_seconds', 'gauge', 'Age of the oldest event in the outbox; 0 when the outbox is empty.'),
+		(12, 'oms_outbox_backing_off_events', 'gauge', 'Outbox events waiting for their next attempt after a failed publish.'),
+		(13, 'oms_relay_published_events_total', 'counter', 'Events acknowledged by Kafka since the server started.'),
+		(14, 'oms_relay_publish_failures_total', 'counter', 'Failed publish attempts since the server started.'),
+		(15, 'oms_relay_batches_total', 'counter', 'Relay batches settled since the server started.'),
+		(16, 'oms_relay_breaker_open', 'gauge', '1 while the relay circuit breaker is open or half open, else 0.'),
+		(17, 'oms_dead_letters_open', 'gauge', 'Dead letters not replayed, by kind.'),
+		(18, 'oms_dead_letters_created_total', 'counter', 'Dead letters created, by kind.'),
+		(19, 'oms_worker_up', 'gauge', '1 while the background worker of this database runs, else 0.'),
+		(20, 'oms_worker_last_loop_age_seconds', 'gauge', 'Time since the worker of this database last looped; no sample before its first loop.'),
+		(21, 'oms_worker_loops_total', 'counter', 'Worker loops since the server started.'),
+		(22, 'oms_worker_units_total', 'counter', 'Units of work (saga steps and similar) the workers of this database did since the server started.'),
+		(23, 'oms_saga_workers_up', 'gauge', 'Processes of this database that run saga steps (the main worker included), of oms.saga_workers.'),
+		(24, 'oms_inbox_replies_total', 'counter', 'Payment replies consumed since the server started, by result (applied, duplicate, late, rejected, other).'),
+		(25, 'oms_inbox_reply_failures_total', 'counter', 'Payment reply transactions that failed and were retried since the server started.'),
+		(26, 'oms_inbox_lag_messages', 'gauge', 'Payment replies waiting in Kafka behind the consumer; no sample while unknown.')
+	) AS f(ord, family, type, help);
+$$;
+COMMENT ON FUNCTION oms._metric_families() IS
+	'The metric families of oms.metrics and oms_metrics(), in exposition order: name, type (counter, gauge, histogram) and help text';
+
+CREATE OR REPLACE VIEW oms.metrics AS
+WITH
+	order_counts AS MATERIALIZED (
+		SELECT o.status, pg_catalog.count(*) AS n
+		FROM oms.orders AS o
+		GROUP BY o.status),
+	saga_counts AS MATERIALIZED (
+		SELECT s.kind, s.status, s.outcome, pg_catalog.count(*) AS n
+		FROM oms.sagas AS s
+		GROUP BY s.kind, s.status, s.outcome),
+	saga_kinds AS (
+		SELECT k.kind FROM (VALUES ('fulfilment'), ('refund')) AS k(kind)
+		UNION
+		SELECT c.kind FROM saga_counts AS c),
+	step_names AS (
+		SELECT k.kind, n.step
+		FROM (VALUES ('fulfilment'), ('refund')) AS k(kind),
+			 pg_catalog.unnest(oms._saga_step_names(k.kind)) AS n(step)),
+	-- A step counts in the histogram once it completed successfully: done,
+	-- or done and later compensated.  A step that failed also gets a
+	-- completion time and may be compensated too; its saga_failed dead
+	-- letter, written in the same transaction, tells it apart (a saga has
+	-- at most one, so the join adds no rows).  Step names are unique across
+	-- saga kinds, so the kind comes from the name and oms.sagas, as large
+	-- as the steps table, is not joined.  One pass groups the steps by the
+	-- first histogram bucket that holds them (1 .. n, n + 1 for +Inf only;
+	-- NULL when not counted): width_bucket over the negated bounds counts
+	-- the bounds >= seconds, as le means "less or equal".
+	step_groups AS MATERIALIZED (
+		SELECT n.kind, r.step,
+			   pg_catalog.cardinality(oms._metric_step_buckets()) + 1
+			   - pg_catalog.width_bucket(-r.seconds,
+					ARRAY(SELECT -b FROM pg_catalog.unnest(oms._metric_step_buckets()) AS b ORDER BY 1)) AS first,
+			   pg_catalog.count(*) AS n, pg_catalog.sum(r.seconds) AS seconds,
+			   pg_catalog.sum(r.retries) AS retries
+		FROM (SELECT t.name AS step,
+					 GREATEST(t.attempts - 1, 0) AS retries,
+					 CASE WHEN t.completed_at IS NOT NULL AND d.id IS NULL AND t.status IN ('done', 'compensated')
+						  THEN GREATEST(EXTRACT(epoch FROM t.completed_at - t.first_started_at), 0)::double precision
+					 END AS seconds
+			  FROM oms.saga_steps AS t
+			  LEFT JOIN oms.dead_letters AS d
+					 ON d.kind = 'saga_failed' AND d.saga_id = t.saga_id AND d.step = t.name) AS r
+		JOIN (SELECT k.kind, pg_catalog.unnest(oms._saga_step_names(k.kind)) AS step
+			  FROM (VALUES ('fulfilment'), ('refund')) AS k(kind)) AS n ON n.step = r.step
+		GROUP BY 1, 2, 3),
+	step_first_bucket AS (
+		SELECT g.kind, g.step, g.first, g.n, g.seconds
+		FROM step_groups AS g
+		WHERE g.first IS NOT NULL),
+	dead_letter_counts AS MATERIALIZED (
+		SELECT d.kind, pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE d.status = 'open') AS open
+		FROM oms.dead_letters AS d
+		GROUP BY d.kind),
+	dead_letter_kinds AS (
+		SELECT k.kind
+		FROM (VALUES ('saga_failed'), ('compensation_stuck'), ('publish'), ('reply'), ('late_reply')) AS k(kind)
+		UNION
+		SELECT c.kind FROM dead_letter_counts AS c),
+	outbox AS MATERIALIZED (
+		SELECT * FROM oms._relay_backlog()),
+	relay AS MATERIALIZED (
+		SELECT * FROM oms._relay_shmem_status()),
+	worker AS MATERIALIZED (
+		SELECT pg_catalog.bool_or(w.alive) AS alive, pg_catalog.max(w.last_loop) AS last_loop,
+			   pg_catalog.sum(w.loops) AS loops
+		FROM @extschema@.oms_worker_status() AS w
+		WHERE w.database = pg_catalog.current_database()),
+	-- Every process's units: the saga workers' steps count as the worker's work.
+	saga_workers AS MATERIALIZED (
+		SELECT pg_catalog.count(*) FILTER (WHERE w.alive) AS up, pg_catalog.sum(w.units) AS units
+		FROM @extschema@.oms_saga_worker_status() AS w
+		WHERE w.database = pg_catalog.current_database()),
+	inbox AS MATERIALIZED (
+		SELECT oms._inbox_shmem_status() AS j)
+SELECT m.family || m.suffix AS metric, m.family, f.type, f.help, m.labels, m.value::double precision AS value
+FROM (
+	SELECT 'oms_orders_by_status'::text AS family, ''::text AS suffix,
+		   pg_catalog.jsonb_build_object('status', e.status) AS labels,
+		   COALESCE(c.n, 0)::double precision AS value
+	FROM pg_catalog.unnest(pg_catalog.enum_range(NULL::oms.order_status)) AS e(status)
+	LEFT JOIN order_counts AS c ON c.status = e.status
+	UNION ALL
+	SELECT 'oms_orders_created_total', '', '{}', COALESCE(pg_catalog.sum(c.n), 0)
+	FROM order_counts AS c
+	UNION ALL
+	SELECT 'oms_sagas_started_total', '', pg_catalog.jsonb_build_object('kind', k.kind),
+		   COALESCE((SELECT pg_catalog.sum(c.n) FROM saga_counts AS c WHERE c.kind = k.kind), 0)
+	FROM saga_kinds AS k
+	UNION ALL
+	SELECT 'oms_saga_outcomes_total', '', pg_catalog.jsonb_build_object('kind', o.kind, 'outcome', o.outcome),
+		   COALESCE(pg_catalog.sum(c.n), 0)
+	FROM (SELECT x.kind, x.outcome
+		  FROM (VALUES ('fulfilment', 'confirmed'), ('fulfilment', 'failed'), ('fulfilment', 'canceled'),
+					   ('refund', 'refunded'), ('refund', 'failed')) AS x(kind, outcome)
+		  UNION
+		  SELECT c.kind, c.outcome FROM saga_counts AS c
+		  WHERE c.status IN ('completed', 'compensated') AND c.outcome IS NOT NULL) AS o
+	LEFT JOIN saga_counts AS c
+		   ON c.kind = o.kind AND c.outcome = o.outcome AND c.status IN ('completed', 'compensated')
+	GROUP BY o.kind, o.outcome
+	UNION ALL
+	SELECT 'oms_sagas_in_flight', '', pg_catalog.jsonb_build_object('kind', k.kind),
+		   COALESCE((SELECT pg_catalog.sum(c.n) FROM saga_counts AS c
+					 WHERE c.kind = k.kind AND c.status IN ('running', 'compensating')), 0)
+	FROM saga_kinds AS k
+	UNION ALL
+	SELECT 'oms_sagas_stuck', '', pg_catalog.jsonb_build_object('kind', k.kind),
+		   COALESCE((SELECT pg_catalog.sum(c.n) FROM saga_counts AS c
+					 WHERE c.kind = k.kind AND c.status = 'stuck'), 0)
+	FROM saga_kinds AS k
+	UNION ALL
+	-- The partial index sagas_due_idx answers this without a table scan.
+	SELECT 'oms_saga_oldest_due_age_seconds', '', '{}',
+		   COALESCE(EXTRACT(epoch FROM pg_catalog.now() - pg_catalog.min(s.next_run_at)), 0)
+	FROM oms.sagas AS s
+	WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= pg_catalog.now()
+	UNION ALL
+	SELECT 'oms_saga_step_duration_seconds', '_bucket',
+		   pg_catalog.jsonb_build_object('kind', k.kind, 'step', k.step, 'le', b.le::text),
+		   COALESCE((SELECT pg_catalog.sum(h.n) FROM step_first_bucket AS h
+					 WHERE h.kind = k.kind AND h.step = k.step AND h.first <= b.i), 0)
+	FROM step_names AS k,
+		 pg_catalog.unnest(oms._metric_step_buckets()) WITH ORDINALITY AS b(le, i)
+	UNION ALL
+	SELECT 'oms_saga_step_duration_seconds', '_bucket',
+		   pg_catalog.jsonb_build_object('kind', k.kind, 'step', k.step, 'le', '+Inf'),
+		   COALESCE((SELECT pg_catalog.sum(h.n) FROM step_first_bucket AS h
+					 WHERE h.kind = k.kind AND h.step = k.step), 0)
+	FROM step_names AS k
+	UNION ALL
+	SELECT 'oms_saga_step_duration_seconds', '_sum', pg_catalog.jsonb_build_object('kind', k.kind, 'step', k.step),
+		   COALESCE((SELECT pg_catalog.sum(h.seconds) FROM step_first_bucket AS h
+					 WHERE h.kind = k.kind AND h.step = k.step), 0)
+	FROM step_names AS k
+	UNION ALL
+	SELECT 'oms_saga_step_duration_seconds', '_count', pg_catalog.jsonb_build_object('kind', k.kind, 'step', k.step),
+		   COALESCE((SELECT pg_catalog.sum(h.n) FROM step_first_bucket AS h
+					 WHERE h.kind = k.kind AND h.step = k.step), 0)
+	FROM step_names AS k
+	UNION ALL
+	SELECT 'oms_saga_step_retries_total', '', pg_catalog.jsonb_build_object('kind', k.kind, 'step', k.step),
+		   COALESCE((SELECT pg_catalog.sum(r.retries) FROM step_groups AS r
+					 WHERE r.kind = k.kind AND r.step = k.step), 0)
+	FROM step_names AS k
+	UNION ALL
+	SELECT 'oms_outbox_pending_events', '', '{}', o.pending FROM outbox AS o
+	UNION ALL
+	SELECT 'oms_outbox_oldest_pending_age_seconds', '', '{}',
+		   COALESCE(GREATEST(EXTRACT(epoch FROM o.oldest_pending_age), 0), 0)
+	FROM outbox AS o
+	UNION ALL
+	SELECT 'oms_outbox_backing_off_events', '', '{}', o.backing_off FROM outbox AS o
+	UNION ALL
+	SELECT 'oms_relay_published_events_total', '', '{}', COALESCE(r.published_total, 0) FROM relay AS r
+	UNION ALL
+	SELECT 'oms_relay_publish_failures_total', '', '{}', COALESCE(r.failed_attempts_total, 0) FROM relay AS r
+	UNION ALL
+	SELECT 'oms_relay_batches_total', '', '{}', COALESCE(r.batches_total, 0) FROM relay AS r
+	UNION ALL
+	SELECT 'oms_relay_breaker_open', '', '{}',
+		   CASE WHEN COALESCE(r.breaker, 'closed') = 'closed' THEN 0 ELSE 1 END
+	FROM relay AS r
+	UNION ALL
+	SELECT 'oms_dead_letters_open', '', pg_catalog.jsonb_build_object('kind', k.kind), COALESCE(c.open, 0)
+	FROM dead_letter_kinds AS k LEFT JOIN dead_letter_counts AS c ON c.kind = k.kind
+	UNION ALL
+	SELECT 'oms_dead_letters_created_total', '', pg_catalog.jsonb_build_object('kind', k.kind), COALESCE(c.n, 0)
+	FROM dead_letter_kinds AS k LEFT JOIN dead_letter_counts AS c ON c.kind = k.kind
+	UNION ALL
+	SELECT 'oms_worker_up', '', '{}', CASE WHEN COALESCE(w.alive, false) THEN 1 ELSE 0 END FROM worker AS w
+	UNION ALL
+	SELECT 'oms_worker_last_loop_age_seconds', '', '{}',
+		   GREATEST(EXTRACT(epoch FROM pg_catalog.now() - w.last_loop), 0)
+	FROM worker AS w WHERE w.last_loop IS NOT NULL
+	UNION ALL
+	SELECT 'oms_worker_loops_total', '', '{}', COALESCE(w.loops, 0) FROM worker AS w
+	UNION ALL
+	SELECT 'oms_worker_units_total', '', '{}', COALESCE(g.units, 0) FROM saga_workers AS g
+	UNION ALL
+	SELECT 'oms_saga_workers_up', '', '{}', g.up FROM saga_workers AS g
+	UNION ALL
+	SELECT 'oms_inbox_replies_total', '', pg_catalog.jsonb_build_object('result', r.result),
+		   COALESCE((i.j ->> r.field)::double precision, 0)
+	FROM inbox AS i,
+		 (VALUES ('applied', 'applied'), ('duplicate', 'duplicates'), ('late', 'late'),
+				 ('rejected', 'rejected'), ('other', 'other')) AS r(result, field)
+	UNION ALL
+	SELECT 'oms_inbox_reply_failures_total', '', '{}', COALESCE((i.j ->> 'failures')::double precision, 0)
+	FROM inbox AS i
+	UNION ALL
+	SELECT 'oms_inbox_lag_messages', '', '{}', (i.j ->> 'lag')::double precision
+	FROM inbox AS i WHERE i.j ->> 'lag' IS NOT NULL
+) AS m
+JOIN oms._metric_families() AS f ON f.family = m.family;
+COMMENT ON VIEW oms.metrics IS
+	'Prometheus metrics of this database, one row per sample: metric (the sample name, with _bucket, _sum or _count for a histogram), family, type, help, labels (jsonb), value';
+
 -- (worker: end)
 
 --
