@@ -416,7 +416,7 @@ else
 		"partition committed high: $(pm_offsets "$GROUP" | tr '\n' ';')"
 fi
 now_pid=$(wt_worker_pid "$DB")
-errors=$(grep -E 'oms worker: (ERROR|FATAL|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|FATAL|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "one worker all along (pid $WORKER_PID), no ERROR in the server log" \
 	"$([[ "$now_pid" == "$WORKER_PID" && -z "$errors" ]] && echo 0 || echo 1)" \
 	"worker pid $WORKER_PID -> $now_pid" "$(head -n 10 <<<"$errors")"

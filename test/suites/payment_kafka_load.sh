@@ -189,7 +189,7 @@ fi
 
 wt_diag "reply consumer since the crash restart: $(wt_sql_quiet "$DB" "SELECT format('applied %s, duplicates %s, late %s, rejected %s, failures %s',
 	s ->> 'applied', s ->> 'duplicates', s ->> 'late', s ->> 'rejected', s ->> 'failures') FROM oms._inbox_shmem_status() AS s")"
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" "$([[ -z "$errors" ]] && echo 0 || echo 1)" \
 	"$(head -n 10 <<<"$errors")"
 wt_diag "suite took $(wt_elapsed "$T0") s"

@@ -184,7 +184,7 @@ letters=$(wt_sql "$DB" "SELECT count(*) FROM oms.dead_letters WHERE kind = 'publ
 wt_check "no publish dead letter in oms.dead_letters" "$([[ "$letters" == 0 ]] && echo 0 || echo 1)" "$letters"
 
 now_pid=$(wt_worker_pid "$DB")
-errors=$(grep -E 'oms worker: (ERROR|FATAL|PANIC|WARNING):|event=(relay_batch_failed|relay_claim_failed|relay_settle_failed|kafka_producer_failed|saga_error|worker_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|FATAL|PANIC|WARNING):|event=(relay_batch_failed|relay_claim_failed|relay_settle_failed|kafka_producer_failed|saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "one worker all along (pid $WORKER_PID), no ERROR or relay failure in the server log" \
 	"$([[ "$now_pid" == "$WORKER_PID" && -z "$errors" ]] && echo 0 || echo 1)" \
 	"worker pid $WORKER_PID -> $now_pid" "$(head -n 10 <<<"$errors")"

@@ -417,7 +417,7 @@ else
 fi
 deliver e e- "$BATCH"
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|PANIC:' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|PANIC):|PANIC:' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR, no PANIC" "$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 10 <<<"$errors")"
 
 exit "$WT_RC"

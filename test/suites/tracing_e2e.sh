@@ -154,7 +154,7 @@ wt_check "the untraced order's events carry no traceparent header" \
 other=$(awk -v a="$O_TRACED" -v b="$O_PLAIN" -v c="$O_DECLINED" '$1 != a && $1 != b && $1 != c' "$WORK/consumed.txt")
 wt_check "the topic holds only these orders' events" "$([[ -z "$other" ]] && echo 0 || echo 1)" "$(head -n 5 <<<"$other")"
 
-errors=$(grep -E 'oms worker: (ERROR|FATAL|PANIC):|event=(saga_error|worker_batch_failed|worker_xact_failed|relay_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|FATAL|PANIC):|event=(saga_error|worker_batch_failed|worker_xact_failed|relay_batch_failed)' "$WT_LOG" || true)
 wt_check "no worker error in the server log" "$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 10 <<<"$errors")"
 
 exit "$WT_RC"

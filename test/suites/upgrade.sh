@@ -343,7 +343,7 @@ check_after_update() {
 	else
 		wt_not_ok "the relay emptied the outbox" "$(wt_sql_quiet "$DB" "SELECT oms_relay_status()")"
 	fi
-	errors=$(tail -c +"$((LOG_AT_UPDATE + 1))" "$WT_LOG" | grep -E 'oms worker: (ERROR|FATAL|PANIC):|event=(worker_xact_failed|worker_batch_failed|relay_batch_failed|saga_error)' || true)
+	errors=$(tail -c +"$((LOG_AT_UPDATE + 1))" "$WT_LOG" | grep -E 'oms (saga )?worker: (ERROR|FATAL|PANIC):|event=(worker_xact_failed|worker_batch_failed|relay_batch_failed|saga_error)' || true)
 	wt_check "no worker error in the server log since the update" \
 		"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 10 <<<"$errors")"
 }

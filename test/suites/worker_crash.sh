@@ -2,8 +2,8 @@
 # test/suites/worker_crash.sh: the oms worker survives a crash mid-run
 # without doing anything twice or losing anything.
 #
-# Three scenarios on this suite's own cluster (oms.database_name =
-# oms_crash), run in the order terminate, kill -9, immediate:
+# Scenarios on this suite's own cluster (oms.database_name = oms_crash),
+# the terminations first (their check reads the whole log for a crash):
 #   kill -9    1,000 orders are paid one transaction each while the worker
 #              runs; when some but not all are confirmed and the worker is
 #              inside a batch, the worker gets SIGKILL: the postmaster
@@ -13,6 +13,11 @@
 #   terminate  the same, but pg_terminate_backend() of the worker: no crash
 #              restart; the launcher starts a new worker while the clients
 #              keep paying undisturbed.
+# The cluster runs oms.saga_workers = 3, so the main worker is one of three
+# processes running sagas; then the same kill -9 and terminate of one of
+# the two saga workers, caught inside a batch while all three work through
+# a backlog (the orders are paid in one transaction, so batches fill up and
+# wake the saga workers).
 # After each, the orders the crash kept from being paid are paid, every saga
 # must finish, and test/process/invariants.sql checks: all confirmed exactly
 # once, no double reservation, no double capture, exact stock decrement,
@@ -35,39 +40,50 @@ cleanup() {
 	wt_keep_log worker_crash
 	[[ -z "$WORK" ]] || rm -rf "$WORK"
 }
-wt_start_cluster "oms.database_name = '$DB'"
+SAGA_WORKERS=3
+wt_start_cluster "oms.database_name = '$DB'" "oms.saga_workers = $SAGA_WORKERS"
 # Registered after the cluster, so it runs before the cluster is removed.
 oms_on_exit cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oms-worker-crash.XXXXXX")
 oms_fresh_db "$DB" >/dev/null
 
-# Prints "pid confirmed" once the worker runs a batch while some but not all
-# orders are confirmed.
+# The process a scenario stops: backend_type 'oms worker' (the main worker)
+# or 'oms saga worker'.
+TARGET="oms worker"
+
+# Prints "pid confirmed" once a TARGET process runs a batch while some but
+# not all orders are confirmed.
 mid_run() {
 	local r
 	r=$(wt_sql_quiet "$DB" "
 		SELECT a.pid || ' ' || c.n
 		FROM pg_stat_activity AS a,
 			 (SELECT count(*) FILTER (WHERE status = 'confirmed') AS n FROM oms.orders) AS c
-		WHERE a.backend_type = 'oms worker' AND a.datname = current_database()
-		  AND a.state = 'active' AND c.n BETWEEN $((N / 10)) AND $((N - 1))") || return 1
+		WHERE a.backend_type = '$TARGET' AND a.datname = current_database()
+		  AND a.state = 'active' AND c.n BETWEEN $((N / 10)) AND $((N - 1))
+		LIMIT 1") || return 1
 	[[ -n "$r" ]] || return 1
 	MID=$r
 }
 
+# A TARGET process other than the stopped one runs, and all saga workers
+# are back.
 worker_back() {
 	local pid
-	pid=$(wt_worker_pid "$DB")
-	[[ -n "$pid" && "$pid" != "$1" ]] || return 1
+	pid=$(wt_sql_quiet postgres "SELECT pid FROM pg_stat_activity
+		WHERE backend_type = '$TARGET' AND datname = '$DB' AND pid <> $1 ORDER BY pid DESC LIMIT 1")
+	[[ -n "$pid" ]] || return 1
+	wt_sql_true "$DB" "SELECT count(*) = $SAGA_WORKERS FROM oms_saga_worker_status() WHERE database = '$DB' AND alive" ||
+		return 1
 	NEW_PID=$pid
 }
 
 postmaster_pid() { head -n 1 "$OMS_PGDATA/postmaster.pid" 2>/dev/null; }
 
-# Usage: scenario LABEL kill9|immediate|terminate
+# Usage: scenario LABEL kill9|immediate|terminate [main|saga]
 scenario() {
-	local label=$1 how=$2 t0 old_pid pm_before pm_after confirmed_at_crash repaid rc=0 payer_rc=0
-	local pay_file="$WORK/pay-$how.sql"
+	local label=$1 how=$2 target=${3:-main} t0 old_pid pm_before pm_after confirmed_at_crash repaid rc=0 payer_rc=0
+	local pay_file="$WORK/pay-$how-$target.sql"
 
 	# TRUNCATE takes its locks table by table while the worker's loop takes
 	# its own: a deadlock between them is possible and harmless; try again.
@@ -80,6 +96,13 @@ scenario() {
 	wt_setup_stock "$DB" "$NSKUS" "$ON_HAND"
 	wt_create_orders "$DB" "$N" "$NSKUS" "$how"
 	wt_pay_script "$DB" "$pay_file"
+	if [[ $target == saga ]]; then
+		TARGET="oms saga worker"
+		# One transaction: a backlog that fills every batch.
+		{ echo "BEGIN;"; cat "$pay_file"; echo "COMMIT;"; } >"$pay_file.tx" && mv "$pay_file.tx" "$pay_file"
+	else
+		TARGET="oms worker"
+	fi
 
 	if ! wt_wait_until 60 wt_worker_pid_set; then
 		wt_not_ok "$label: the worker runs before the test" "$(wt_sql_quiet postgres "SELECT * FROM pg_stat_activity WHERE backend_type LIKE 'oms%'")"
@@ -93,7 +116,7 @@ scenario() {
 	if ! wt_wait_until 120 mid_run; then
 		wt_not_ok "$label: caught the worker inside a batch with some but not all orders confirmed" \
 			"confirmed: $(wt_sql_quiet "$DB" "SELECT count(*) FROM oms.orders WHERE status = 'confirmed'") of $N" \
-			"$(wt_sql_quiet postgres "SELECT pid, state, query FROM pg_stat_activity WHERE backend_type = 'oms worker'")"
+			"$(wt_sql_quiet postgres "SELECT pid, backend_type, state, query FROM pg_stat_activity WHERE backend_type LIKE 'oms%worker'")"
 		wait "$PAYER_PID" || true
 		PAYER_PID=""
 		return
@@ -113,7 +136,7 @@ scenario() {
 	PAYER_PID=""
 	if [[ "$how" == terminate ]]; then
 		wt_check "$label: the clients kept paying undisturbed" "$payer_rc" "$(tail -n 5 "$WORK/payer-$how.log")"
-		if grep -q "oms worker.*(PID $old_pid) exited with exit code 1" "$WT_LOG" &&
+		if grep -q "$TARGET.*(PID $old_pid) exited with exit code 1" "$WT_LOG" &&
 			! grep -q 'all server processes terminated' "$WT_LOG"; then
 			wt_ok "$label: the worker exited cleanly, no crash restart"
 		else
@@ -132,7 +155,7 @@ scenario() {
 	if [[ "$how" == kill9 ]]; then
 		# A crash restart: same postmaster, every other process re-forked.
 		if [[ "$pm_before" == "$pm_after" ]] &&
-			grep -q "oms worker.*(PID $old_pid) was terminated by signal 9" "$WT_LOG" &&
+			grep -q "$TARGET.*(PID $old_pid) was terminated by signal 9" "$WT_LOG" &&
 			grep -q 'all server processes terminated; reinitializing' "$WT_LOG"; then
 			wt_ok "$label: the postmaster noticed the killed worker and crash-restarted"
 		else
@@ -141,11 +164,11 @@ scenario() {
 		fi
 	fi
 	if wt_wait_until 60 worker_back "$old_pid"; then
-		wt_ok "$label: the launcher started a new worker (pid $NEW_PID)"
+		wt_ok "$label: the launcher started a new $TARGET (pid $NEW_PID); all $SAGA_WORKERS saga workers run"
 		wt_diag "new worker running $(wt_elapsed "$t0") s after the stop"
 	else
 		wt_not_ok "$label: the launcher started a new worker" \
-			"$(wt_sql_quiet "$DB" "SELECT * FROM oms_worker_status()")" "$(tail -n 30 "$WT_LOG")"
+			"$(wt_sql_quiet "$DB" "SELECT * FROM oms_saga_worker_status()")" "$(tail -n 30 "$WT_LOG")"
 		return
 	fi
 
@@ -168,12 +191,19 @@ wt_worker_pid_set() { [[ -n "$(wt_worker_pid "$DB")" ]]; }
 
 # First, while the server has never crashed (the clean-exit check reads the whole log).
 scenario "pg_terminate_backend of the worker" terminate
+scenario "pg_terminate_backend of a saga worker" terminate saga
 scenario "kill -9 of the worker" kill9
 scenario "pg_ctl restart -m immediate" immediate
+scenario "kill -9 of a saga worker" kill9 saga
+
+# Every process ran saga steps at some point: the backlogs woke them.
+wt_check "the saga workers ran saga steps too" \
+	"$(wt_sql_true "$DB" "SELECT count(*) FILTER (WHERE units > 0) >= 2 FROM oms_saga_worker_status() WHERE database = '$DB'" && echo 0 || echo 1)" \
+	"$(wt_sql_quiet "$DB" "SELECT * FROM oms_saga_worker_status()")"
 
 # The batches themselves never failed: no ERROR from any oms worker, no saga
 # that could not advance.  (Crash-time WARNING/FATAL lines are expected.)
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" "$([[ -z "$errors" ]] && echo 0 || echo 1)" \
 	"$(head -n 20 <<<"$errors")"
 last_error=$(wt_worker_status "$DB" "coalesce(last_error, '')" "$DB")

@@ -10,6 +10,9 @@
 #   - ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE of a served
 #     database succeed: the utility hook stops the worker first, and the
 #     worker comes back when the database is served again.
+# The database has three processes running sagas (oms.saga_workers = 3):
+# every command above must stop all of them, and all come back after;
+# a reload of oms.saga_workers retires saga workers or starts more.
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -26,7 +29,8 @@ cleanup() {
 	wt_keep_log worker_dbcmds
 }
 
-wt_start_cluster "oms.database_name = '$DB'" "oms.worker_naptime = 200"
+SAGA_WORKERS=3
+wt_start_cluster "oms.database_name = '$DB'" "oms.worker_naptime = 200" "oms.saga_workers = $SAGA_WORKERS"
 oms_on_exit cleanup
 oms_fresh_db "$DB" >/dev/null
 
@@ -139,7 +143,12 @@ fi
 # ------------------------------------ rename and copy of a served database
 # The worker is a session in the database; PostgreSQL refuses both while
 # other sessions exist, so the utility hook stops the worker first.
-has_worker() { [[ -n "$(wt_worker_pid "$1")" ]]; }
+# The main worker and all saga workers serve it.
+has_worker() {
+	[[ -n "$(wt_worker_pid "$1")" ]] &&
+		wt_sql_true "$1" "SELECT count(*) = current_setting('oms.saga_workers')::int
+			FROM oms_saga_worker_status() WHERE database = current_database() AND alive"
+}
 timed_sql postgres "ALTER DATABASE $DB RENAME TO ${DB}_renamed"
 wt_check "ALTER DATABASE RENAME of a served database succeeds promptly" "$T_RC" \
 	"took $T_TOOK s: $T_OUT"
@@ -158,7 +167,29 @@ wt_wait_until 30 has_worker "$DB"
 wt_check "the template database gets its worker back after the copy" "$?"
 wt_sql postgres "DROP DATABASE IF EXISTS ${DB}_copy"
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
+# ------------------------------------------------ oms.saga_workers reloads
+saga_processes() {
+	wt_sql_quiet postgres "SELECT count(*) FROM pg_stat_activity
+		WHERE backend_type = 'oms saga worker' AND datname = '$DB'"
+}
+saga_processes_are() { [[ "$(saga_processes)" == "$1" ]]; }
+wt_check "the database has $((SAGA_WORKERS - 1)) saga workers beside the main worker" \
+	"$(saga_processes_are $((SAGA_WORKERS - 1)) && echo 0 || echo 1)" "$(saga_processes)"
+wt_set_sighup oms.saga_workers 1
+wt_wait_until 30 saga_processes_are 0
+wt_check "a reload to oms.saga_workers = 1 retires every saga worker" "$?" "$(saga_processes) still run"
+wt_check "the main worker stays" "$(has_worker "$DB" && echo 0 || echo 1)" \
+	"$(wt_sql_quiet "$DB" "SELECT * FROM oms_saga_worker_status()")"
+grep -q "event=worker_retired" "$WT_LOG"
+wt_check "each retired saga worker says so (event=worker_retired)" "$?"
+wt_set_sighup oms.saga_workers 4
+wt_wait_until 30 saga_processes_are 3
+wt_check "a reload to oms.saga_workers = 4 starts three saga workers" "$?" "$(saga_processes) run"
+wt_wait_until 30 has_worker "$DB"
+wt_check "oms_saga_worker_status() shows all four processes alive" "$?" \
+	"$(wt_sql_quiet "$DB" "SELECT * FROM oms_saga_worker_status()")"
+
+errors=$(grep -E 'oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
 	"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 20 <<<"$errors")"
 

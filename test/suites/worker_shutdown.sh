@@ -12,6 +12,8 @@
 #   - pg_ctl stop -m fast while the worker is busy returns promptly; after
 #     a start the worker finishes the backlog, every order exactly once;
 #   - pg_ctl stop -m smart returns promptly: workers are not clients.
+# Each served database has three processes running sagas (oms.saga_workers
+# = 3): pause, drop and shutdown must hold for all of them.
 # "Promptly" means within a generous bound (20 s) that only guards against a
 # hang; the measured time is printed as a diagnostic.
 set -euo pipefail
@@ -28,7 +30,7 @@ ON_HAND=1000000
 BOUND=20
 
 cleanup() { wt_keep_log worker_shutdown; }
-wt_start_cluster "oms.database_name = '$DB, $PLAIN'" "oms.worker_naptime = 200"
+wt_start_cluster "oms.database_name = '$DB, $PLAIN'" "oms.worker_naptime = 200" "oms.saga_workers = 3"
 # Registered after the cluster, so it runs before the cluster is removed.
 oms_on_exit cleanup
 wt_sql postgres "CREATE DATABASE $PLAIN"
@@ -181,7 +183,7 @@ else
 		"confirmed $(confirmed) of $BACKLOG"
 fi
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
 	"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 20 <<<"$errors")"
 

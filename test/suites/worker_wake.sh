@@ -107,7 +107,7 @@ o5=$(new_order)
 check_woken "a payment retried twice after its backoffs is confirmed: the worker woke when each retry fell due" \
 	"$o5" order.processing order.confirmed "SELECT oms_pay_order('$o5', 'test_flaky')"
 
-errors=$(grep -E 'oms worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
+errors=$(grep -E 'oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)' "$WT_LOG" || true)
 wt_check "no oms worker logged an ERROR and no saga failed to advance" \
 	"$([[ -z "$errors" ]] && echo 0 || echo 1)" "$(head -n 20 <<<"$errors")"
 
