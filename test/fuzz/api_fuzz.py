@@ -774,6 +774,7 @@ SPECS = {
     "oms_run_sagas(integer)": {"max_steps": gen_max_steps},
     "oms_retry_dead_letter(bigint)": {"id": gen_dead_letter_id},
     "oms_worker_status()": {},
+    "oms_saga_worker_status()": {},
     "oms_relay_status()": {},
     "oms_health()": {},
     "oms_metrics()": {},
