@@ -169,14 +169,17 @@ BEGIN
 							   'idempotency_key', oms_cancel_order.idempotency_key));
 	ELSIF v_from = 'processing' THEN
 		-- The saga stops at its next step and compensates what it did; the
-		-- order ends canceled then.  Wake it now if it is waiting.
+		-- order ends canceled then.  Wake it now if it is waiting.  This
+		-- waits for a runner that holds the saga row: one that locked it
+		-- without running it (its claim saw the row due, then rechecked a
+		-- newer version that is not) would otherwise leave the cancel to
+		-- the step's timeout.  No deadlock: a runner never waits for an
+		-- order, and we hold this one, so no runner runs this saga now.
 		v_document := oms._change_status(v_order.id, 'cancel_requested', 'order.cancel_requested',
 			jsonb_build_object('reason', oms_cancel_order.reason,
 							   'idempotency_key', oms_cancel_order.idempotency_key));
 		UPDATE oms.sagas AS s SET next_run_at = now()
-		WHERE s.id IN (SELECT s2.id FROM oms.sagas AS s2
-					   WHERE s2.order_id = v_order.id AND s2.kind = 'fulfilment' AND s2.status = 'running'
-					   FOR UPDATE SKIP LOCKED);
+		WHERE s.order_id = v_order.id AND s.kind = 'fulfilment' AND s.status = 'running';
 		PERFORM oms._notify_worker();
 	ELSE
 		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id

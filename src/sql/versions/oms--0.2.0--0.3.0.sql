@@ -168,6 +168,78 @@ $$;
 COMMENT ON FUNCTION oms._run_sagas(integer, timestamptz) IS
 	'Runs up to p_max due saga steps as of p_now, each saga in its own subtransaction; returns the steps run';
 
+-- A cancel waits for a runner that holds the saga row instead of skipping it.
+CREATE OR REPLACE FUNCTION @extschema@.oms_cancel_order(
+	order_id uuid,
+	reason text DEFAULT NULL,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_from oms.order_status;
+	v_document jsonb;
+	v_hash bytea;
+BEGIN
+	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
+	IF oms_cancel_order.reason IS NOT NULL AND length(oms_cancel_order.reason) > 1000 THEN
+		RAISE EXCEPTION 'reason is too long'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = format('reason has at most 1000 characters, got %s.', length(oms_cancel_order.reason));
+	END IF;
+	PERFORM oms._check_idempotency_key(oms_cancel_order.idempotency_key);
+
+	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
+		v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	v_order := oms._lock_order(oms_cancel_order.order_id);
+	v_from := v_order.status;
+	IF v_from = 'pending' THEN
+		v_document := oms._change_status(v_order.id, 'canceled', 'order.canceled',
+			jsonb_build_object('reason', oms_cancel_order.reason,
+							   'idempotency_key', oms_cancel_order.idempotency_key));
+	ELSIF v_from = 'processing' THEN
+		-- The saga stops at its next step and compensates what it did; the
+		-- order ends canceled then.  Wake it now if it is waiting.  This
+		-- waits for a runner that holds the saga row: one that locked it
+		-- without running it (its claim saw the row due, then rechecked a
+		-- newer version that is not) would otherwise leave the cancel to
+		-- the step's timeout.  No deadlock: a runner never waits for an
+		-- order, and we hold this one, so no runner runs this saga now.
+		v_document := oms._change_status(v_order.id, 'cancel_requested', 'order.cancel_requested',
+			jsonb_build_object('reason', oms_cancel_order.reason,
+							   'idempotency_key', oms_cancel_order.idempotency_key));
+		UPDATE oms.sagas AS s SET next_run_at = now()
+		WHERE s.order_id = v_order.id AND s.kind = 'fulfilment' AND s.status = 'running';
+		PERFORM oms._notify_worker();
+	ELSE
+		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('The order is %s.', v_from),
+				  HINT = CASE
+					WHEN v_from = 'canceled' THEN 'The order is already canceled.'
+					WHEN v_from = 'cancel_requested' THEN 'A cancel is already in progress.'
+					WHEN v_from IN ('confirmed', 'partially_refunded') THEN 'Refund the order instead with oms_refund_order().'
+					ELSE 'Only pending and processing orders can be canceled.' END;
+	END IF;
+
+	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) IS
+	'Cancels an order: pending orders at once; processing orders are compensated by their saga and end canceled';
+
 -- The worker's batch no longer sweeps expired reservations: maintenance does.
 CREATE OR REPLACE FUNCTION oms._worker_tick(p_batch integer)
 RETURNS integer
