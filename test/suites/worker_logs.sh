@@ -92,7 +92,7 @@ if wt_wait_until 30 started; then
 else
 	wt_not_ok "worker_started: database=$DB pid=$WORKER_PID, at LOG" "$(grep 'event=worker_started' "$WT_LOG")"
 fi
-line=$(events 0 worker_started database="$DB" | head -n 1)
+line=$(events 0 worker_started database="$DB" pid="$WORKER_PID" | sed -n 1p)
 wt_check "worker_started is a LOG line" "$([[ "$(field "$line" level)" == LOG ]] && echo 0 || echo 1)" "$line"
 
 # ------------------------------------------------------------ 2, 3. sagas
@@ -200,7 +200,7 @@ else
 fi
 
 failures=$(rl_log_since "$FROM" | head -c $((DOWN_END - FROM)) | grep -cE 'oms: event=relay_(batch|claim|settle)_failed' || true)
-first=$(events "$FROM" relay_batch_failed | head -n 1)
+first=$(events "$FROM" relay_batch_failed | sed -n 1p)
 wt_check "at most 2 relay failure lines during the outage ($failures), the first a WARNING with failed, events, breaker and error" \
 	"$([[ "$failures" -ge 1 && "$failures" -le 2 && "$(field "$first" level)" == WARNING &&
 		"$(field "$first" failed)" =~ ^[0-9]+$ && "$(field "$first" events)" =~ ^[0-9]+$ &&
