@@ -9,6 +9,8 @@
 # confirmed orders/s and pay -> confirmed latency from the timeline.  It
 # reports ratios; it never fails because of timing (only when a script
 # itself errors).
+# Then (part "workers", bench/saga_workers.sh) saga capacity and throughput
+# under load for several values of oms.saga_workers.
 # Then the outbox relay benchmark (bench/relay.sh): drain rate of a 500,000
 # event backlog against its PG-side ceiling, commit -> ack latency at 1,000
 # events/s, and the outbox size over a sustained run, against the mock Kafka
@@ -18,7 +20,7 @@
 # Kafka + the test payment service), reported next to the test-provider
 # numbers of the same run.
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
-# (default 3) per warm-up run, BENCH_PARTS (default "create saga relay")
+# (default 3) per warm-up run, BENCH_PARTS (default "create saga workers relay")
 # the parts to run (create: oms_create_order vs raw SQL; saga; relay;
 # remote, not in the default),
 # BENCH_SAGA=0 also skips the saga runs; the relay part's own settings
@@ -40,7 +42,7 @@ BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 # The first one is the reference the others are divided by.
 RUNS=(baseline create_order baseline_multi)
 BENCH_SAGA=${BENCH_SAGA:-1}
-BENCH_PARTS=${BENCH_PARTS:-create saga relay}
+BENCH_PARTS=${BENCH_PARTS:-create saga workers relay}
 [[ "$BENCH_SAGA" != 0 ]] || BENCH_PARTS=${BENCH_PARTS//saga/}
 # The saga run: SKUs in stock (each with plenty on hand) and how long the
 # worker may take to drain the backlog after a run.
@@ -52,6 +54,8 @@ SAGA_DRAIN_LIMIT=180
 source "$BENCH_DIR/relay.sh"
 # shellcheck source=bench/payment_remote.sh
 source "$BENCH_DIR/payment_remote.sh"
+# shellcheck source=bench/saga_workers.sh
+source "$BENCH_DIR/saga_workers.sh"
 
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
@@ -295,7 +299,8 @@ main() {
 	[[ "$BENCH_WARMUP" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_WARMUP must be a positive integer"
 	local name
 	for name in $BENCH_PARTS; do
-		[[ "$name" =~ ^(create|saga|relay|remote)$ ]] || oms_die "unknown part '$name' in BENCH_PARTS (create, saga, relay, remote)"
+		[[ "$name" =~ ^(create|saga|workers|relay|remote)$ ]] ||
+			oms_die "unknown part '$name' in BENCH_PARTS (create, saga, workers, relay, remote)"
 	done
 	oms_ensure_packages
 	oms_build_install
@@ -314,10 +319,12 @@ main() {
 		done
 	fi
 	if part saga; then bench_saga; fi
+	if part workers; then bench_saga_workers; fi
 	if part relay; then bench_relay; fi
 	if part remote; then bench_remote; fi
 	if part create; then report; fi
 	if part saga; then report_saga; fi
+	if part workers; then report_saga_workers; fi
 	if part relay; then report_relay; fi
 	if part remote; then report_remote; fi
 }
