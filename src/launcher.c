@@ -216,7 +216,7 @@ start_worker(int slotno, int proc, Oid dboid)
 		snprintf(worker.bgw_name, BGW_MAXLEN, "oms saga worker %d %s", proc, dbname);
 		strlcpy(worker.bgw_type, "oms saga worker", BGW_MAXLEN);
 	}
-	worker.bgw_main_arg = Int32GetDatum(OMS_WORKER_ARG(slotno, proc));
+	worker.bgw_main_arg = oms_worker_main_arg(slotno, proc);
 	/* The OID, not the name: a database re-created meanwhile is not ours. */
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	/* The postmaster signals us when the worker starts or stops. */

@@ -125,8 +125,7 @@ extern PGDLLEXPORT void oms_launcher_main(Datum main_arg);
 typedef int (*OmsXactBody) (void *arg);
 
 extern PGDLLEXPORT void oms_worker_main(Datum main_arg);
-/* bgw_main_arg of a worker: its database's slot and its process number. */
-#define OMS_WORKER_ARG(slotno, proc) ((slotno) * OMS_MAX_SAGA_WORKERS + (proc))
+extern Datum oms_worker_main_arg(int slotno, int proc);
 extern bool oms_worker_extension_ready(void);
 extern bool oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
 								OmsXactBody body, void *arg, int *result,

@@ -664,9 +664,16 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 	}
 }
 
+/* bgw_main_arg of a worker: its database's slot and its process number. */
+Datum
+oms_worker_main_arg(int slotno, int proc)
+{
+	return Int32GetDatum(slotno * OMS_MAX_SAGA_WORKERS + proc);
+}
+
 /*
- * Entry point of every worker.  bgw_main_arg is OMS_WORKER_ARG(slot,
- * process) and bgw_extra the database OID.
+ * Entry point of every worker.  bgw_main_arg comes from
+ * oms_worker_main_arg() and bgw_extra is the database OID.
  */
 void
 oms_worker_main(Datum main_arg)
