@@ -116,6 +116,7 @@ typedef struct RelayBatch
 typedef struct RelaySettle
 {
 	int			n;
+	bool		all_acked;		/* no error in the batch */
 	Datum		ids;
 	Datum		errors;
 	Datum		permanent;
@@ -310,7 +311,9 @@ set_breaker(OmsBreakerState state, TimestampTz now)
  * Kafka records here, not in SQL: building twenty header strings and an
  * array per event, sorting the wide rendered rows, and handing them through
  * a PL/pgSQL tuplestore and SPI cost more than reading and deleting the
- * rows themselves.  The plan is prepared once per session.  An event whose
+ * rows themselves.  The plan is prepared once per session, and generic:
+ * the limit does not change the plan (an index scan on created_at), so
+ * planning it again for each batch is wasted.  An event whose
  * predecessor of the same aggregate is backing off after a failure waits
  * for it, so per-order order holds.
  */
@@ -361,6 +364,153 @@ copy_text(Datum d, size_t *len)
 	if (len)
 		*len = n;
 	return s;
+}
+
+/*
+ * The payload as JSON text, byte for byte what jsonb_out writes
+ * (JsonbToCString without indentation), but read straight from the jsonb
+ * container instead of through JsonbIterator, and with strings escaped
+ * from their stored length instead of a NUL-terminated copy each: for the
+ * relay this rendering is a large share of a claim.
+ */
+static void json_write_container(StringInfo out, const JsonbContainer *jc);
+
+static void
+json_write_string(StringInfo out, const char *s, int len)
+{
+	const char *run = s;
+	const char *end = s + len;
+
+	enlargeStringInfo(out, len + 2);
+	out->data[out->len++] = '"';
+	for (const char *p = s; p < end; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+		const char *esc;
+
+		if (c >= ' ' && c != '"' && c != '\\')
+			continue;
+		appendBinaryStringInfo(out, run, p - run);
+		run = p + 1;
+		switch (c)
+		{
+			case '\b':
+				esc = "\\b";
+				break;
+			case '\f':
+				esc = "\\f";
+				break;
+			case '\n':
+				esc = "\\n";
+				break;
+			case '\r':
+				esc = "\\r";
+				break;
+			case '\t':
+				esc = "\\t";
+				break;
+			case '"':
+				esc = "\\\"";
+				break;
+			case '\\':
+				esc = "\\\\";
+				break;
+			default:
+				appendStringInfo(out, "\\u%04x", (int) c);
+				continue;
+		}
+		appendBinaryStringInfo(out, esc, 2);
+	}
+	appendBinaryStringInfo(out, run, end - run);
+	appendStringInfoChar(out, '"');
+}
+
+/* Child "index" of "jc", whose data starts "offset" bytes into base. */
+static void
+json_write_child(StringInfo out, const JsonbContainer *jc, int index,
+				 const char *base, uint32 offset)
+{
+	JEntry		entry = jc->children[index];
+
+	if (JBE_ISSTRING(entry))
+		json_write_string(out, base + offset, getJsonbLength(jc, index));
+	else if (JBE_ISNUMERIC(entry))
+		appendStringInfoString(out, DatumGetCString(DirectFunctionCall1(numeric_out,
+																		PointerGetDatum(base + INTALIGN(offset)))));
+	else if (JBE_ISBOOL_TRUE(entry))
+		appendBinaryStringInfo(out, "true", 4);
+	else if (JBE_ISBOOL_FALSE(entry))
+		appendBinaryStringInfo(out, "false", 5);
+	else if (JBE_ISNULL(entry))
+		appendBinaryStringInfo(out, "null", 4);
+	else
+		json_write_container(out, (const JsonbContainer *) (base + INTALIGN(offset)));
+}
+
+static void
+json_write_container(StringInfo out, const JsonbContainer *jc)
+{
+	uint32		count = JsonContainerSize(jc);
+	bool		object = (jc->header & JB_FOBJECT) != 0;
+	uint32		nchildren = object ? count * 2 : count;
+	const char *base = (const char *) &jc->children[nchildren];
+	uint32		offset = 0;
+
+	check_stack_depth();
+
+	/* A scalar document is stored as a one-element array, written bare. */
+	if (jc->header & JB_FSCALAR)
+	{
+		json_write_child(out, jc, 0, base, 0);
+		return;
+	}
+
+	if (!object)
+	{
+		appendStringInfoChar(out, '[');
+		for (uint32 i = 0; i < count; i++)
+		{
+			if (i > 0)
+				appendBinaryStringInfo(out, ", ", 2);
+			json_write_child(out, jc, i, base, offset);
+			JBE_ADVANCE_OFFSET(offset, jc->children[i]);
+		}
+		appendStringInfoChar(out, ']');
+		return;
+	}
+
+	/* Keys first, then the values in the same order. */
+	{
+		uint32		value_offset = 0;
+
+		for (uint32 i = 0; i < count; i++)
+			JBE_ADVANCE_OFFSET(value_offset, jc->children[i]);
+
+		appendStringInfoChar(out, '{');
+		for (uint32 i = 0; i < count; i++)
+		{
+			if (i > 0)
+				appendBinaryStringInfo(out, ", ", 2);
+			json_write_string(out, base + offset, getJsonbLength(jc, i));
+			appendBinaryStringInfo(out, ": ", 2);
+			json_write_child(out, jc, count + i, base, value_offset);
+			JBE_ADVANCE_OFFSET(offset, jc->children[i]);
+			JBE_ADVANCE_OFFSET(value_offset, jc->children[count + i]);
+		}
+		appendStringInfoChar(out, '}');
+	}
+}
+
+static char *
+jsonb_text(Jsonb *jb, size_t *len)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	enlargeStringInfo(&out, VARSIZE(jb));
+	json_write_container(&out, &jb->root);
+	*len = out.len;
+	return out.data;
 }
 
 /* A uuid as uuid_out writes it. */
@@ -456,8 +606,7 @@ render_event(RelayEvent *ev, const ClaimContext *cc, Datum *values, bool *nulls)
 	ev->keylen = strlen(ev->key);
 
 	payload = DatumGetJsonbP(values[CLAIM_PAYLOAD]);
-	ev->value = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
-	ev->valuelen = strlen(ev->value);
+	ev->value = jsonb_text(payload, &ev->valuelen);
 
 	id_text = uuid_text(&ev->id);
 	ev->headers = palloc(sizeof(char *) * 22);
@@ -516,7 +665,8 @@ claim_events(RelayBatch *batch, MemoryContext cxt, size_t max_bytes)
 	if (claim_plan == NULL)
 	{
 		Oid			argtypes[1] = {INT4OID};
-		SPIPlanPtr	plan = SPI_prepare_cursor(CLAIM_SQL, 1, argtypes, CURSOR_OPT_FAST_PLAN);
+		SPIPlanPtr	plan = SPI_prepare_cursor(CLAIM_SQL, 1, argtypes,
+													   CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare_cursor failed for the relay's claim: %s",
@@ -644,7 +794,17 @@ oms_relay_claim_sql(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* Transaction 2: returns the events oms._relay_settle removed as published. */
+/*
+ * An all-acknowledged batch, the usual case, is deleted by a statement
+ * prepared once per session: oms._relay_settle's own fast path, without a
+ * PL/pgSQL call and a plan per batch.  Anything else goes through
+ * oms._relay_settle.
+ */
+#define SETTLE_ACKED_SQL "DELETE FROM oms.outbox AS o WHERE o.id = ANY ($1)"
+
+static SPIPlanPtr settle_acked_plan = NULL;
+
+/* Transaction 2: returns the events removed as published. */
 static int
 relay_settle(void *arg)
 {
@@ -659,6 +819,28 @@ relay_settle(void *arg)
 		return -1;
 
 	args[0] = settle->ids;
+	if (settle->all_acked)
+	{
+		if (settle_acked_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare_cursor(SETTLE_ACKED_SQL, 1, argtypes,
+												  CURSOR_OPT_GENERIC_PLAN);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed for the relay's settle: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			settle_acked_plan = plan;
+		}
+		ret = SPI_execute_plan(settle_acked_plan, args, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("the relay could not delete its acknowledged events"),
+					 errdetail("SPI returned %s.", SPI_result_code_string(ret))));
+		return (int) SPI_processed;
+	}
+
 	args[1] = settle->errors;
 	args[2] = settle->permanent;
 	ret = SPI_execute_with_args(SETTLE_QUERY, 3, argtypes, args, NULL, false, 1);
@@ -998,13 +1180,16 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	if (settle.n > 0)
 	{
 		dims[0] = settle.n;
+		settle.all_acked = (first_failure < 0);
 		settle.ids = PointerGetDatum(construct_array(ids, settle.n, UUIDOID, UUID_LEN, false,
 													 TYPALIGN_CHAR));
 		settle.errors = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
 														   TEXTOID, -1, false, TYPALIGN_INT));
 		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
 														   TYPALIGN_CHAR));
-		settled = oms_worker_run_xact_ext(slotno, loop_cxt, SETTLE_QUERY, relay_settle, &settle,
+		settled = oms_worker_run_xact_ext(slotno, loop_cxt,
+										  settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
+										  relay_settle, &settle,
 										  &published, &errmsg, false);
 		MemoryContextSwitchTo(batch_cxt);
 		if (!settled)
