@@ -15,10 +15,14 @@
 #     shared-memory half of oms_relay_status(), without its count(*) of the
 #     outbox) until all are acknowledged and removed.  Rate = events acked
 #     after the first batch / time from the first to the last settled batch
-#     (last_publish_at), so the producer's start-up is left out.  Next to it
-#     the PG-side ceiling of the same run: bench/relay_ceiling.sql runs the
-#     relay's claim + settle SQL in one session, without Kafka, on the same
-#     backlog.  For each batch size in BENCH_RELAY_BATCHES (1000 5000) and
+#     (last_publish_at), so the producer's start-up is left out.  The
+#     reference, measured in the same run: bench/relay_plain.sql, plain SQL
+#     deleting the same backlog oldest first in batches of 1,000 from a copy
+#     of oms.outbox with its keys and indexes (goal: relay >= 0.7 of it and
+#     >= 50,000 events/s).  Also shown: bench/relay_ceiling.sql, the SQL
+#     functions oms._relay_claim + oms._relay_settle in one session, without
+#     Kafka (the claim now runs in C inside the worker, so this is no longer
+#     the relay's own path).  For each batch size in BENCH_RELAY_BATCHES (1000 5000) and
 #     each producer configuration in BENCH_RELAY_PRODUCERS:
 #       shipped    oms.kafka_config empty: the producer as oms builds it;
 #       inflight1  oms.kafka_config = 'max.in.flight.requests.per.connection=1';
@@ -37,7 +41,7 @@
 #     pg_stat_user_functions (track_functions = 'pl' for this part), the rest
 #     = produce + waiting for acknowledgements + commits; CPU of the worker's
 #     main thread, of its librdkafka threads and of the mock broker, from /proc.
-#     The best (batch size, producer) by relay/ceiling ratio is used for (b)
+#     The best (batch size, producer) by relay/plain ratio is used for (b)
 #     and (c).
 # (b) Commit -> ack latency at BENCH_RELAY_RATE (1000) events/s: pgbench -R
 #     runs bench/create_order.sql (one order.created event per order) for
@@ -58,7 +62,9 @@
 # (c) Outbox size: pg_total_relation_size('oms.outbox') and its row count
 #     before, during (BENCH_SUSTAIN_SAMPLES samples) and after a sustained
 #     run of BENCH_SUSTAIN_SECONDS (300) at BENCH_RELAY_RATE orders/s with
-#     the relay on, autovacuum as the server defaults set it.
+#     the relay on, autovacuum as the server defaults set it (or with
+#     autovacuum_naptime = BENCH_SUSTAIN_NAPTIME), heap and each index.
+# BENCH_RELAY_PARTS (drain latency sustain) picks the parts to run.
 #
 # It reports; it never fails because of the numbers.
 
@@ -68,6 +74,8 @@ BENCH_RELAY_PRODUCERS=${BENCH_RELAY_PRODUCERS:-shipped inflight1 inflight1+linge
 BENCH_RELAY_RATE=${BENCH_RELAY_RATE:-1000}
 BENCH_SUSTAIN_SECONDS=${BENCH_SUSTAIN_SECONDS:-300}
 BENCH_SUSTAIN_SAMPLES=${BENCH_SUSTAIN_SAMPLES:-10}
+# (c) with autovacuum_naptime set to this (e.g. 10s) instead of the server's.
+BENCH_SUSTAIN_NAPTIME=${BENCH_SUSTAIN_NAPTIME:-}
 # Which of (a) drain, (b) latency, (c) sustain to run.
 BENCH_RELAY_PARTS=${BENCH_RELAY_PARTS:-drain latency sustain}
 BENCH_KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-1}
@@ -224,8 +232,11 @@ relay_plain() {
 	printf 'plain    batch %-5s  DELETE oldest first from a copy of oms.outbox ... ' "$batch"
 	out=$(oms_psql -d "$DB" -At -v batch="$batch" -f "$BENCH_DIR/relay_plain.sql")
 	IFS='|' read -r "RELAY[plain.$batch.events]" "RELAY[plain.$batch.secs]" "RELAY[plain.$batch.rate]" \
-		"RELAY[plain.$batch.batches]" <<<"$out"
-	printf '%s events/s (%s batches)\n' "${RELAY[plain.$batch.rate]}" "${RELAY[plain.$batch.batches]}"
+		"RELAY[plain.$batch.batches]" "RELAY[plain.$batch.ticks]" <<<"$out"
+	RELAY[plain.$batch.cpu_us]=$(awk -v t="${RELAY[plain.$batch.ticks]}" -v n="${RELAY[plain.$batch.events]}" \
+		-v hz="$RELAY_CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1000000 / hz / n; else print "n/a" }')
+	printf '%s events/s (%s batches; %s us of CPU per event)\n' "${RELAY[plain.$batch.rate]}" \
+		"${RELAY[plain.$batch.batches]}" "${RELAY[plain.$batch.cpu_us]}"
 }
 
 relay_drain() {
@@ -282,8 +293,12 @@ relay_drain() {
 		"$([[ $status == ok ]] || echo ", TIMEOUT after ${RELAY_DRAIN_LIMIT} s")"
 	printf '         time: claim SQL %s s, settle SQL %s s, rest %s s (produce, waiting for acks, commits);\n' \
 		"${RELAY[$key.claim]}" "${RELAY[$key.settle]}" "${RELAY[$key.other]}"
-	printf '         CPU: worker main thread %s%%, its librdkafka threads %s%%, mock broker %s%%\n' \
-		"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_rdk]}" "${RELAY[$key.cpu_mock]}"
+	# CPU of the main thread per event, whatever the load on the machine.
+	RELAY[$key.cpu_us]=$(awk -v c0="$cpu0" -v c1="$cpu1" -v n="${RELAY[$key.acked]}" -v hz="$RELAY_CLK_TCK" 'BEGIN {
+			split(c0, x, "|"); split(c1, y, "|")
+			if (n > 0) printf "%.1f", (y[2] - x[2]) * 1000000 / hz / n; else print "n/a" }')
+	printf '         CPU: worker main thread %s%% (%s us per event), its librdkafka threads %s%%, mock broker %s%%\n' \
+		"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_us]}" "${RELAY[$key.cpu_rdk]}" "${RELAY[$key.cpu_mock]}"
 }
 
 bench_relay_drain() {
@@ -396,6 +411,9 @@ bench_relay_sustain() {
 	relay_set oms.relay_batch_size "$batch"
 	relay_set oms.kafka_config "$(relay_producer_config "$producer")"
 	relay_on
+	if [[ -n "$BENCH_SUSTAIN_NAPTIME" ]]; then
+		relay_set autovacuum_naptime "$BENCH_SUSTAIN_NAPTIME"
+	fi
 	RELAY[sustain.autovacuum]=$(relay_sql -c "SELECT pg_catalog.string_agg(name || '=' || setting ||
 			COALESCE(unit, ''), ', ' ORDER BY name) FROM pg_catalog.pg_settings
 		WHERE name IN ('autovacuum', 'autovacuum_naptime', 'autovacuum_vacuum_threshold',
@@ -489,17 +507,17 @@ report_relay_drain() {
 		"$BENCH_RELAY_EVENTS" "${RELAY[payload_jsonb]}"
 	printf '1000, from a copy of oms.outbox: %s events/s in this run) and vs the ceiling (the claim + settle SQL functions, no Kafka)\n' \
 		"${RELAY[plain.1000.rate]}"
-	printf '%-6s %-17s %11s %9s %13s %9s %8s %8s %12s %9s %8s\n' batch producer "relay ev/s" "vs plain" "ceiling ev/s" \
-		"vs ceil." "claim s" "settle s" "rest ms/batch" "main CPU" "rdk CPU"
+	printf '%-6s %-17s %11s %9s %13s %9s %8s %8s %12s %9s %8s %10s\n' batch producer "relay ev/s" "vs plain" "ceiling ev/s" \
+		"vs ceil." "claim s" "settle s" "rest ms/batch" "main CPU" "rdk CPU" "us/ev main"
 	for batch in $BENCH_RELAY_BATCHES; do
 		for producer in $BENCH_RELAY_PRODUCERS; do
 			key="drain.$batch.$producer"
-			printf '%-6s %-17s %11s %9s %13s %9s %8s %8s %12s %8s%% %7s%%%s\n' "$batch" "$producer" "${RELAY[$key.rate]}" \
+			printf '%-6s %-17s %11s %9s %13s %9s %8s %8s %12s %8s%% %7s%% %10s%s\n' "$batch" "$producer" "${RELAY[$key.rate]}" \
 				"${RELAY[$key.ratio]}" "${RELAY[ceiling.$batch.rate]}" "${RELAY[$key.ceiling_ratio]}" \
 				"${RELAY[$key.claim]}" "${RELAY[$key.settle]}" \
 				"$(awk -v r="${RELAY[$key.other]}" -v b="${RELAY[$key.batches]}" \
 					'BEGIN { if (b > 0) printf "%.1f", r * 1000 / b; else print "n/a" }')" \
-				"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_rdk]}" \
+				"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_rdk]}" "${RELAY[$key.cpu_us]}" \
 				"$([[ "${RELAY[$key.status]}" == ok ]] || echo "  TIMEOUT, ${RELAY[$key.left]} left")"
 		done
 	done
@@ -509,7 +527,10 @@ report_relay_drain() {
 	printf 'claim s: 0 since the claim runs in C (src/relay.c), not in a SQL function; settle s: time in\n'
 	printf 'oms._relay_settle (pg_stat_user_functions); rest ms/batch: the drain time outside them per batch (claim, produce,\n'
 	printf 'waiting for acknowledgements, commits); main/rdk CPU: worker main thread and its librdkafka threads, %% of one\n'
-	printf 'core.  plain: bench/relay_plain.sql; ceiling: bench/relay_ceiling.sql (oms._relay_claim + oms._relay_settle).\n'
+	printf 'core; us/ev main: CPU of the main thread per event (plain SQL: %s us per event of its backend), the better\n' \
+		"${RELAY[plain.1000.cpu_us]}"
+	printf 'comparison when other work on the machine skews the rates.  plain: bench/relay_plain.sql; ceiling:\n'
+	printf 'bench/relay_ceiling.sql (oms._relay_claim + oms._relay_settle).\n'
 	key="drain.$best_batch.$best_producer"
 	printf 'best: batch %s, producer %s: relay/plain SQL = %s (target >= 0.7), %s events/s (target >= 50000)\n' \
 		"$best_batch" "$best_producer" "${RELAY[$key.ratio]}" "${RELAY[$key.rate]}"
@@ -551,7 +572,7 @@ report_relay_sustain() {
 	printf 'size samples (kB): %s\n' "${RELAY[sustain.series]}"
 	printf 'of it indexes (kB): %s (before: %s kB, at the end: %s kB)\n' "${RELAY[sustain.index_series]}" \
 		"$((i1 / 1024))" "$((i2 / 1024))"
-	printf 'autovacuum runs on oms.outbox: %s; settings (server defaults): %s; oms.outbox reloptions: %s\n' \
+	printf 'autovacuum runs on oms.outbox: %s; settings: %s; oms.outbox reloptions: %s\n' \
 		"$((a2 - a1))" "${RELAY[sustain.autovacuum]}" "${RELAY[sustain.reloptions]}"
 	printf 'target: the outbox and its indexes stay flat (reported, not enforced)\n'
 }

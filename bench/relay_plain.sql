@@ -9,7 +9,11 @@
 -- transactions per batch.
 --
 -- Like the relay's rate, the rate counts from the end of the first batch to
--- the end of the last one.  Result (psql -At): events|seconds|events_per_s|batches.
+-- the end of the last one.  Result (psql -At): events|seconds|events_per_s|batches|
+-- cpu_ticks, the last being the CPU time (user + system, in clock ticks) of
+-- this backend over the whole drain, from /proc/self/stat (the server runs
+-- on Linux; the bench runs as a superuser), to compare with the relay's
+-- main thread when other work on the machine skews the wall-clock rates.
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.bench_relay_plain;
 CREATE TABLE public.bench_relay_plain (LIKE oms.outbox INCLUDING ALL);
@@ -27,7 +31,11 @@ DECLARE
 	v_first bigint;
 	v_from timestamptz;
 	v_secs double precision;
+	v_ticks0 bigint;
+	v_ticks bigint;
 BEGIN
+	SELECT f[12]::bigint + f[13]::bigint INTO v_ticks0
+	FROM pg_catalog.regexp_split_to_array(pg_catalog.substring(pg_catalog.pg_read_file('/proc/self/stat'), '\) (.*)$'), ' ') AS f;
 	LOOP
 		WITH d AS (
 			DELETE FROM public.bench_relay_plain AS o
@@ -45,10 +53,12 @@ BEGIN
 		END IF;
 	END LOOP;
 	v_secs := EXTRACT(epoch FROM pg_catalog.clock_timestamp() - v_from);
+	SELECT f[12]::bigint + f[13]::bigint - v_ticks0 INTO v_ticks
+	FROM pg_catalog.regexp_split_to_array(pg_catalog.substring(pg_catalog.pg_read_file('/proc/self/stat'), '\) (.*)$'), ' ') AS f;
 	PERFORM pg_catalog.set_config('bench.relay_result',
-		pg_catalog.format('%s|%s|%s|%s', v_total, round(v_secs::numeric, 2),
+		pg_catalog.format('%s|%s|%s|%s|%s', v_total, round(v_secs::numeric, 2),
 						  CASE WHEN v_secs > 0 THEN round((v_total - v_first) / v_secs::numeric) END,
-						  v_batches),
+						  v_batches, v_ticks),
 		false);
 END;
 $$;
