@@ -15,10 +15,14 @@
 #     shared-memory half of oms_relay_status(), without its count(*) of the
 #     outbox) until all are acknowledged and removed.  Rate = events acked
 #     after the first batch / time from the first to the last settled batch
-#     (last_publish_at), so the producer's start-up is left out.  Next to it
-#     the PG-side ceiling of the same run: bench/relay_ceiling.sql runs the
-#     relay's claim + settle SQL in one session, without Kafka, on the same
-#     backlog.  For each batch size in BENCH_RELAY_BATCHES (1000 5000) and
+#     (last_publish_at), so the producer's start-up is left out.  The
+#     reference, measured in the same run: bench/relay_plain.sql, plain SQL
+#     deleting the same backlog oldest first in batches of 1,000 from a copy
+#     of oms.outbox with its keys and indexes (goal: relay >= 0.7 of it and
+#     >= 50,000 events/s).  Also shown: bench/relay_ceiling.sql, the SQL
+#     functions oms._relay_claim + oms._relay_settle in one session, without
+#     Kafka (the claim now runs in C inside the worker, so this is no longer
+#     the relay's own path).  For each batch size in BENCH_RELAY_BATCHES (1000 5000) and
 #     each producer configuration in BENCH_RELAY_PRODUCERS:
 #       shipped    oms.kafka_config empty: the producer as oms builds it;
 #       inflight1  oms.kafka_config = 'max.in.flight.requests.per.connection=1';
@@ -37,7 +41,7 @@
 #     pg_stat_user_functions (track_functions = 'pl' for this part), the rest
 #     = produce + waiting for acknowledgements + commits; CPU of the worker's
 #     main thread, of its librdkafka threads and of the mock broker, from /proc.
-#     The best (batch size, producer) by relay/ceiling ratio is used for (b)
+#     The best (batch size, producer) by relay/plain ratio is used for (b)
 #     and (c).
 # (b) Commit -> ack latency at BENCH_RELAY_RATE (1000) events/s: pgbench -R
 #     runs bench/create_order.sql (one order.created event per order) for
@@ -58,7 +62,9 @@
 # (c) Outbox size: pg_total_relation_size('oms.outbox') and its row count
 #     before, during (BENCH_SUSTAIN_SAMPLES samples) and after a sustained
 #     run of BENCH_SUSTAIN_SECONDS (300) at BENCH_RELAY_RATE orders/s with
-#     the relay on, autovacuum as the server defaults set it.
+#     the relay on, autovacuum as the server defaults set it (or with
+#     autovacuum_naptime = BENCH_SUSTAIN_NAPTIME), heap and each index.
+# BENCH_RELAY_PARTS (drain latency sustain) picks the parts to run.
 #
 # It reports; it never fails because of the numbers.
 
@@ -68,6 +74,10 @@ BENCH_RELAY_PRODUCERS=${BENCH_RELAY_PRODUCERS:-shipped inflight1 inflight1+linge
 BENCH_RELAY_RATE=${BENCH_RELAY_RATE:-1000}
 BENCH_SUSTAIN_SECONDS=${BENCH_SUSTAIN_SECONDS:-300}
 BENCH_SUSTAIN_SAMPLES=${BENCH_SUSTAIN_SAMPLES:-10}
+# (c) with autovacuum_naptime set to this (e.g. 10s) instead of the server's.
+BENCH_SUSTAIN_NAPTIME=${BENCH_SUSTAIN_NAPTIME:-}
+# Which of (a) drain, (b) latency, (c) sustain to run.
+BENCH_RELAY_PARTS=${BENCH_RELAY_PARTS:-drain latency sustain}
 BENCH_KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-1}
 BENCH_KAFKA_PARTITIONS=${BENCH_KAFKA_PARTITIONS:-4}
 # Longest wait for one drain, and for the outbox to empty after a run.
@@ -217,6 +227,18 @@ relay_ceiling() {
 		"${RELAY[ceiling.$batch.batches]}" "${RELAY[ceiling.$batch.claim]}" "${RELAY[ceiling.$batch.settle]}"
 }
 
+relay_plain() {
+	local batch=$1 out
+	printf 'plain    batch %-5s  DELETE oldest first from a copy of oms.outbox ... ' "$batch"
+	out=$(oms_psql -d "$DB" -At -v batch="$batch" -f "$BENCH_DIR/relay_plain.sql")
+	IFS='|' read -r "RELAY[plain.$batch.events]" "RELAY[plain.$batch.secs]" "RELAY[plain.$batch.rate]" \
+		"RELAY[plain.$batch.batches]" "RELAY[plain.$batch.ticks]" <<<"$out"
+	RELAY[plain.$batch.cpu_us]=$(awk -v t="${RELAY[plain.$batch.ticks]}" -v n="${RELAY[plain.$batch.events]}" \
+		-v hz="$RELAY_CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1000000 / hz / n; else print "n/a" }')
+	printf '%s events/s (%s batches; %s us of CPU per event)\n' "${RELAY[plain.$batch.rate]}" \
+		"${RELAY[plain.$batch.batches]}" "${RELAY[plain.$batch.cpu_us]}"
+}
+
 relay_drain() {
 	local batch=$1 producer=$2 key="drain.$1.$2" n=$BENCH_RELAY_EVENTS
 	local pid p0 f0 b0 fn0 cpu0 t0 p f b lp first_p="" first_at="" cpu1 fn1 now status=ok
@@ -271,8 +293,12 @@ relay_drain() {
 		"$([[ $status == ok ]] || echo ", TIMEOUT after ${RELAY_DRAIN_LIMIT} s")"
 	printf '         time: claim SQL %s s, settle SQL %s s, rest %s s (produce, waiting for acks, commits);\n' \
 		"${RELAY[$key.claim]}" "${RELAY[$key.settle]}" "${RELAY[$key.other]}"
-	printf '         CPU: worker main thread %s%%, its librdkafka threads %s%%, mock broker %s%%\n' \
-		"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_rdk]}" "${RELAY[$key.cpu_mock]}"
+	# CPU of the main thread per event, whatever the load on the machine.
+	RELAY[$key.cpu_us]=$(awk -v c0="$cpu0" -v c1="$cpu1" -v n="${RELAY[$key.acked]}" -v hz="$RELAY_CLK_TCK" 'BEGIN {
+			split(c0, x, "|"); split(c1, y, "|")
+			if (n > 0) printf "%.1f", (y[2] - x[2]) * 1000000 / hz / n; else print "n/a" }')
+	printf '         CPU: worker main thread %s%% (%s us per event), its librdkafka threads %s%%, mock broker %s%%\n' \
+		"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_us]}" "${RELAY[$key.cpu_rdk]}" "${RELAY[$key.cpu_mock]}"
 }
 
 bench_relay_drain() {
@@ -283,12 +309,14 @@ bench_relay_drain() {
 		-v events="$BENCH_RELAY_EVENTS" -f "$BENCH_DIR/relay_events.sql")
 	IFS='|' read -r "RELAY[payload_jsonb]" "RELAY[payload_text]" <<<"$sizes"
 	printf 'payload %s B jsonb, %s B as JSON text\n' "${RELAY[payload_jsonb]}" "${RELAY[payload_text]}"
+	relay_plain 1000
 	for batch in $BENCH_RELAY_BATCHES; do
 		relay_ceiling "$batch"
 		for producer in $BENCH_RELAY_PRODUCERS; do
 			relay_drain "$batch" "$producer"
 			key="drain.$batch.$producer"
-			r=$(ratio "${RELAY[$key.rate]}" "${RELAY[ceiling.$batch.rate]}")
+			RELAY[$key.ceiling_ratio]=$(ratio "${RELAY[$key.rate]}" "${RELAY[ceiling.$batch.rate]}")
+			r=$(ratio "${RELAY[$key.rate]}" "${RELAY[plain.1000.rate]}")
 			RELAY[$key.ratio]=$r
 			if [[ "$r" != n/a ]] && awk -v a="$r" -v b="$best_ratio" 'BEGIN { exit !(a > b) }'; then
 				best_ratio=$r
@@ -363,21 +391,29 @@ bench_relay_latency() {
 }
 
 # --------------------------------------------------- (c) outbox size, sustained
+# size|rows|dead|autovacuums|heap size|indexes size|index sizes in kB, one per
+# index in name order, separated by "/".
 relay_outbox_sample() {
-	relay_sql -c "SELECT pg_catalog.format('%s|%s|%s|%s|%s', pg_catalog.pg_total_relation_size('oms.outbox'),
+	relay_sql -c "SELECT pg_catalog.format('%s|%s|%s|%s|%s|%s|%s', pg_catalog.pg_total_relation_size('oms.outbox'),
 			(SELECT pg_catalog.count(*) FROM oms.outbox), s.n_dead_tup, s.autovacuum_count,
-			pg_catalog.pg_relation_size('oms.outbox'))
+			pg_catalog.pg_relation_size('oms.outbox'), pg_catalog.pg_indexes_size('oms.outbox'),
+			(SELECT pg_catalog.string_agg((pg_catalog.pg_relation_size(i.indexrelid) / 1024)::text, '/'
+										  ORDER BY i.indexrelid::pg_catalog.regclass::text)
+			 FROM pg_catalog.pg_index AS i WHERE i.indrelid = 'oms.outbox'::pg_catalog.regclass))
 		FROM pg_catalog.pg_stat_user_tables AS s WHERE s.relid = 'oms.outbox'::regclass"
 }
 
 bench_relay_sustain() {
 	local batch=${RELAY_BEST%% *} producer=${RELAY_BEST#* } secs=$BENCH_SUSTAIN_SECONDS
-	local log="$BENCH_LOG_DIR/relay.sustain.log" pid start next interval sample el max=0 s1 s2 s3 s4 s5
+	local log="$BENCH_LOG_DIR/relay.sustain.log" pid start next interval sample el max=0 s1 s2 s3 s4 s5 s6 s7
 	oms_header "outbox relay (c): outbox size over $secs s at $BENCH_RELAY_RATE orders/s"
 	RELAY[sustain.config]="batch $batch, producer $producer"
 	relay_set oms.relay_batch_size "$batch"
 	relay_set oms.kafka_config "$(relay_producer_config "$producer")"
 	relay_on
+	if [[ -n "$BENCH_SUSTAIN_NAPTIME" ]]; then
+		relay_set autovacuum_naptime "$BENCH_SUSTAIN_NAPTIME"
+	fi
 	RELAY[sustain.autovacuum]=$(relay_sql -c "SELECT pg_catalog.string_agg(name || '=' || setting ||
 			COALESCE(unit, ''), ', ' ORDER BY name) FROM pg_catalog.pg_settings
 		WHERE name IN ('autovacuum', 'autovacuum_naptime', 'autovacuum_vacuum_threshold',
@@ -389,23 +425,29 @@ bench_relay_sustain() {
 	interval=$(awk -v s="$secs" -v n="$BENCH_SUSTAIN_SAMPLES" 'BEGIN { i = s / n; print (i < 1) ? 1 : i }')
 	printf 'running create_order at -R %s for %s s (%s), sampling every %s s\n' "$BENCH_RELAY_RATE" "$secs" \
 		"${RELAY[sustain.config]}" "$interval"
-	printf '%8s %12s %10s %8s %8s %12s\n' "t (s)" "outbox size" "of it heap" rows dead autovacuums
+	RELAY[sustain.indexes]=$(relay_sql -c "SELECT pg_catalog.string_agg(i.indexrelid::pg_catalog.regclass::text, '/'
+			ORDER BY i.indexrelid::pg_catalog.regclass::text)
+		FROM pg_catalog.pg_index AS i WHERE i.indrelid = 'oms.outbox'::pg_catalog.regclass")
+	printf '%8s %12s %10s %10s %8s %8s %12s  %s\n' "t (s)" "outbox size" "of it heap" indexes rows dead autovacuums \
+		"kB per index (${RELAY[sustain.indexes]})"
 	"$OMS_PG_BINDIR/pgbench" -n -c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -T "$secs" -R "$BENCH_RELAY_RATE" \
 		-f "$BENCH_DIR/create_order.sql" "$DB" >"$log" 2>&1 &
 	pid=$!
 	start=$EPOCHREALTIME
 	next=$interval
 	RELAY[sustain.series]=""
+	RELAY[sustain.index_series]=""
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep 0.5
 		el=$(awk -v s="$start" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.1f", n - s }')
 		if awk -v e="$el" -v n="$next" 'BEGIN { exit !(e >= n) }' && kill -0 "$pid" 2>/dev/null; then
 			sample=$(relay_outbox_sample)
-			IFS='|' read -r s1 s2 s3 s4 s5 <<<"$sample"
+			IFS='|' read -r s1 s2 s3 s4 s5 s6 s7 <<<"$sample"
 			((s1 > max)) && max=$s1
 			RELAY[sustain.series]+="$(awk -v b="$s1" 'BEGIN { printf "%.0f ", b / 1024 }')"
-			printf '%8.0f %12s %10s %8s %8s %12s\n' "$el" "$(numfmt --to=iec --suffix=B "$s1")" \
-				"$(numfmt --to=iec --suffix=B "$s5")" "$s2" "$s3" "$s4"
+			RELAY[sustain.index_series]+="$(awk -v b="$s6" 'BEGIN { printf "%.0f ", b / 1024 }')"
+			printf '%8.0f %12s %10s %10s %8s %8s %12s  %s\n' "$el" "$(numfmt --to=iec --suffix=B "$s1")" \
+				"$(numfmt --to=iec --suffix=B "$s5")" "$(numfmt --to=iec --suffix=B "$s6")" "$s2" "$s3" "$s4" "$s7"
 			next=$(awk -v n="$next" -v i="$interval" 'BEGIN { print n + i }')
 		fi
 	done
@@ -439,39 +481,63 @@ bench_relay() {
 	wait_worker
 	printf '\nmock Kafka: %s broker(s), topic %s with %s partitions (%s)\n' "$BENCH_KAFKA_BROKERS" "$RELAY_TOPIC" \
 		"$BENCH_KAFKA_PARTITIONS" "$OMS_KAFKA_BOOTSTRAP"
-	bench_relay_drain
-	bench_relay_latency
-	bench_relay_sustain
+	RELAY_BEST="${BENCH_RELAY_BATCHES%% *} ${BENCH_RELAY_PRODUCERS%% *}"
+	[[ " $BENCH_RELAY_PARTS " != *" drain "* ]] || bench_relay_drain
+	[[ " $BENCH_RELAY_PARTS " != *" latency "* ]] || bench_relay_latency
+	[[ " $BENCH_RELAY_PARTS " != *" sustain "* ]] || bench_relay_sustain
 	relay_off
 }
 
 report_relay() {
-	local batch producer key best_batch=${RELAY_BEST%% *} best_producer=${RELAY_BEST#* } s1 s2 e1 e2 a1 a2 h2
 	oms_header "outbox relay results"
-	printf '(a) drain of %s pending events (payload %s B jsonb), relay vs PG-side ceiling (claim + settle SQL, no Kafka)\n' \
+	if [[ " $BENCH_RELAY_PARTS " == *" drain "* ]]; then
+		report_relay_drain
+	fi
+	if [[ " $BENCH_RELAY_PARTS " == *" latency "* ]]; then
+		report_relay_latency
+	fi
+	if [[ " $BENCH_RELAY_PARTS " == *" sustain "* ]]; then
+		report_relay_sustain
+	fi
+}
+
+report_relay_drain() {
+	local batch producer key best_batch=${RELAY_BEST%% *} best_producer=${RELAY_BEST#* }
+	printf '(a) drain of %s pending events (payload %s B jsonb), relay vs plain SQL (DELETE oldest first, batches of\n' \
 		"$BENCH_RELAY_EVENTS" "${RELAY[payload_jsonb]}"
-	printf '%-6s %-17s %11s %13s %7s %8s %8s %8s %12s %9s %8s\n' batch producer "relay ev/s" "ceiling ev/s" ratio \
-		"claim s" "settle s" "rest s" "rest ms/batch" "main CPU" "rdk CPU"
+	printf '1000, from a copy of oms.outbox: %s events/s in this run) and vs the ceiling (the claim + settle SQL functions, no Kafka)\n' \
+		"${RELAY[plain.1000.rate]}"
+	printf '%-6s %-17s %11s %9s %13s %9s %8s %8s %12s %9s %8s %10s\n' batch producer "relay ev/s" "vs plain" "ceiling ev/s" \
+		"vs ceil." "claim s" "settle s" "rest ms/batch" "main CPU" "rdk CPU" "us/ev main"
 	for batch in $BENCH_RELAY_BATCHES; do
 		for producer in $BENCH_RELAY_PRODUCERS; do
 			key="drain.$batch.$producer"
-			printf '%-6s %-17s %11s %13s %7s %8s %8s %8s %12s %8s%% %7s%%%s\n' "$batch" "$producer" "${RELAY[$key.rate]}" \
-				"${RELAY[ceiling.$batch.rate]}" "${RELAY[$key.ratio]}" "${RELAY[$key.claim]}" "${RELAY[$key.settle]}" \
-				"${RELAY[$key.other]}" "$(awk -v r="${RELAY[$key.other]}" -v b="${RELAY[$key.batches]}" \
+			printf '%-6s %-17s %11s %9s %13s %9s %8s %8s %12s %8s%% %7s%% %10s%s\n' "$batch" "$producer" "${RELAY[$key.rate]}" \
+				"${RELAY[$key.ratio]}" "${RELAY[ceiling.$batch.rate]}" "${RELAY[$key.ceiling_ratio]}" \
+				"${RELAY[$key.claim]}" "${RELAY[$key.settle]}" \
+				"$(awk -v r="${RELAY[$key.other]}" -v b="${RELAY[$key.batches]}" \
 					'BEGIN { if (b > 0) printf "%.1f", r * 1000 / b; else print "n/a" }')" \
-				"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_rdk]}" \
+				"${RELAY[$key.cpu_main]}" "${RELAY[$key.cpu_rdk]}" "${RELAY[$key.cpu_us]}" \
 				"$([[ "${RELAY[$key.status]}" == ok ]] || echo "  TIMEOUT, ${RELAY[$key.left]} left")"
 		done
 	done
 	for producer in $BENCH_RELAY_PRODUCERS; do
 		printf '  %-17s = %s\n' "$producer" "$(relay_describe_producer "$producer")"
 	done
-	printf 'claim/settle s: time in oms._relay_claim/_relay_settle during the drain (pg_stat_user_functions); rest: the\n'
-	printf 'drain time outside them (produce, waiting for acknowledgements, commits), also per batch; main/rdk CPU:\n'
-	printf 'worker main thread and its librdkafka threads, %% of one core.  The ceiling rows run the same SQL in one session (bench/relay_ceiling.sql).\n'
+	printf 'claim s: 0 since the claim runs in C (src/relay.c), not in a SQL function; settle s: time in\n'
+	printf 'oms._relay_settle (pg_stat_user_functions); rest ms/batch: the drain time outside them per batch (claim, produce,\n'
+	printf 'waiting for acknowledgements, commits); main/rdk CPU: worker main thread and its librdkafka threads, %% of one\n'
+	printf 'core; us/ev main: CPU of the main thread per event (plain SQL: %s us per event of its backend), the better\n' \
+		"${RELAY[plain.1000.cpu_us]}"
+	printf 'comparison when other work on the machine skews the rates.  plain: bench/relay_plain.sql; ceiling:\n'
+	printf 'bench/relay_ceiling.sql (oms._relay_claim + oms._relay_settle).\n'
 	key="drain.$best_batch.$best_producer"
-	printf 'best: batch %s, producer %s: relay/ceiling = %s (target >= 0.7), %s events/s (target >= 50000)\n' \
+	printf 'best: batch %s, producer %s: relay/plain SQL = %s (target >= 0.7), %s events/s (target >= 50000)\n' \
 		"$best_batch" "$best_producer" "${RELAY[$key.ratio]}" "${RELAY[$key.rate]}"
+}
+
+report_relay_latency() {
+	local producer key
 
 	printf '\n(b) commit -> ack latency at %s events/s (pgbench -R, create_order), oms.relay_batch_size %s\n' \
 		"$BENCH_RELAY_RATE" "${RELAY[lat.batch]}"
@@ -490,9 +556,12 @@ report_relay() {
 	printf '(test_decoding slot; the run minus its first fifth, at most 3 s).  batches: settled during the run;\n'
 	printf 'ms/batch: run time / batches, the relay cycle (one batch in flight at a time); claim/settle ms: SQL\n'
 	printf 'time per call (pg_stat_user_functions).  Target: p99 < 20 ms.\n'
+}
 
-	IFS='|' read -r s1 e1 _ a1 <<<"${RELAY[sustain.before]}"
-	IFS='|' read -r s2 e2 _ a2 h2 <<<"${RELAY[sustain.end]}"
+report_relay_sustain() {
+	local s1 s2 e1 e2 a1 a2 h2 i1 i2
+	IFS='|' read -r s1 e1 _ a1 _ i1 <<<"${RELAY[sustain.before]}"
+	IFS='|' read -r s2 e2 _ a2 h2 i2 <<<"${RELAY[sustain.end]}"
 	printf '\n(c) outbox over %s s at -R %s (%s orders/s achieved; %s)\n' "$BENCH_SUSTAIN_SECONDS" \
 		"$BENCH_RELAY_RATE" "${RELAY[sustain.tps]}" "${RELAY[sustain.config]}"
 	printf 'before: %s, %s rows; at the end: %s (heap %s), %s rows; largest sample %s; after draining: %s\n' \
@@ -501,7 +570,9 @@ report_relay() {
 		"$(numfmt --to=iec --suffix=B "${RELAY[sustain.max]}")" \
 		"$(numfmt --to=iec --suffix=B "${RELAY[sustain.after]%%|*}")"
 	printf 'size samples (kB): %s\n' "${RELAY[sustain.series]}"
-	printf 'autovacuum runs on oms.outbox: %s; settings (server defaults): %s; oms.outbox reloptions: %s\n' \
+	printf 'of it indexes (kB): %s (before: %s kB, at the end: %s kB)\n' "${RELAY[sustain.index_series]}" \
+		"$((i1 / 1024))" "$((i2 / 1024))"
+	printf 'autovacuum runs on oms.outbox: %s; settings: %s; oms.outbox reloptions: %s\n' \
 		"$((a2 - a1))" "${RELAY[sustain.autovacuum]}" "${RELAY[sustain.reloptions]}"
-	printf 'target: the outbox stays flat (reported, not enforced)\n'
+	printf 'target: the outbox and its indexes stay flat (reported, not enforced)\n'
 }

@@ -1,10 +1,12 @@
--- bench/relay_ceiling.sql: the PostgreSQL-side ceiling of the outbox relay
--- (bench/relay.sh, part a).  The relay's own SQL, without Kafka: one session
--- claims a batch with oms._relay_claim(:batch) and commits, then settles the
--- whole batch as acknowledged with oms._relay_settle(ids, NULL errors, false)
--- and commits, until the outbox is empty.  Two transactions per batch with a
--- synchronous commit each, as in the worker (src/relay.c); only the produce
--- and the wait for the acknowledgements are missing.
+-- bench/relay_ceiling.sql: the relay's SQL functions without Kafka
+-- (bench/relay.sh, part a): one session claims a batch with
+-- oms._relay_claim(:batch) and commits, then settles the whole batch as
+-- acknowledged with oms._relay_settle(ids, NULL errors, false) and commits,
+-- until the outbox is empty.  Two transactions per batch with a synchronous
+-- commit each, as in the worker.  Since the worker claims and settles in C
+-- (src/relay.c: the same claim code, but no set-returning function, no
+-- tuplestore and no PL/pgSQL call), this is no longer the relay's own path
+-- nor a ceiling for it; the reference is bench/relay_plain.sql.
 --
 -- Like the relay's rate, the rate counts from the end of the first batch to
 -- the end of the last one.  Result (psql -At): events|seconds|events_per_s|

@@ -30,6 +30,25 @@ SET oms.kafka_topic_mode = 'per_aggregate';
 SELECT DISTINCT topic FROM oms._relay_claim(10);
 RESET oms.kafka_topic_mode;
 
+-- The value is the payload's JSON text byte for byte as payload::text
+-- writes it (src/relay.c writes it from the jsonb container itself):
+-- escapes, unicode, nesting, empty containers, numerics, scalar documents.
+-- A time that to_char cannot write leaves ce_time null.
+BEGIN;
+INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq, created_at) VALUES
+	('rl-json', gen_random_uuid(), 't', $j${"a": "é\u0001x\n\t\"q\\ \b\f\r \u001f", "b": 1.50, "c": -0.0001, "d": [], "e": {}, "f": null, "g": true, "h": 1e30, "i": false, "": [[{"x\ty": [null, ""]}], 12345678901234567890.123, -7], "k \"q\"": {"n": {"d": [1, {"k": "v"}]}}, "u": "\u00e9\u4e2d\ud83d\ude00"}$j$, 1, '2020-01-01 00:00:00+00'),
+	('rl-json', gen_random_uuid(), 't', '"sc\\al\"ar"', 1, 'infinity'),
+	('rl-json', gen_random_uuid(), 't', '[[], {}, [1, [2]]]', 1, now()),
+	('rl-json', gen_random_uuid(), 't', '3.0', 1, now()),
+	('rl-json', gen_random_uuid(), 't', 'null', 1, now()),
+	('rl-json', gen_random_uuid(), 't', 'true', 1, now()),
+	('rl-json', gen_random_uuid(), 't', '{}', 1, now());
+SELECT count(*) AS events, count(*) FILTER (WHERE c.value = o.payload::text) AS same_text,
+	   count(*) FILTER (WHERE c.headers[10] IS NULL) AS no_ce_time
+FROM oms._relay_claim(NULL) c JOIN oms.outbox o ON o.id = c.id
+WHERE o.aggregatetype = 'rl-json';
+ROLLBACK;
+
 -- Settle: a1 acknowledged, b1 failed (transient), b2 acknowledged.  a1 is
 -- removed; b1 backs off; b2 stays, to be published again after b1.
 SELECT oms._relay_settle(ARRAY[:'a1', :'b1', :'b2']::uuid[], ARRAY[NULL, 'Local: Message timed out', NULL],

@@ -43,6 +43,8 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -51,6 +53,10 @@
 #include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -58,7 +64,10 @@
 
 #include "oms.h"
 
-#define CLAIM_QUERY "SELECT * FROM oms._relay_claim($1)"
+PG_FUNCTION_INFO_V1(oms_relay_claim_sql);
+
+/* What pg_stat_activity shows while the relay claims (see CLAIM_SQL). */
+#define CLAIM_ACTIVITY "oms relay: claim a batch of outbox events"
 #define SETTLE_QUERY "SELECT oms._relay_settle($1, $2, $3)"
 
 /* Rows fetched from the claim cursor at a time. */
@@ -107,6 +116,7 @@ typedef struct RelayBatch
 typedef struct RelaySettle
 {
 	int			n;
+	bool		all_acked;		/* no error in the batch */
 	Datum		ids;
 	Datum		errors;
 	Datum		permanent;
@@ -296,7 +306,52 @@ set_breaker(OmsBreakerState state, TimestampTz now)
 	oms_shmem_relay_set_breaker(relay_slotno, breaker, breaker_opened_at);
 }
 
-/* Copies the text in "d" into a NUL-terminated string of the batch. */
+/*
+ * The claim reads the raw columns of the oldest due events and renders the
+ * Kafka records here, not in SQL: building twenty header strings and an
+ * array per event, sorting the wide rendered rows, and handing them through
+ * a PL/pgSQL tuplestore and SPI cost more than reading and deleting the
+ * rows themselves.  The plan is prepared once per session, and generic:
+ * the limit does not change the plan (an index scan on created_at), so
+ * planning it again for each batch is wasted.  An event whose
+ * predecessor of the same aggregate is backing off after a failure waits
+ * for it, so per-order order holds.
+ */
+#define CLAIM_SQL \
+	"SELECT o.id, o.aggregatetype, o.aggregateid, o.type, o.payload, o.seq, o.created_at, o.traceparent" \
+	" FROM oms.outbox AS o" \
+	" WHERE o.next_attempt_at <= pg_catalog.now()" \
+	"   AND NOT EXISTS (SELECT FROM oms.outbox AS p" \
+	"                   WHERE p.attempts > 0" \
+	"                     AND p.aggregatetype = o.aggregatetype AND p.aggregateid = o.aggregateid" \
+	"                     AND p.seq < o.seq AND p.next_attempt_at > pg_catalog.now())" \
+	" ORDER BY o.created_at LIMIT $1"
+
+/* The claim's columns, in order. */
+enum
+{
+	CLAIM_ID,
+	CLAIM_AGGREGATETYPE,
+	CLAIM_AGGREGATEID,
+	CLAIM_TYPE,
+	CLAIM_PAYLOAD,
+	CLAIM_SEQ,
+	CLAIM_CREATED_AT,
+	CLAIM_TRACEPARENT,
+	CLAIM_NCOLUMNS
+};
+
+static SPIPlanPtr claim_plan = NULL;
+
+/* What every event of a claim shares: the settings, read once per claim. */
+typedef struct ClaimContext
+{
+	const char *topic;			/* oms.kafka_topic */
+	bool		per_aggregate;	/* oms.kafka_topic_mode = per_aggregate */
+	const char *commands_topic; /* oms.kafka_payment_commands_topic */
+	const char *source;			/* ce_source: /oms/<database> */
+} ClaimContext;
+
 static char *
 copy_text(Datum d, size_t *len)
 {
@@ -311,123 +366,445 @@ copy_text(Datum d, size_t *len)
 	return s;
 }
 
-/* The claim's result columns, in order: oms._relay_claim's contract. */
-static const Oid claim_types[] = {
-	UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, UUIDOID, INT8OID
-};
+/*
+ * The payload as JSON text, byte for byte what jsonb_out writes
+ * (JsonbToCString without indentation), but read straight from the jsonb
+ * container instead of through JsonbIterator, and with strings escaped
+ * from their stored length instead of a NUL-terminated copy each: for the
+ * relay this rendering is a large share of a claim.
+ */
+static void json_write_container(StringInfo out, const JsonbContainer *jc);
 
 static void
-check_claim_tupdesc(TupleDesc tupdesc)
+json_write_string(StringInfo out, const char *s, int len)
 {
-	if (tupdesc->natts != lengthof(claim_types))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("oms._relay_claim returned %d columns, expected %d",
-						tupdesc->natts, (int) lengthof(claim_types))));
-	for (int i = 0; i < tupdesc->natts; i++)
+	const char *run = s;
+	const char *end = s + len;
+
+	enlargeStringInfo(out, len + 2);
+	out->data[out->len++] = '"';
+	for (const char *p = s; p < end; p++)
 	{
-		if (TupleDescAttr(tupdesc, i)->atttypid != claim_types[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("column %d of oms._relay_claim has an unexpected type", i + 1)));
+		unsigned char c = (unsigned char) *p;
+		const char *esc;
+
+		if (c >= ' ' && c != '"' && c != '\\')
+			continue;
+		appendBinaryStringInfo(out, run, p - run);
+		run = p + 1;
+		switch (c)
+		{
+			case '\b':
+				esc = "\\b";
+				break;
+			case '\f':
+				esc = "\\f";
+				break;
+			case '\n':
+				esc = "\\n";
+				break;
+			case '\r':
+				esc = "\\r";
+				break;
+			case '\t':
+				esc = "\\t";
+				break;
+			case '"':
+				esc = "\\\"";
+				break;
+			case '\\':
+				esc = "\\\\";
+				break;
+			default:
+				appendStringInfo(out, "\\u%04x", (int) c);
+				continue;
+		}
+		appendBinaryStringInfo(out, esc, 2);
 	}
+	appendBinaryStringInfo(out, run, end - run);
+	appendStringInfoChar(out, '"');
+}
+
+/* Child "index" of "jc", whose data starts "offset" bytes into base. */
+static void
+json_write_child(StringInfo out, const JsonbContainer *jc, int index,
+				 const char *base, uint32 offset)
+{
+	JEntry		entry = jc->children[index];
+
+	if (JBE_ISSTRING(entry))
+		json_write_string(out, base + offset, getJsonbLength(jc, index));
+	else if (JBE_ISNUMERIC(entry))
+		appendStringInfoString(out, DatumGetCString(DirectFunctionCall1(numeric_out,
+																		PointerGetDatum(base + INTALIGN(offset)))));
+	else if (JBE_ISBOOL_TRUE(entry))
+		appendBinaryStringInfo(out, "true", 4);
+	else if (JBE_ISBOOL_FALSE(entry))
+		appendBinaryStringInfo(out, "false", 5);
+	else if (JBE_ISNULL(entry))
+		appendBinaryStringInfo(out, "null", 4);
+	else
+		json_write_container(out, (const JsonbContainer *) (base + INTALIGN(offset)));
 }
 
 static void
-copy_event(RelayBatch *batch, HeapTuple tuple, TupleDesc tupdesc)
+json_write_container(StringInfo out, const JsonbContainer *jc)
 {
-	RelayEvent *ev = &batch->events[batch->nevents];
-	Datum		values[8];
-	bool		nulls[8];
-	Datum	   *elems;
-	bool	   *elem_nulls;
-	int			nelems;
+	uint32		count = JsonContainerSize(jc);
+	bool		object = (jc->header & JB_FOBJECT) != 0;
+	uint32		nchildren = object ? count * 2 : count;
+	const char *base = (const char *) &jc->children[nchildren];
+	uint32		offset = 0;
 
-	heap_deform_tuple(tuple, tupdesc, values, nulls);
-	for (int i = 0; i < 8; i++)
+	check_stack_depth();
+
+	/* A scalar document is stored as a one-element array, written bare. */
+	if (jc->header & JB_FSCALAR)
 	{
-		if (nulls[i] && i != 2)
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("oms._relay_claim returned a null in column %d", i + 1)));
+		json_write_child(out, jc, 0, base, 0);
+		return;
 	}
 
-	memset(ev, 0, sizeof(RelayEvent));
-	memcpy(&ev->id, DatumGetUUIDP(values[0]), sizeof(pg_uuid_t));
-	ev->topic = copy_text(values[1], NULL);
-	if (!nulls[2])
-		ev->key = copy_text(values[2], &ev->keylen);
-	ev->value = copy_text(values[3], &ev->valuelen);
-	ev->aggregatetype = copy_text(values[5], NULL);
-	memcpy(&ev->aggregateid, DatumGetUUIDP(values[6]), sizeof(pg_uuid_t));
-	ev->seq = DatumGetInt64(values[7]);
-	ev->bytes = ev->keylen + ev->valuelen;
-
-	deconstruct_array(DatumGetArrayTypeP(values[4]), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &elem_nulls, &nelems);
-	ev->headers = palloc0(sizeof(char *) * (nelems + 1));
-	ev->nheaders = nelems - nelems % 2;
-	for (int i = 0; i < ev->nheaders; i++)
+	if (!object)
 	{
-		size_t		len = 0;
-
-		if (!elem_nulls[i])
-			ev->headers[i] = copy_text(elems[i], &len);
-		ev->bytes += len;
+		appendStringInfoChar(out, '[');
+		for (uint32 i = 0; i < count; i++)
+		{
+			if (i > 0)
+				appendBinaryStringInfo(out, ", ", 2);
+			json_write_child(out, jc, i, base, offset);
+			JBE_ADVANCE_OFFSET(offset, jc->children[i]);
+		}
+		appendStringInfoChar(out, ']');
+		return;
 	}
 
-	batch->bytes += ev->bytes;
-	batch->nevents++;
+	/* Keys first, then the values in the same order. */
+	{
+		uint32		value_offset = 0;
+
+		for (uint32 i = 0; i < count; i++)
+			JBE_ADVANCE_OFFSET(value_offset, jc->children[i]);
+
+		appendStringInfoChar(out, '{');
+		for (uint32 i = 0; i < count; i++)
+		{
+			if (i > 0)
+				appendBinaryStringInfo(out, ", ", 2);
+			json_write_string(out, base + offset, getJsonbLength(jc, i));
+			appendBinaryStringInfo(out, ": ", 2);
+			json_write_child(out, jc, count + i, base, value_offset);
+			JBE_ADVANCE_OFFSET(offset, jc->children[i]);
+			JBE_ADVANCE_OFFSET(value_offset, jc->children[count + i]);
+		}
+		appendStringInfoChar(out, '}');
+	}
+}
+
+static char *
+jsonb_text(Jsonb *jb, size_t *len)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	enlargeStringInfo(&out, VARSIZE(jb));
+	json_write_container(&out, &jb->root);
+	*len = out.len;
+	return out.data;
+}
+
+/* A uuid as uuid_out writes it. */
+static char *
+uuid_text(const pg_uuid_t *uuid)
+{
+	static const char hex[] = "0123456789abcdef";
+	char	   *s = palloc(UUID_LEN * 2 + 5);
+	char	   *p = s;
+
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			*p++ = '-';
+		*p++ = hex[uuid->data[i] >> 4];
+		*p++ = hex[uuid->data[i] & 0x0F];
+	}
+	*p = '\0';
+	return s;
 }
 
 /*
- * Transaction 1: claims up to batch->limit events and copies them into
- * batch_cxt, through a cursor, so the batch can stop at
- * RELAY_BATCH_MAX_BYTES without holding every claimed row in memory.
- * Returns the events copied; -1 when the extension is not usable here.
+ * ce_time: to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+ * which is NULL for an infinite time.
  */
-static int
-relay_claim(void *arg)
+static char *
+ce_time_text(TimestampTz t)
 {
-	RelayBatch *batch = (RelayBatch *) arg;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1];
-	Portal		portal;
+	struct pg_tm tm;
+	fsec_t		fsec;
 
-	if (!oms_worker_extension_ready())
-		return -1;
+	if (TIMESTAMP_NOT_FINITE(t) || timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return NULL;
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					tm.tm_year > 0 ? tm.tm_year : -(tm.tm_year - 1),
+					tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+static void
+read_claim_context(ClaimContext *cc)
+{
+	const char *mode = GetConfigOption("oms.kafka_topic_mode", false, false);
+
+	cc->topic = pstrdup(GetConfigOption("oms.kafka_topic", false, false));
+	cc->per_aggregate = (mode != NULL && strcmp(mode, "per_aggregate") == 0);
+	cc->commands_topic = pstrdup(GetConfigOption("oms.kafka_payment_commands_topic", false, false));
+	cc->source = psprintf("/oms/%s", get_database_name(MyDatabaseId));
+}
+
+#define ADD_HEADER(name, value) \
+	do { \
+		ev->headers[n++] = unconstify(char *, (const char *) (name)); \
+		ev->headers[n++] = (value); \
+	} while (0)
+
+/*
+ * Renders one claimed row into "ev": topic, key (the aggregate id), value
+ * (the payload as JSON text) and the CloudEvents headers (Kafka protocol
+ * binding, binary mode), plus the W3C header traceparent when the event
+ * has a trace context.
+ */
+static void
+render_event(RelayEvent *ev, const ClaimContext *cc, Datum *values, bool *nulls)
+{
+	Jsonb	   *payload;
+	char	   *type;
+	char	   *id_text;
+	int			n = 0;
+
+	for (int i = 0; i < CLAIM_NCOLUMNS; i++)
+	{
+		if (nulls[i] && i != CLAIM_TRACEPARENT)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("the relay's claim returned a null in column %d", i + 1)));
+	}
+
+	memset(ev, 0, sizeof(RelayEvent));
+	memcpy(&ev->id, DatumGetUUIDP(values[CLAIM_ID]), sizeof(pg_uuid_t));
+	ev->aggregatetype = copy_text(values[CLAIM_AGGREGATETYPE], NULL);
+	memcpy(&ev->aggregateid, DatumGetUUIDP(values[CLAIM_AGGREGATEID]), sizeof(pg_uuid_t));
+	ev->seq = DatumGetInt64(values[CLAIM_SEQ]);
+	type = copy_text(values[CLAIM_TYPE], NULL);
+
+	if (strcmp(ev->aggregatetype, "payment") == 0)
+		ev->topic = unconstify(char *, cc->commands_topic);
+	else if (cc->per_aggregate)
+		ev->topic = psprintf("oms.%s-events", ev->aggregatetype);
+	else
+		ev->topic = unconstify(char *, cc->topic);
+
+	ev->key = uuid_text(&ev->aggregateid);
+	ev->keylen = strlen(ev->key);
+
+	payload = DatumGetJsonbP(values[CLAIM_PAYLOAD]);
+	ev->value = jsonb_text(payload, &ev->valuelen);
+
+	id_text = uuid_text(&ev->id);
+	ev->headers = palloc(sizeof(char *) * 22);
+	ADD_HEADER("ce_specversion", "1.0");
+	ADD_HEADER("ce_id", id_text);
+	ADD_HEADER("ce_source", unconstify(char *, cc->source));
+	ADD_HEADER("ce_type", psprintf("oms.%s", type));
+	ADD_HEADER("ce_time", ce_time_text(DatumGetTimestampTz(values[CLAIM_CREATED_AT])));
+	ADD_HEADER("ce_subject", ev->key);
+	ADD_HEADER("ce_dataschema", psprintf("oms:events/%s/v1", type));
+	ADD_HEADER("content-type", "application/json");
+	ADD_HEADER("ce_omsaggregate", ev->aggregatetype);
+	ADD_HEADER("ce_omsseq", psprintf(INT64_FORMAT, ev->seq));
+	if (!nulls[CLAIM_TRACEPARENT])
+		ADD_HEADER("traceparent", copy_text(values[CLAIM_TRACEPARENT], NULL));
+	ev->nheaders = n;
+
+	ev->bytes = ev->keylen + ev->valuelen;
+	for (int i = 0; i < n; i++)
+		if (ev->headers[i])
+			ev->bytes += strlen(ev->headers[i]);
+}
+
+/* Per aggregate, in seq order; the key is unique. */
+static int
+event_cmp(const void *a, const void *b)
+{
+	const RelayEvent *x = (const RelayEvent *) a;
+	const RelayEvent *y = (const RelayEvent *) b;
+	int			c = strcmp(x->aggregatetype, y->aggregatetype);
+
+	if (c == 0)
+		c = memcmp(&x->aggregateid, &y->aggregateid, sizeof(pg_uuid_t));
+	if (c == 0)
+		c = (x->seq > y->seq) - (x->seq < y->seq);
+	return c;
+}
+
+/*
+ * Claims up to batch->limit events (all when limit < 0) into batch->events,
+ * allocated in "cxt", oldest first, then grouped per aggregate in seq
+ * order.  Stops early, after at least one event, once max_bytes (0: no
+ * bound) are claimed, so a batch of huge events is not held in memory
+ * whole.  Needs an SPI connection.
+ */
+static void
+claim_events(RelayBatch *batch, MemoryContext cxt, size_t max_bytes)
+{
+	Datum		args[1];
+	char		argnulls[1] = {' '};
+	Portal		portal;
+	ClaimContext cc;
+	int			capacity;
+	MemoryContext oldcxt;
+
+	if (claim_plan == NULL)
+	{
+		Oid			argtypes[1] = {INT4OID};
+		SPIPlanPtr	plan = SPI_prepare_cursor(CLAIM_SQL, 1, argtypes,
+													   CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare_cursor failed for the relay's claim: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		claim_plan = plan;
+	}
+
+	oldcxt = MemoryContextSwitchTo(cxt);
+	read_claim_context(&cc);
+	capacity = (batch->limit >= 0) ? Min(batch->limit, CLAIM_FETCH * 10) : CLAIM_FETCH * 10;
+	batch->events = palloc(sizeof(RelayEvent) * Max(capacity, 1));
+	MemoryContextSwitchTo(oldcxt);
 
 	args[0] = Int32GetDatum(batch->limit);
-	portal = SPI_cursor_open_with_args(NULL, CLAIM_QUERY, 1, argtypes, args, NULL, true, 0);
+	if (batch->limit < 0)
+		argnulls[0] = 'n';
+	portal = SPI_cursor_open(NULL, claim_plan, args, argnulls, true);
 
-	while (batch->nevents < batch->limit && !batch->truncated)
+	while ((batch->limit < 0 || batch->nevents < batch->limit) && !batch->truncated)
 	{
-		MemoryContext oldcxt;
+		Datum		values[CLAIM_NCOLUMNS];
+		bool		nulls[CLAIM_NCOLUMNS];
 
-		SPI_cursor_fetch(portal, true, Min(CLAIM_FETCH, batch->limit - batch->nevents));
+		SPI_cursor_fetch(portal, true, CLAIM_FETCH);
 		if (SPI_processed == 0)
 			break;
-		check_claim_tupdesc(SPI_tuptable->tupdesc);
 
-		oldcxt = MemoryContextSwitchTo(batch_cxt);
+		oldcxt = MemoryContextSwitchTo(cxt);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			if (batch->nevents > 0 && batch->bytes >= RELAY_BATCH_MAX_BYTES)
+			if (max_bytes > 0 && batch->nevents > 0 && batch->bytes >= max_bytes)
 			{
 				batch->truncated = true;
 				break;
 			}
-			copy_event(batch, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+			if (batch->nevents == capacity)
+			{
+				capacity *= 2;
+				batch->events = repalloc(batch->events, sizeof(RelayEvent) * capacity);
+			}
+			heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+			render_event(&batch->events[batch->nevents], &cc, values, nulls);
+			batch->bytes += batch->events[batch->nevents].bytes;
+			batch->nevents++;
 		}
 		MemoryContextSwitchTo(oldcxt);
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 
+	if (batch->nevents > 1)
+		qsort(batch->events, batch->nevents, sizeof(RelayEvent), event_cmp);
+}
+
+/*
+ * Transaction 1: claims a batch into batch_cxt.  Returns the events
+ * claimed; -1 when the extension is not usable here.
+ */
+static int
+relay_claim(void *arg)
+{
+	RelayBatch *batch = (RelayBatch *) arg;
+
+	if (!oms_worker_extension_ready())
+		return -1;
+	claim_events(batch, batch_cxt, RELAY_BATCH_MAX_BYTES);
 	return batch->nevents;
 }
 
-/* Transaction 2: returns the events oms._relay_settle removed as published. */
+/*
+ * oms._relay_claim(p_limit integer): the next events the relay would
+ * publish, as it would publish them (the same code), one row per event:
+ * id, topic, key, value, headers (names and values alternating),
+ * aggregatetype, aggregateid, seq.  A null limit claims every due event.
+ * Reads only: nothing is locked or marked.
+ */
+Datum
+oms_relay_claim_sql(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RelayBatch	claim;
+	MemoryContext cxt;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	memset(&claim, 0, sizeof(claim));
+	claim.limit = PG_ARGISNULL(0) ? -1 : Max(PG_GETARG_INT32(0), 0);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "oms relay claim", ALLOCSET_DEFAULT_SIZES);
+
+	if (claim.limit != 0)
+	{
+		SPI_connect();
+		claim_events(&claim, cxt, 0);
+		SPI_finish();
+	}
+
+	for (int i = 0; i < claim.nevents; i++)
+	{
+		RelayEvent *ev = &claim.events[i];
+		Datum		values[8];
+		bool		nulls[8] = {false};
+		Datum	   *elems = palloc(sizeof(Datum) * ev->nheaders);
+		bool	   *elem_nulls = palloc(sizeof(bool) * ev->nheaders);
+		int			dims[1] = {ev->nheaders};
+		int			lbs[1] = {1};
+
+		for (int h = 0; h < ev->nheaders; h++)
+		{
+			elem_nulls[h] = (ev->headers[h] == NULL);
+			elems[h] = elem_nulls[h] ? (Datum) 0 : CStringGetTextDatum(ev->headers[h]);
+		}
+		values[0] = UUIDPGetDatum(&ev->id);
+		values[1] = CStringGetTextDatum(ev->topic);
+		values[2] = CStringGetTextDatum(ev->key);
+		values[3] = PointerGetDatum(cstring_to_text_with_len(ev->value, ev->valuelen));
+		values[4] = PointerGetDatum(construct_md_array(elems, elem_nulls, 1, dims, lbs,
+													   TEXTOID, -1, false, TYPALIGN_INT));
+		values[5] = CStringGetTextDatum(ev->aggregatetype);
+		values[6] = UUIDPGetDatum(&ev->aggregateid);
+		values[7] = Int64GetDatum(ev->seq);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	MemoryContextDelete(cxt);
+	return (Datum) 0;
+}
+
+/*
+ * An all-acknowledged batch, the usual case, is deleted by a statement
+ * prepared once per session: oms._relay_settle's own fast path, without a
+ * PL/pgSQL call and a plan per batch.  Anything else goes through
+ * oms._relay_settle.
+ */
+#define SETTLE_ACKED_SQL "DELETE FROM oms.outbox AS o WHERE o.id = ANY ($1)"
+
+static SPIPlanPtr settle_acked_plan = NULL;
+
+/* Transaction 2: returns the events removed as published. */
 static int
 relay_settle(void *arg)
 {
@@ -442,6 +819,28 @@ relay_settle(void *arg)
 		return -1;
 
 	args[0] = settle->ids;
+	if (settle->all_acked)
+	{
+		if (settle_acked_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare_cursor(SETTLE_ACKED_SQL, 1, argtypes,
+												  CURSOR_OPT_GENERIC_PLAN);
+
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed for the relay's settle: %s",
+					 SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			settle_acked_plan = plan;
+		}
+		ret = SPI_execute_plan(settle_acked_plan, args, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("the relay could not delete its acknowledged events"),
+					 errdetail("SPI returned %s.", SPI_result_code_string(ret))));
+		return (int) SPI_processed;
+	}
+
 	args[1] = settle->errors;
 	args[2] = settle->permanent;
 	ret = SPI_execute_with_args(SETTLE_QUERY, 3, argtypes, args, NULL, false, 1);
@@ -648,10 +1047,8 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	memset(&batch, 0, sizeof(batch));
 	outstanding = NULL;
 	batch.limit = (breaker == OMS_BREAKER_HALF_OPEN) ? 1 : oms_relay_batch_size;
-	batch.events = MemoryContextAlloc(batch_cxt, sizeof(RelayEvent) * batch.limit);
-	batch.reports = MemoryContextAllocZero(batch_cxt, sizeof(OmsKafkaReport) * batch.limit);
 
-	if (!oms_worker_run_xact_ext(slotno, loop_cxt, CLAIM_QUERY, relay_claim, &batch,
+	if (!oms_worker_run_xact_ext(slotno, loop_cxt, CLAIM_ACTIVITY, relay_claim, &batch,
 								 &claimed, &errmsg, false))
 	{
 		MemoryContextSwitchTo(batch_cxt);
@@ -664,6 +1061,7 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	if (claimed <= 0)
 		return false;
 
+	batch.reports = MemoryContextAllocZero(batch_cxt, sizeof(OmsKafkaReport) * batch.nevents);
 	oms_kafka_begin_batch(batch.reports, batch.nevents);
 	produce_batch(&batch);
 
@@ -782,13 +1180,16 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	if (settle.n > 0)
 	{
 		dims[0] = settle.n;
+		settle.all_acked = (first_failure < 0);
 		settle.ids = PointerGetDatum(construct_array(ids, settle.n, UUIDOID, UUID_LEN, false,
 													 TYPALIGN_CHAR));
 		settle.errors = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
 														   TEXTOID, -1, false, TYPALIGN_INT));
 		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
 														   TYPALIGN_CHAR));
-		settled = oms_worker_run_xact_ext(slotno, loop_cxt, SETTLE_QUERY, relay_settle, &settle,
+		settled = oms_worker_run_xact_ext(slotno, loop_cxt,
+										  settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
+										  relay_settle, &settle,
 										  &published, &errmsg, false);
 		MemoryContextSwitchTo(batch_cxt);
 		if (!settled)
