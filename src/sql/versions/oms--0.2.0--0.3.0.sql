@@ -86,7 +86,11 @@ BEGIN
 			WHEN 'pay' THEN
 				v_result := oms._step_pay(p_saga, v_step, p_now);
 			WHEN 'confirm' THEN
-				v_result := oms._step_confirm(p_saga);
+				-- oms._step_confirm
+				PERFORM oms._move_reserved_stock(p_saga.order_id, 'held', 'consumed', -1);
+				PERFORM oms._change_status(p_saga.order_id, 'confirmed', 'order.confirmed',
+										   pg_catalog.jsonb_build_object('saga_id', p_saga.id));
+				v_result := 'done';
 			ELSE
 				v_result := oms._run_step(p_saga, v_step, p_now);
 		END CASE;
@@ -149,8 +153,10 @@ BEGIN
 		UPDATE oms.sagas AS s
 		SET status = 'completed', outcome = CASE p_saga.kind WHEN 'fulfilment' THEN 'confirmed' ELSE 'refunded' END,
 			finished_at = p_now, updated_at = pg_catalog.now()
-		WHERE s.id = p_saga.id;
-		RETURN NULL;
+		WHERE s.id = p_saga.id
+		RETURNING * INTO v_saga;
+		-- Completed: the caller stops here, whatever the order's status now.
+		RETURN v_saga;
 	END IF;
 
 	WITH t AS (
@@ -178,7 +184,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.order_status, timestamptz) IS
-	'Runs one attempt of the current step of a running saga, or notices its timeout or a cancel request; returns the saga when it moved on to its next step, else NULL';
+	'Runs one attempt of the current step of a running saga, or notices its timeout or a cancel request; returns the saga when the step completed, else NULL';
 
 REVOKE ALL ON FUNCTION oms._advance_forward(oms.sagas, oms.order_status, timestamptz) FROM PUBLIC;
 
