@@ -21,7 +21,7 @@ COMMENT ON TYPE oms.saga_status IS
 	'running and compensating sagas are due at next_run_at; completed and compensated are final; stuck waits for an operator';
 
 CREATE TABLE oms.sagas (
-	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	id			uuid PRIMARY KEY DEFAULT oms._uuid_v7(),
 	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,
 	kind		text NOT NULL CHECK (kind IN ('fulfilment', 'refund')),
 	status		oms.saga_status NOT NULL DEFAULT 'running',

@@ -439,6 +439,69 @@ $$;
 COMMENT ON FUNCTION oms._create_order(text, jsonb, text, text, jsonb) IS
 	'Creates a pending order: the body of both oms_create_order functions';
 
+CREATE OR REPLACE FUNCTION oms._step_pay(p_saga oms.sagas, p_step oms.saga_steps, p_now timestamptz)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_payment oms.payments;
+	v_answer jsonb;
+BEGIN
+	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = p_saga.order_id FOR UPDATE;
+	IF EXISTS (SELECT FROM oms.reservations AS r
+			   WHERE r.order_id = p_saga.order_id AND (r.status <> 'held' OR r.expires_at <= p_now)) THEN
+		RAISE EXCEPTION 'the reservations of the order expired before payment'
+			USING ERRCODE = 'OM011';
+	END IF;
+	-- The built-in test provider directly: what oms._payment_request would
+	-- answer, without its call and the correlation id it does not use.
+	IF pg_catalog.current_setting('oms.payment_provider') = 'test' THEN
+		v_answer := oms._test_provider(v_payment.method, 'charge', p_step.attempts);
+	ELSE
+		v_answer := oms._payment_request(v_payment, 'charge', v_payment.amount, p_step.attempts,
+										 pg_catalog.format('%s:%s:%s', p_saga.id, p_step.step_no, p_step.attempts));
+	END IF;
+	CASE v_answer ->> 'outcome'
+		WHEN 'approved' THEN
+			UPDATE oms.payments AS p
+			SET authorized = p.amount, captured = p.amount, status = 'captured',
+				provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
+			WHERE p.id = v_payment.id;
+			-- Paid: the units stay held until confirm, whatever the TTL.
+			UPDATE oms.reservations AS r SET expires_at = 'infinity'
+			WHERE r.order_id = p_saga.order_id AND r.status = 'held';
+			RETURN 'done';
+		WHEN 'pending' THEN
+			RETURN 'waiting';
+		WHEN 'declined' THEN
+			-- Rolled back with the attempt; the compensation records the
+			-- decline (OM013) on the payment.
+			RAISE EXCEPTION 'payment declined: %', coalesce(v_answer ->> 'message', 'no reason given')
+				USING ERRCODE = 'OM013';
+		ELSE
+			RAISE EXCEPTION 'payment failed: %', coalesce(v_answer ->> 'message', 'no reason given')
+				USING ERRCODE = 'OM010';
+	END CASE;
+END;
+$$;
+COMMENT ON FUNCTION oms._step_pay(oms.sagas, oms.saga_steps, timestamptz) IS
+	'Fulfilment step 2: authorize and capture the order total';
+
+-- Time-ordered ids for the tables an order writes to (src/input.c).
+CREATE FUNCTION oms._uuid_v7()
+RETURNS uuid
+LANGUAGE c VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_uuid_v7';
+COMMENT ON FUNCTION oms._uuid_v7() IS
+	'A time-ordered UUID (version 7: Unix time in milliseconds, then random bits), the default id of orders, sagas, payments and refunds';
+REVOKE ALL ON FUNCTION oms._uuid_v7() FROM PUBLIC;
+ALTER TABLE oms.orders ALTER COLUMN id SET DEFAULT oms._uuid_v7();
+ALTER TABLE oms.sagas ALTER COLUMN id SET DEFAULT oms._uuid_v7();
+ALTER TABLE oms.payments ALTER COLUMN id SET DEFAULT oms._uuid_v7();
+ALTER TABLE oms.refunds ALTER COLUMN id SET DEFAULT oms._uuid_v7();
+
 -- (saga engine: end)
 
 --
