@@ -23,8 +23,17 @@
 # (default 3) per warm-up run, BENCH_PARTS (default "create saga workers relay")
 # the parts to run (create: oms_create_order vs raw SQL; saga; relay;
 # remote, not in the default),
-# BENCH_SAGA=0 also skips the saga runs; the relay part's own settings
+# BENCH_SAGA=0 also skips the saga runs; BENCH_HISTORY_ORDERS (default
+# 200000; 0 skips it) orders created before the "history" run of the create
+# part (the issue's figure is at 1,000,000: BENCH_HISTORY_ORDERS=1000000);
+# the relay part's own settings
 # (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh.
+# The create part ends with the history run: BENCH_HISTORY_ORDERS orders
+# created through the API (outbox emptied, vacuumed, checkpointed), then
+# oms_create_order and the raw baseline measured again on top of them.
+# The saga part ends with the engine capacity run: orders created and paid
+# with the worker paused (oms.worker_enabled = off), then confirmed by the
+# worker with no client running.
 set -euo pipefail
 # Let failures inside $(...) stop the script too.
 shopt -s inherit_errexit
@@ -42,6 +51,7 @@ BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 # The first one is the reference the others are divided by.
 RUNS=(baseline create_order baseline_multi)
 BENCH_SAGA=${BENCH_SAGA:-1}
+BENCH_HISTORY_ORDERS=${BENCH_HISTORY_ORDERS:-200000}
 BENCH_PARTS=${BENCH_PARTS:-create saga workers relay}
 [[ "$BENCH_SAGA" != 0 ]] || BENCH_PARTS=${BENCH_PARTS//saga/}
 # The saga run: SKUs in stock (each with plenty on hand) and how long the
@@ -60,6 +70,8 @@ source "$BENCH_DIR/saga_workers.sh"
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
 declare -A SAGA=()
+# The history run (create part) and the engine capacity run (saga part).
+declare -A HIST=() CAP=()
 
 describe() {
 	case $1 in
@@ -114,6 +126,54 @@ bench_one() {
 	TPS[$name]=$tps
 	ROWS[$name]=$(rows_per_order)
 	printf '%s tps\n' "$tps"
+}
+
+# ------------------------------------------------------------ history run
+# What history costs: BENCH_HISTORY_ORDERS orders created through the API
+# (8 clients, pgbench -t), the outbox emptied (the relay keeps it near
+# empty), vacuumed and checkpointed; then oms_create_order and the raw
+# baseline are measured on top of them, without reset_tables.
+bench_history() {
+	local n=$BENCH_HISTORY_ORDERS per name tps log
+	per=$(((n + BENCH_CLIENTS - 1) / BENCH_CLIENTS))
+	printf 'history: creating %s orders ... ' "$((per * BENCH_CLIENTS))"
+	reset_tables
+	log="$BENCH_LOG_DIR/history.fill.log"
+	if ! "$OMS_PG_BINDIR/pgbench" -n -c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -t "$per" \
+		-f "$BENCH_DIR/create_order.sql" "$DB" >"$log" 2>&1; then
+		oms_warn "pgbench failed for the history fill (log: $log):"
+		tail -n 30 "$log" >&2
+		return 1
+	fi
+	oms_psql -d "$DB" -c "SET client_min_messages = warning" -c "TRUNCATE oms.outbox" \
+		-c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+	printf 'done\n'
+	for name in baseline create_order; do
+		printf 'running %-16s on history, measure %ss ... ' "$name" "$BENCH_SECONDS"
+		tps=$(pgbench_tps "$name" "$BENCH_SECONDS" history)
+		[[ -n "$tps" ]] || oms_die "no tps line in pgbench output for $name (history)"
+		HIST[$name]=$tps
+		printf '%s tps\n' "$tps"
+		# Like the relay would: the next run starts with an empty outbox.
+		oms_psql -d "$DB" -c "TRUNCATE oms.outbox" -c "CHECKPOINT" >/dev/null
+	done
+	HIST[orders]=$(oms_psql -d "$DB" -At -c "SELECT count(*) FROM oms.orders")
+}
+
+report_history() {
+	local empty hist
+	[[ -n "${HIST[create_order]:-}" ]] || return 0
+	empty=$(ratio "${TPS[create_order]}" "${TPS[baseline]}")
+	hist=$(ratio "${HIST[create_order]}" "${HIST[baseline]}")
+	printf '\nhistory (%s orders in the tables at the end; BENCH_HISTORY_ORDERS=%s):\n' "${HIST[orders]}" \
+		"$BENCH_HISTORY_ORDERS"
+	printf '%-16s %12s %12s %9s\n' name "empty tps" "history tps" "history/empty"
+	printf '%-16s %12.1f %12.1f %9s\n' baseline "${TPS[baseline]}" "${HIST[baseline]}" \
+		"$(ratio "${HIST[baseline]}" "${TPS[baseline]}")"
+	printf '%-16s %12.1f %12.1f %9s\n' create_order "${TPS[create_order]}" "${HIST[create_order]}" \
+		"$(ratio "${HIST[create_order]}" "${TPS[create_order]}")"
+	printf 'create/raw: %s on empty tables, %s with history: history/empty = %s (target >= 0.90)\n' \
+		"$empty" "$hist" "$(ratio "$hist" "$empty")"
 }
 
 # ------------------------------------------------------ end-to-end saga run
@@ -243,6 +303,41 @@ bench_saga() {
 	saga_run half "$BENCH_SECONDS" -R "$half"
 	printf '%s create+pay/s, %s confirmed/s (backlog %s, drained in %s s)\n' "${SAGA[half.tps]}" \
 		"${SAGA[half.confirmed]}" "${SAGA[half.backlog]}" "${SAGA[half.drain]}"
+
+	bench_capacity
+}
+
+# ---------------------------------------------------- engine capacity run
+# How fast one worker confirms with no client competing: orders created
+# and paid for BENCH_SECONDS with the worker paused (oms.worker_enabled =
+# off, a SIGHUP setting), then the worker is resumed and the backlog timed
+# until no saga is left.
+set_worker_enabled() {
+	oms_psql -c "ALTER SYSTEM SET oms.worker_enabled = $1" -c "SELECT pg_catalog.pg_reload_conf()" >/dev/null
+	# The worker reads the setting at its next wake-up.
+	sleep 1
+}
+
+bench_capacity() {
+	local tps start secs n
+	printf 'running engine capacity  fill %ss with the worker paused ... ' "$BENCH_SECONDS"
+	reset_saga_tables
+	set_worker_enabled off
+	tps=$(pgbench_saga capacity "$BENCH_SECONDS")
+	[[ -n "$tps" ]] || oms_die "no tps line in pgbench output for the capacity run"
+	n=$(sagas_in_flight)
+	oms_psql -d "$DB" -c "CHECKPOINT" >/dev/null
+	start=$EPOCHREALTIME
+	set_worker_enabled on
+	secs=$(wait_drained)
+	if [[ "$secs" != timeout ]]; then
+		secs=$(awk -v s="$start" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.1f", n - s }')
+	fi
+	CAP[tps]=$tps
+	CAP[sagas]=$n
+	CAP[secs]=$secs
+	CAP[rate]=$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s + 0 > 0) printf "%.1f", n / s; else print "n/a" }')
+	printf '%s sagas confirmed in %s s: %s orders/s\n' "$n" "$secs" "${CAP[rate]}"
 }
 
 report_saga() {
@@ -269,6 +364,14 @@ report_saga() {
 	printf '\nconfirmed orders/s / raw SQL (one statement) tps = %s (target >= 0.5)\n' \
 		"$(ratio "${SAGA[max.confirmed]}" "${TPS[$ref]:-}")"
 	printf 'p99 pay -> confirmed at half rate = %s ms (target < 100 ms)\n' "${SAGA[half.p99]:-n/a}"
+	if [[ -n "${CAP[rate]:-}" ]]; then
+		printf '\nengine capacity: %s orders created and paid with the worker paused (%s create+pay/s), then\n' \
+			"${CAP[sagas]}" "${CAP[tps]}"
+		printf 'confirmed by one worker with no client running in %s s (the time includes up to 1 s for the\n' \
+			"${CAP[secs]}"
+		printf 'worker to notice it was resumed): %s orders/s; / raw SQL (one statement) tps = %s (target >= 0.5)\n' \
+			"${CAP[rate]}" "$(ratio "${CAP[rate]}" "${TPS[$ref]:-}")"
+	fi
 	if [[ "${SAGA[half.backlog]}" != 0 ]]; then
 		printf '(at half rate the worker still fell behind: %s sagas were waiting when the run ended)\n' \
 			"${SAGA[half.backlog]}"
@@ -292,11 +395,13 @@ report() {
 	done
 	printf '\noms_create_order / raw SQL (one statement) = %s (target >= 0.80)\n' \
 		"$(ratio "${TPS[create_order]}" "${TPS[$ref]}")"
+	report_history
 }
 
 main() {
 	[[ "$BENCH_SECONDS" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_SECONDS must be a positive integer"
 	[[ "$BENCH_WARMUP" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_WARMUP must be a positive integer"
+	[[ "$BENCH_HISTORY_ORDERS" =~ ^[0-9]+$ ]] || oms_die "BENCH_HISTORY_ORDERS must be a number of orders"
 	local name
 	for name in $BENCH_PARTS; do
 		[[ "$name" =~ ^(create|saga|workers|relay|remote)$ ]] ||
@@ -317,6 +422,7 @@ main() {
 		for name in "${RUNS[@]}"; do
 			bench_one "$name"
 		done
+		if ((BENCH_HISTORY_ORDERS > 0)); then bench_history; fi
 	fi
 	if part saga; then bench_saga; fi
 	if part workers; then bench_saga_workers; fi

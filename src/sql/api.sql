@@ -7,6 +7,13 @@
 /*
  * The body of both oms_create_order functions (items as jsonb, and items as
  * text, where duplicate fields can still be seen).
+ *
+ * The hot path of the API, so it is written for few statements and few
+ * calls: a call of a helper with a SET clause costs a setting saved and
+ * restored.  The checks and the idempotency claim call their helpers only
+ * to raise their errors (or to replay a stored response); the order, its
+ * items, its timeline entry and its outbox event are one statement that
+ * writes what oms._order_document and oms._record_change would.
  */
 CREATE FUNCTION oms._create_order(p_customer_id text, p_items jsonb, p_currency text,
 								  p_idempotency_key text, p_metadata jsonb)
@@ -16,51 +23,101 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_priced jsonb;
-	v_order oms.orders;
 	v_document jsonb;
 	v_hash bytea;
+	v_trace text;
 BEGIN
 	PERFORM oms._check_identifier('customer_id', p_customer_id, 255);
 	IF p_items IS NULL THEN
 		RAISE EXCEPTION 'items must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	PERFORM oms._currency_exponent(p_currency);
+	-- oms._currency_exponent raises the error of an unknown currency.
+	PERFORM FROM oms.currencies AS c WHERE c.code = p_currency;
+	IF NOT FOUND THEN
+		PERFORM oms._currency_exponent(p_currency);
+	END IF;
 	PERFORM oms._check_json_argument('metadata', p_metadata,
 									 current_setting('oms.max_metadata_bytes')::integer);
 	IF p_idempotency_key IS NOT NULL THEN
-		PERFORM oms._check_idempotency_key(p_idempotency_key);
+		-- oms._check_idempotency_key, which also refuses an empty key.
+		IF length(p_idempotency_key) = 0 THEN
+			PERFORM oms._check_idempotency_key(p_idempotency_key);
+		END IF;
+		PERFORM oms._check_identifier('idempotency_key', p_idempotency_key, 255);
 	END IF;
 	-- The request is identified by its priced, normalized items, so that
 	-- 2 and 2.0 or reordered keys are the same request.
 	v_priced := oms._price_items(p_items);
 
 	IF p_idempotency_key IS NOT NULL THEN
-		v_hash := oms._request_hash(jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency, p_metadata));
-		v_document := oms._idempotency_begin(p_idempotency_key, 'oms_create_order', v_hash);
-		IF v_document IS NOT NULL THEN
-			RETURN v_document;
+		-- oms._request_hash
+		v_hash := sha256(convert_to(jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency,
+													  p_metadata)::text, 'UTF8'));
+		-- The claim of oms._idempotency_begin; a key already there (a replay,
+		-- a conflict, a claim of this transaction) is its business.
+		INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
+		VALUES (p_idempotency_key, 'oms_create_order', v_hash, NULL, now(),
+				now() + current_setting('oms.idempotency_ttl')::interval)
+		ON CONFLICT (key) DO UPDATE
+			SET function_name = excluded.function_name, request_hash = excluded.request_hash,
+				response = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at
+			WHERE k.expires_at <= now();
+		IF NOT FOUND THEN
+			RETURN oms._idempotency_begin(p_idempotency_key, 'oms_create_order', v_hash);
 		END IF;
 	END IF;
 
-	INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
-	VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
-	RETURNING * INTO v_order;
-
-	INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
-	SELECT v_order.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
-	FROM jsonb_to_recordset(v_priced -> 'items')
-		AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint);
-
-	v_document := oms._order_document(v_order, v_priced -> 'items');
+	v_trace := NULLIF(current_setting('oms.traceparent', true), '');
+	WITH o AS (
+		INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
+		VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
+		RETURNING *
+	), i AS (
+		INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
+		SELECT o.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
+		FROM o CROSS JOIN jsonb_to_recordset(v_priced -> 'items')
+			AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint)
+	), d AS (
+		-- oms._order_document(o, v_priced -> 'items')
+		SELECT o.id, o.status, o.total, o.currency,
+			   jsonb_build_object(
+				'order_id', o.id,
+				'customer_id', o.customer_id,
+				'status', o.status,
+				'currency', o.currency,
+				'total', o.total,
+				'items', v_priced -> 'items',
+				'version', o.version,
+				'metadata', o.metadata,
+				'created_at', to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+				'updated_at', to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+				AS document
+		FROM o
+	), c AS (
+		SELECT d.*, jsonb_build_object('total', d.total, 'currency', d.currency,
+									   'item_count', jsonb_array_length(v_priced -> 'items'),
+									   'idempotency_key', p_idempotency_key) AS data
+		FROM d
+	), e AS (
+		INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data, traceparent)
+		SELECT c.id, 1, 'order.created', NULL, c.status, c.data, v_trace
+		FROM c
+	), x AS (
+		INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq, traceparent)
+		SELECT 'order', c.id, 'order.created',
+			   c.data || jsonb_build_object('previous_status', NULL::oms.order_status, 'order', c.document),
+			   1, v_trace
+		FROM c
+	)
+	SELECT c.document INTO v_document FROM c;
 	PERFORM oms._check_publishable(v_document);
-	PERFORM oms._record_change(v_order, 'order.created', NULL,
-		jsonb_build_object('total', v_order.total, 'currency', v_order.currency,
-						   'item_count', jsonb_array_length(v_priced -> 'items'),
-						   'idempotency_key', p_idempotency_key),
-		v_document);
+	-- The relay publishes within milliseconds of the commit.
+	PERFORM oms._notify_worker();
 
 	IF p_idempotency_key IS NOT NULL THEN
-		PERFORM oms._idempotency_finish(p_idempotency_key, 'oms_create_order', v_hash, v_document);
+		-- oms._idempotency_finish
+		UPDATE oms.idempotency_keys AS k SET response = v_document
+		WHERE k.key = p_idempotency_key AND k.function_name = 'oms_create_order' AND k.request_hash = v_hash;
 	END IF;
 	RETURN v_document;
 END;

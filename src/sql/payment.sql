@@ -11,7 +11,7 @@
 -- later completes the waiting step; the saga engine does not change.
 
 CREATE TABLE oms.payments (
-	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	id			uuid PRIMARY KEY DEFAULT oms._uuid_v7(),
 	order_id	uuid NOT NULL UNIQUE REFERENCES oms.orders (id) ON DELETE CASCADE,
 	method		text NOT NULL,
 	currency	text NOT NULL,
@@ -32,7 +32,7 @@ COMMENT ON TABLE oms.payments IS
 COMMENT ON COLUMN oms.payments.command_seq IS 'Sequence number of the last command sent to a remote provider for this payment';
 
 CREATE TABLE oms.refunds (
-	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	id			uuid PRIMARY KEY DEFAULT oms._uuid_v7(),
 	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,
 	payment_id	uuid NOT NULL REFERENCES oms.payments (id) ON DELETE CASCADE,
 	amount		bigint NOT NULL CHECK (amount > 0),

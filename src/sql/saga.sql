@@ -21,7 +21,7 @@ COMMENT ON TYPE oms.saga_status IS
 	'running and compensating sagas are due at next_run_at; completed and compensated are final; stuck waits for an operator';
 
 CREATE TABLE oms.sagas (
-	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	id			uuid PRIMARY KEY DEFAULT oms._uuid_v7(),
 	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,
 	kind		text NOT NULL CHECK (kind IN ('fulfilment', 'refund')),
 	status		oms.saga_status NOT NULL DEFAULT 'running',
@@ -208,8 +208,14 @@ BEGIN
 		RAISE EXCEPTION 'the reservations of the order expired before payment'
 			USING ERRCODE = 'OM011';
 	END IF;
-	v_answer := oms._payment_request(v_payment, 'charge', v_payment.amount, p_step.attempts,
-									 pg_catalog.format('%s:%s:%s', p_saga.id, p_step.step_no, p_step.attempts));
+	-- The built-in test provider directly: what oms._payment_request would
+	-- answer, without its call and the correlation id it does not use.
+	IF pg_catalog.current_setting('oms.payment_provider') = 'test' THEN
+		v_answer := oms._test_provider(v_payment.method, 'charge', p_step.attempts);
+	ELSE
+		v_answer := oms._payment_request(v_payment, 'charge', v_payment.amount, p_step.attempts,
+										 pg_catalog.format('%s:%s:%s', p_saga.id, p_step.step_no, p_step.attempts));
+	END IF;
 	CASE v_answer ->> 'outcome'
 		WHEN 'approved' THEN
 			UPDATE oms.payments AS p
@@ -510,14 +516,27 @@ $$;
 COMMENT ON FUNCTION oms._step_retry(oms.sagas, oms.saga_steps, jsonb, timestamptz, boolean) IS
 	'Schedules the next attempt of a transiently failed step with backoff';
 
--- One forward move of a running saga.
-CREATE FUNCTION oms._advance_forward(p_saga oms.sagas, p_order oms.orders, p_now timestamptz)
-RETURNS void
+/*
+ * One forward move of a running saga.  Returns the saga row as it is now
+ * when the step completed (the hot path: the caller runs the next step, or
+ * stops after the last, without reading the saga or the order again; only
+ * the last step changes the order's status), or NULL when anything else
+ * happened (the saga waits, retries or compensates): the caller reads both
+ * again then.
+ *
+ * The hot path is written for few statements: every statement and every
+ * call of a function with a SET clause costs, and a fulfilment saga makes
+ * three of these moves.  The step's bookkeeping, its timeline entry and
+ * the saga's move are one statement (data-modifying CTEs).
+ */
+CREATE FUNCTION oms._advance_forward(p_saga oms.sagas, p_order_status oms.order_status, p_now timestamptz)
+RETURNS oms.sagas
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_step oms.saga_steps;
+	v_saga oms.sagas;
 	v_timeout interval;
 	v_rerun boolean := false;
 	v_result text;
@@ -525,28 +544,31 @@ DECLARE
 	v_message text;
 	v_detail text;
 	v_error jsonb;
-	v_last integer := pg_catalog.cardinality(oms._saga_step_names(p_saga.kind));
 BEGIN
 	SELECT * INTO v_step FROM oms.saga_steps AS t WHERE t.saga_id = p_saga.id AND t.step_no = p_saga.step_no;
-	v_timeout := oms._step_timeout(v_step.name);
-	IF v_step.status = 'waiting' AND oms._reply_for(pg_catalog.format('%s:%s:%s', p_saga.id, v_step.step_no,
-																	  v_step.attempts)) IS NOT NULL THEN
-		-- The remote provider answered: run the same attempt again, the
-		-- provider now returns the answer.  This comes before a cancel, so
-		-- that a capture the provider made is recorded (and then refunded).
-		v_rerun := true;
-	ELSIF p_saga.kind = 'fulfilment' AND p_order.status = 'cancel_requested' THEN
-		PERFORM oms._start_compensation(p_saga, p_saga.step_no, 'canceled', NULL, p_now);
-		RETURN;
-	ELSIF v_step.status = 'waiting' THEN
-		IF p_now < v_step.started_at + v_timeout THEN
+	IF v_step.status = 'waiting' THEN
+		v_timeout := oms._step_timeout(v_step.name);
+		IF oms._reply_for(pg_catalog.format('%s:%s:%s', p_saga.id, v_step.step_no, v_step.attempts)) IS NOT NULL THEN
+			-- The remote provider answered: run the same attempt again, the
+			-- provider now returns the answer.  This comes before a cancel,
+			-- so that a capture the provider made is recorded (and then
+			-- refunded).
+			v_rerun := true;
+		ELSIF p_saga.kind = 'fulfilment' AND p_order_status = 'cancel_requested' THEN
+			PERFORM oms._start_compensation(p_saga, p_saga.step_no, 'canceled', NULL, p_now);
+			RETURN NULL;
+		ELSIF p_now < v_step.started_at + v_timeout THEN
 			UPDATE oms.sagas AS s SET next_run_at = v_step.started_at + v_timeout WHERE s.id = p_saga.id;
-			RETURN;
+			RETURN NULL;
+		ELSE
+			PERFORM oms._step_failed(p_saga, v_step,
+				oms._error_json('OM012', pg_catalog.format('step %s got no answer within %s', v_step.name, v_timeout),
+								NULL, v_step, v_step.attempts, p_now), p_now);
+			RETURN NULL;
 		END IF;
-		PERFORM oms._step_failed(p_saga, v_step,
-			oms._error_json('OM012', pg_catalog.format('step %s got no answer within %s', v_step.name, v_timeout),
-							NULL, v_step, v_step.attempts, p_now), p_now);
-		RETURN;
+	ELSIF p_saga.kind = 'fulfilment' AND p_order_status = 'cancel_requested' THEN
+		PERFORM oms._start_compensation(p_saga, p_saga.step_no, 'canceled', NULL, p_now);
+		RETURN NULL;
 	END IF;
 
 	-- The attempt is counted in the same UPDATE that records its outcome
@@ -558,7 +580,23 @@ BEGIN
 	END IF;
 
 	BEGIN
-		v_result := oms._run_step(p_saga, v_step, p_now);
+		-- The fulfilment steps are called directly, not through
+		-- oms._run_step: one call less per step.
+		CASE v_step.name
+			WHEN 'reserve' THEN
+				PERFORM oms._reserve_order(p_saga.order_id, p_now);
+				v_result := 'done';
+			WHEN 'pay' THEN
+				v_result := oms._step_pay(p_saga, v_step, p_now);
+			WHEN 'confirm' THEN
+				-- oms._step_confirm
+				PERFORM oms._move_reserved_stock(p_saga.order_id, 'held', 'consumed', -1);
+				PERFORM oms._change_status(p_saga.order_id, 'confirmed', 'order.confirmed',
+										   pg_catalog.jsonb_build_object('saga_id', p_saga.id));
+				v_result := 'done';
+			ELSE
+				v_result := oms._run_step(p_saga, v_step, p_now);
+		END CASE;
 	EXCEPTION WHEN OTHERS THEN
 		GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL;
 		v_error := oms._error_json(v_state, v_message, v_detail, v_step, v_step.attempts, p_now);
@@ -572,10 +610,11 @@ BEGIN
 		ELSE
 			PERFORM oms._step_failed(p_saga, v_step, v_error, p_now);
 		END IF;
-		RETURN;
+		RETURN NULL;
 	END;
 
 	IF v_result = 'waiting' THEN
+		v_timeout := oms._step_timeout(v_step.name);
 		UPDATE oms.saga_steps AS t
 		SET status = 'waiting', attempts = v_step.attempts, started_at = v_step.started_at,
 			first_started_at = v_step.first_started_at
@@ -584,28 +623,71 @@ BEGIN
 		PERFORM oms._timeline(p_saga.order_id, 'saga.step_waiting',
 			pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts,
 										  'timeout_at', p_now + v_timeout));
-		RETURN;
+		RETURN NULL;
 	END IF;
 
-	UPDATE oms.saga_steps AS t
-	SET status = 'done', attempts = v_step.attempts, started_at = v_step.started_at,
-		first_started_at = v_step.first_started_at,
-		completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
-	WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no;
-	PERFORM oms._timeline(p_saga.order_id, 'saga.step_completed',
-		pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts));
-	IF v_step.step_no = v_last THEN
-		PERFORM oms._finish_saga(p_saga, 'completed',
-			CASE p_saga.kind WHEN 'fulfilment' THEN 'confirmed' ELSE 'refunded' END, p_now);
-	ELSE
-		UPDATE oms.sagas AS s SET step_no = s.step_no + 1, next_run_at = p_now, error = NULL,
-			updated_at = pg_catalog.now()
-		WHERE s.id = p_saga.id;
+	-- Done.  The step, its saga.step_completed entry (with saga.completed
+	-- after the last step: what oms._finish_saga writes) and the saga, in
+	-- one statement.  The last step is the length of the kind's step list
+	-- (oms._saga_step_names).
+	IF v_step.step_no = (CASE p_saga.kind WHEN 'fulfilment' THEN 3 ELSE 2 END) THEN
+		WITH t AS (
+			UPDATE oms.saga_steps AS t
+			SET status = 'done', attempts = v_step.attempts, started_at = v_step.started_at,
+				first_started_at = v_step.first_started_at,
+				completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
+			WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
+		), o AS (
+			UPDATE oms.orders AS o SET timeline_seq = o.timeline_seq + 2
+			WHERE o.id = p_saga.order_id
+			RETURNING o.id, o.timeline_seq
+		), e AS (
+			INSERT INTO oms.order_events (order_id, seq, event_type, data, traceparent)
+			SELECT o.id, o.timeline_seq - 2 + x.n, x.event_type, x.data,
+				   NULLIF(pg_catalog.current_setting('oms.traceparent', true), '')
+			FROM o CROSS JOIN (VALUES
+				(1, 'saga.step_completed',
+				 pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts)),
+				(2, 'saga.completed',
+				 pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'kind', p_saga.kind, 'outcome',
+					CASE p_saga.kind WHEN 'fulfilment' THEN 'confirmed' ELSE 'refunded' END))) AS x(n, event_type, data)
+			ORDER BY x.n
+		)
+		UPDATE oms.sagas AS s
+		SET status = 'completed', outcome = CASE p_saga.kind WHEN 'fulfilment' THEN 'confirmed' ELSE 'refunded' END,
+			finished_at = p_now, updated_at = pg_catalog.now()
+		WHERE s.id = p_saga.id
+		RETURNING * INTO v_saga;
+		-- Completed: the caller stops here, whatever the order's status now.
+		RETURN v_saga;
 	END IF;
+
+	WITH t AS (
+		UPDATE oms.saga_steps AS t
+		SET status = 'done', attempts = v_step.attempts, started_at = v_step.started_at,
+			first_started_at = v_step.first_started_at,
+			completed_at = GREATEST(p_now, pg_catalog.clock_timestamp())
+		WHERE t.saga_id = v_step.saga_id AND t.step_no = v_step.step_no
+	), o AS (
+		UPDATE oms.orders AS o SET timeline_seq = o.timeline_seq + 1
+		WHERE o.id = p_saga.order_id
+		RETURNING o.id, o.timeline_seq
+	), e AS (
+		INSERT INTO oms.order_events (order_id, seq, event_type, data, traceparent)
+		SELECT o.id, o.timeline_seq, 'saga.step_completed',
+			   pg_catalog.jsonb_build_object('saga_id', p_saga.id, 'step', v_step.name, 'attempt', v_step.attempts),
+			   NULLIF(pg_catalog.current_setting('oms.traceparent', true), '')
+		FROM o
+	)
+	UPDATE oms.sagas AS s SET step_no = s.step_no + 1, next_run_at = p_now, error = NULL,
+		updated_at = pg_catalog.now()
+	WHERE s.id = p_saga.id
+	RETURNING * INTO v_saga;
+	RETURN v_saga;
 END;
 $$;
-COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.orders, timestamptz) IS
-	'Runs one attempt of the current step of a running saga, or notices its timeout or a cancel request';
+COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.order_status, timestamptz) IS
+	'Runs one attempt of the current step of a running saga, or notices its timeout or a cancel request; returns the saga when the step completed, else NULL';
 
 -- A compensation that cannot finish needs an operator.
 CREATE FUNCTION oms._compensation_stuck(p_saga oms.sagas, p_step oms.saga_steps, p_error jsonb)
@@ -761,15 +843,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_units integer := 0;
-	v_id uuid;
-	v_order_id uuid;
+	v_claimed oms.sagas;
 	v_saga oms.sagas;
-	v_order oms.orders;
+	v_order_status oms.order_status;
 	v_state text;
 	v_message text;
 BEGIN
-	FOR v_id IN
-		SELECT s.id FROM oms.sagas AS s
+	-- The claim returns the locked row: nobody else can change it until
+	-- this transaction ends, so the engine reads it again only after a
+	-- move that did not hand the new row back.
+	FOR v_claimed IN
+		SELECT s.* FROM oms.sagas AS s
 		WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= p_now
 		ORDER BY s.next_run_at
 		LIMIT p_max
@@ -777,32 +861,48 @@ BEGIN
 	LOOP
 		-- An API call holding the order (a cancel, say) goes first; the saga
 		-- stays due and is picked up again.  Never waiting here means the
-		-- worker and the API cannot deadlock.
-		SELECT o.id INTO v_order_id FROM oms.orders AS o JOIN oms.sagas AS s ON s.order_id = o.id
-		WHERE s.id = v_id FOR NO KEY UPDATE OF o SKIP LOCKED;
+		-- worker and the API cannot deadlock.  Under the lock, the order's
+		-- status changes only through this saga's own steps.
+		SELECT o.status INTO v_order_status FROM oms.orders AS o
+		WHERE o.id = v_claimed.order_id FOR NO KEY UPDATE SKIP LOCKED;
 		CONTINUE WHEN NOT FOUND;
-		-- The same for its stock rows: another worker's batch (or an API
-		-- call) holds them until it commits, and two batches waiting for
-		-- each other would deadlock.
-		CONTINUE WHEN NOT oms._try_lock_order_stock(v_order_id);
 
 		-- One subtransaction per saga: a defect or database error in one
 		-- saga rolls back that saga's progress in this batch only.
 		BEGIN
+			-- The same for the stock rows its steps lock, all or none, in
+			-- SKU order: another runner's batch (or an API call) holds a
+			-- busy one until it commits, and two batches waiting for each
+			-- other's rows would deadlock.  A busy row ends this
+			-- subtransaction before any step ran; the saga stays due.
+			PERFORM 1 FROM oms.stock AS st
+			WHERE st.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = v_claimed.order_id)
+			ORDER BY st.sku
+			FOR UPDATE NOWAIT;
+			v_saga := v_claimed;
+			PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_saga.traceparent, ''), true);
 			LOOP
-				SELECT * INTO v_saga FROM oms.sagas AS s WHERE s.id = v_id;
 				EXIT WHEN v_saga.status NOT IN ('running', 'compensating') OR v_saga.next_run_at > p_now
 					   OR v_units >= p_max;
 				v_units := v_units + 1;
-				PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_saga.traceparent, ''), true);
 				IF v_saga.status = 'running' THEN
-					SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = v_saga.order_id;
-					PERFORM oms._advance_forward(v_saga, v_order, p_now);
+					v_saga := oms._advance_forward(v_saga, v_order_status, p_now);
 				ELSE
 					PERFORM oms._advance_backward(v_saga, p_now);
+					v_saga := NULL;
+				END IF;
+				IF v_saga.id IS NULL THEN
+					-- Not the hot path: the saga, and the order with it, may
+					-- have changed in any way.
+					SELECT * INTO v_saga FROM oms.sagas AS s WHERE s.id = v_claimed.id;
+					SELECT o.status INTO v_order_status FROM oms.orders AS o WHERE o.id = v_claimed.order_id;
 				END IF;
 			END LOOP;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION
+		WHEN lock_not_available THEN
+			-- Its stock is busy (above): left for a later batch.
+			NULL;
+		WHEN OTHERS THEN
 			-- Not a step failure (those are handled inside): record it on
 			-- the saga, back off, carry on with the next saga.
 			GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
@@ -810,9 +910,9 @@ BEGIN
 			SET error = pg_catalog.jsonb_build_object('sqlstate', v_state, 'message', v_message,
 													  'at', p_now, 'engine', true),
 				next_run_at = p_now + oms._backoff(1), updated_at = pg_catalog.now()
-			WHERE s.id = v_id;
-			PERFORM oms._log('warning', 'saga_error', 'saga_id', v_id::text,
-							 'order_id', (SELECT s.order_id::text FROM oms.sagas AS s WHERE s.id = v_id),
+			WHERE s.id = v_claimed.id;
+			PERFORM oms._log('warning', 'saga_error', 'saga_id', v_claimed.id::text,
+							 'order_id', v_claimed.order_id::text,
 							 'sqlstate', v_state, 'message', v_message);
 		END;
 		EXIT WHEN v_units >= p_max;

@@ -159,7 +159,6 @@ BEGIN
 		RAISE EXCEPTION 'max_steps must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	PERFORM oms._release_expired_reservations();
 	RETURN oms._run_sagas(max_steps, clock_timestamp());
 END;
 $$;

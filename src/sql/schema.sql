@@ -50,8 +50,18 @@ CREATE TABLE oms.currencies (
 );
 COMMENT ON TABLE oms.currencies IS 'ISO 4217 currencies accepted by oms, with the number of decimal places of their minor unit';
 
+-- Time-ordered ids (src/input.c): inserts stay at the right edge of every
+-- index keyed by an order, saga or payment id, however long the history.
+CREATE FUNCTION oms._uuid_v7()
+RETURNS uuid
+LANGUAGE c VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_uuid_v7';
+COMMENT ON FUNCTION oms._uuid_v7() IS
+	'A time-ordered UUID (version 7: Unix time in milliseconds, then random bits), the default id of orders, sagas, payments and refunds';
+
 CREATE TABLE oms.orders (
-	id			uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	id			uuid PRIMARY KEY DEFAULT oms._uuid_v7(),
 	customer_id	text NOT NULL CHECK (pg_catalog.length(customer_id) BETWEEN 1 AND 255),
 	status		oms.order_status NOT NULL DEFAULT 'pending',
 	-- Checked against oms.currencies by the API.  No foreign key: every

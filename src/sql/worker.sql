@@ -84,33 +84,6 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_saga_worker_status';
 COMMENT ON FUNCTION oms._saga_worker_status() IS 'oms_saga_worker_status for oms''s own code';
 
-/*
- * Locks the stock rows an order's saga steps will lock (reserve, confirm,
- * release, restock), in SKU order, or none of them: false when another
- * transaction holds one.  Saga workers run batches in parallel and each
- * holds what it locked until its batch commits, so two batches that waited
- * for each other's stock rows could deadlock; a saga whose stock is busy
- * is left for a later batch instead, as one whose order is busy is.
- */
-CREATE FUNCTION oms._try_lock_order_stock(p_order_id uuid)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM 1 FROM oms.stock AS s
-	WHERE s.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = p_order_id)
-	ORDER BY s.sku
-	FOR UPDATE NOWAIT;
-	RETURN true;
-EXCEPTION WHEN lock_not_available THEN
-	-- The subtransaction gives back the rows locked before the busy one.
-	RETURN false;
-END;
-$$;
-COMMENT ON FUNCTION oms._try_lock_order_stock(uuid) IS
-	'Locks the stock rows of an order''s items in SKU order without waiting; false (and nothing locked) when one is busy';
-
 -- What the C workers call once per batch (src/worker.c).  Nothing here
 -- runs whatever the load: expired reservations stop counting by
 -- themselves, and the maintenance task "expire" marks them.
@@ -143,7 +116,6 @@ COMMENT ON FUNCTION oms._next_saga_due() IS
 
 REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._next_saga_due() FROM PUBLIC;
-REVOKE ALL ON FUNCTION oms._try_lock_order_stock(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_tick(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_status() FROM PUBLIC;
