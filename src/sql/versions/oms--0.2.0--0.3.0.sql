@@ -63,8 +63,13 @@ DECLARE
 	v_change record;
 BEGIN
 	IF TG_OP = 'INSERT' THEN
-		-- A dump carries oms.stock.reserved already.
 		IF coalesce(pg_catalog.current_setting('oms.restoring', true), 'off')::boolean THEN
+			-- A restore may load the stock rows before or after these, with
+			-- their counts (or, from a 0.2.0 dump, without): count again.
+			UPDATE oms.stock AS s
+			SET reserved = (SELECT coalesce(pg_catalog.sum(r.quantity), 0) FROM oms.reservations AS r
+							WHERE r.sku = s.sku AND r.status = 'held')
+			WHERE s.sku IN (SELECT n.sku FROM new_rows AS n);
 			RETURN NULL;
 		END IF;
 		FOR v_change IN
@@ -102,6 +107,26 @@ COMMENT ON FUNCTION oms._reservations_count() IS
 	'Trigger: keeps oms.stock.reserved equal to the units of each SKU''s held reservations';
 REVOKE ALL ON FUNCTION oms._reservations_count() FROM PUBLIC;
 
+-- The other half of a restore: stock rows loaded after their reservations.
+CREATE FUNCTION oms._stock_restore_count()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF coalesce(pg_catalog.current_setting('oms.restoring', true), 'off')::boolean THEN
+		NEW.reserved := (SELECT coalesce(pg_catalog.sum(r.quantity), 0) FROM oms.reservations AS r
+						 WHERE r.sku = NEW.sku AND r.status = 'held');
+	END IF;
+	RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION oms._stock_restore_count() IS
+	'Trigger: under oms.restoring, a stock row inserted gets its reserved count from the held reservations already there';
+REVOKE ALL ON FUNCTION oms._stock_restore_count() FROM PUBLIC;
+
+CREATE TRIGGER stock_restore_count BEFORE INSERT ON oms.stock
+	FOR EACH ROW EXECUTE FUNCTION oms._stock_restore_count();
 CREATE TRIGGER reservations_count_insert AFTER INSERT ON oms.reservations
 	REFERENCING NEW TABLE AS new_rows
 	FOR EACH STATEMENT EXECUTE FUNCTION oms._reservations_count();
