@@ -17,9 +17,12 @@
 # run with the remote payment provider (oms.payment_provider = 'kafka': mock
 # Kafka + the test payment service), reported next to the test-provider
 # numbers of the same run.
+# Then (part "flash", bench/flash_sale.sh) reserving on a hot SKU: the saga
+# engine's confirmations/s on a SKU holding 0 to 20,000 live reservations
+# against idle SKUs, and a 64-buyer single-SKU flash sale.
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
-# (default 3) per warm-up run, BENCH_PARTS (default "create saga relay")
-# the parts to run (create: oms_create_order vs raw SQL; saga; relay;
+# (default 3) per warm-up run, BENCH_PARTS (default "create saga relay flash")
+# the parts to run (create: oms_create_order vs raw SQL; saga; relay; flash;
 # remote, not in the default),
 # BENCH_SAGA=0 also skips the saga runs; the relay part's own settings
 # (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh.
@@ -40,7 +43,7 @@ BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 # The first one is the reference the others are divided by.
 RUNS=(baseline create_order baseline_multi)
 BENCH_SAGA=${BENCH_SAGA:-1}
-BENCH_PARTS=${BENCH_PARTS:-create saga relay}
+BENCH_PARTS=${BENCH_PARTS:-create saga relay flash}
 [[ "$BENCH_SAGA" != 0 ]] || BENCH_PARTS=${BENCH_PARTS//saga/}
 # The saga run: SKUs in stock (each with plenty on hand) and how long the
 # worker may take to drain the backlog after a run.
@@ -52,6 +55,8 @@ SAGA_DRAIN_LIMIT=180
 source "$BENCH_DIR/relay.sh"
 # shellcheck source=bench/payment_remote.sh
 source "$BENCH_DIR/payment_remote.sh"
+# shellcheck source=bench/flash_sale.sh
+source "$BENCH_DIR/flash_sale.sh"
 
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
@@ -295,7 +300,7 @@ main() {
 	[[ "$BENCH_WARMUP" =~ ^[1-9][0-9]*$ ]] || oms_die "BENCH_WARMUP must be a positive integer"
 	local name
 	for name in $BENCH_PARTS; do
-		[[ "$name" =~ ^(create|saga|relay|remote)$ ]] || oms_die "unknown part '$name' in BENCH_PARTS (create, saga, relay, remote)"
+		[[ "$name" =~ ^(create|saga|relay|remote|flash)$ ]] || oms_die "unknown part '$name' in BENCH_PARTS (create, saga, relay, remote, flash)"
 	done
 	oms_ensure_packages
 	oms_build_install
@@ -316,10 +321,12 @@ main() {
 	if part saga; then bench_saga; fi
 	if part relay; then bench_relay; fi
 	if part remote; then bench_remote; fi
+	if part flash; then bench_flash_sale; fi
 	if part create; then report; fi
 	if part saga; then report_saga; fi
 	if part relay; then report_relay; fi
 	if part remote; then report_remote; fi
+	if part flash; then report_flash_sale; fi
 }
 
 main "$@"
