@@ -184,6 +184,20 @@ SELECT split_part(t.err(format('INSERT INTO oms.reservations (order_id, sku, qua
 								:'c5', 'IN-C', '1 hour')), ' (', 1) AS err;
 SELECT split_part(t.err('UPDATE oms.stock SET reserved = -1 WHERE sku = ''IN-C'''), ' (', 1) AS err;
 
+-- A reservation that expired between the payment's check and its pin can
+-- be swept by a reserver that needs the units (here by hand, after the
+-- payment): confirm then refuses to sell them twice, and the saga refunds.
+SELECT oms_set_stock('IN-D', 2) ->> 'available' AS available;
+SELECT t.new_order('in-d1', '[{"sku": "IN-D", "quantity": 2, "unit_price": 1}]', 'test_ok') AS d1 \gset
+SELECT oms._run_sagas(1, now()) AS reserve, oms._run_sagas(1, now()) AS pay;
+UPDATE oms.reservations SET status = 'expired' WHERE order_id = :'d1';
+SELECT oms._run_sagas(10, now()) AS steps_run;
+SELECT o.status, p.status AS payment, r.status AS reservation, s.on_hand, s.reserved,
+	   (SELECT d.error ->> 'step' || ': ' || (d.error ->> 'message') || ' (' || (d.error ->> 'detail') || ')'
+		FROM oms.dead_letters d WHERE d.order_id = o.id) AS error
+FROM oms.orders o JOIN oms.payments p ON p.order_id = o.id JOIN oms.reservations r ON r.order_id = o.id
+JOIN oms.stock s ON s.sku = r.sku WHERE o.id = :'d1';
+
 -- Let the hanging payments time out, so that nothing of this file stays
 -- in flight; then, for every SKU of every test so far, the counter equals
 -- the held units.

@@ -326,6 +326,19 @@ DECLARE
 	v_units bigint[];
 BEGIN
 	PERFORM oms._lock_order_stock(p_order_id);
+	-- The pay step checks the expiry at its batch's clock and then pins the
+	-- reservations; one that expired in between may have been swept by a
+	-- reserver that needed its units.  Confirming without it would sell
+	-- those units twice: fail the step (the saga refunds and releases).
+	IF p_from = 'held' AND EXISTS (
+		SELECT FROM oms.order_items AS i
+		WHERE i.order_id = p_order_id
+		  AND NOT EXISTS (SELECT FROM oms.reservations AS r
+						  WHERE r.order_id = i.order_id AND r.sku = i.sku AND r.status = 'held')) THEN
+		RAISE EXCEPTION 'the reservations of the order expired before payment'
+			USING ERRCODE = 'OM011',
+				  DETAIL = 'A reservation was no longer held at confirmation.';
+	END IF;
 	WITH moved AS (
 		UPDATE oms.reservations AS r SET status = p_to, updated_at = pg_catalog.now()
 		WHERE r.order_id = p_order_id AND r.status = p_from
