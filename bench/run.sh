@@ -19,9 +19,12 @@
 # run with the remote payment provider (oms.payment_provider = 'kafka': mock
 # Kafka + the test payment service), reported next to the test-provider
 # numbers of the same run.
+# Then (part "flash", bench/flash_sale.sh) reserving on a hot SKU: the saga
+# engine's confirmations/s on a SKU holding 0 to 20,000 live reservations
+# against idle SKUs, and a 64-buyer single-SKU flash sale.
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
-# (default 3) per warm-up run, BENCH_PARTS (default "create saga workers relay")
-# the parts to run (create: oms_create_order vs raw SQL; saga; relay;
+# (default 3) per warm-up run, BENCH_PARTS (default "create saga workers relay flash")
+# the parts to run (create: oms_create_order vs raw SQL; saga; workers; relay; flash;
 # remote, not in the default),
 # BENCH_SAGA=0 also skips the saga runs; BENCH_HISTORY_ORDERS (default
 # 200000; 0 skips it) orders created before the "history" run of the create
@@ -52,7 +55,7 @@ BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 RUNS=(baseline create_order baseline_multi)
 BENCH_SAGA=${BENCH_SAGA:-1}
 BENCH_HISTORY_ORDERS=${BENCH_HISTORY_ORDERS:-200000}
-BENCH_PARTS=${BENCH_PARTS:-create saga workers relay}
+BENCH_PARTS=${BENCH_PARTS:-create saga workers relay flash}
 [[ "$BENCH_SAGA" != 0 ]] || BENCH_PARTS=${BENCH_PARTS//saga/}
 # The saga run: SKUs in stock (each with plenty on hand) and how long the
 # worker may take to drain the backlog after a run.
@@ -66,6 +69,8 @@ source "$BENCH_DIR/relay.sh"
 source "$BENCH_DIR/payment_remote.sh"
 # shellcheck source=bench/saga_workers.sh
 source "$BENCH_DIR/saga_workers.sh"
+# shellcheck source=bench/flash_sale.sh
+source "$BENCH_DIR/flash_sale.sh"
 
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
@@ -404,8 +409,8 @@ main() {
 	[[ "$BENCH_HISTORY_ORDERS" =~ ^[0-9]+$ ]] || oms_die "BENCH_HISTORY_ORDERS must be a number of orders"
 	local name
 	for name in $BENCH_PARTS; do
-		[[ "$name" =~ ^(create|saga|workers|relay|remote)$ ]] ||
-			oms_die "unknown part '$name' in BENCH_PARTS (create, saga, workers, relay, remote)"
+		[[ "$name" =~ ^(create|saga|workers|relay|remote|flash)$ ]] ||
+			oms_die "unknown part '$name' in BENCH_PARTS (create, saga, workers, relay, remote, flash)"
 	done
 	oms_ensure_packages
 	oms_build_install
@@ -428,11 +433,13 @@ main() {
 	if part workers; then bench_saga_workers; fi
 	if part relay; then bench_relay; fi
 	if part remote; then bench_remote; fi
+	if part flash; then bench_flash_sale; fi
 	if part create; then report; fi
 	if part saga; then report_saga; fi
 	if part workers; then report_saga_workers; fi
 	if part relay; then report_relay; fi
 	if part remote; then report_remote; fi
+	if part flash; then report_flash_sale; fi
 }
 
 main "$@"

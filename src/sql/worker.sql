@@ -86,7 +86,7 @@ COMMENT ON FUNCTION oms._saga_worker_status() IS 'oms_saga_worker_status for oms
 
 -- What the C workers call once per batch (src/worker.c).  Nothing here
 -- runs whatever the load: expired reservations stop counting by
--- themselves, and the maintenance task "expire" marks them.
+-- themselves, and the maintenance task release_reservations marks them.
 CREATE FUNCTION oms._worker_tick(p_batch integer)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
