@@ -100,7 +100,7 @@ char	   *oms_kafka_topic = NULL;
 int			oms_kafka_topic_mode = OMS_TOPIC_SINGLE;
 char	   *oms_kafka_config = NULL;
 char	   *oms_kafka_config_file = NULL;
-int			oms_relay_batch_size = 1000;
+int			oms_relay_batch_size = 5000;
 int			oms_relay_ack_timeout = 10000;
 int			oms_publish_max_attempts = 10;
 int			oms_kafka_max_message_bytes = 1000000;
@@ -546,7 +546,7 @@ define_relay_gucs(void)
 							"Outbox events the relay claims and publishes per batch.",
 							NULL,
 							&oms_relay_batch_size,
-							1000, 1, OMS_RELAY_MAX_BATCH,
+							5000, 1, OMS_RELAY_MAX_BATCH,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("oms.relay_ack_timeout",

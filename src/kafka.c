@@ -524,11 +524,14 @@ create_producer(char *errbuf, size_t errlen)
 		!set_property(conf, "enable.idempotence", "true", errbuf, errlen) ||
 		!set_property(conf, "log.queue", "true", errbuf, errlen) ||
 		/*
-		 * Latency first: a batch is produced at once, and with Nagle's
-		 * algorithm on, small produce requests wait for the broker's delayed
-		 * ACK (about 40 ms) whenever more than one is in flight.
+		 * Latency first: a batch is produced at once (the relay batches
+		 * already, and waits for the whole batch: lingering only delays its
+		 * last messages; measured, 0 instead of 1 ms drains a backlog a
+		 * third faster), and with Nagle's algorithm on, small produce
+		 * requests wait for the broker's delayed ACK (about 40 ms) whenever
+		 * more than one is in flight.
 		 */
-		!set_property(conf, "linger.ms", "1", errbuf, errlen) ||
+		!set_property(conf, "linger.ms", "0", errbuf, errlen) ||
 		!set_property(conf, "socket.nagle.disable", "true", errbuf, errlen) ||
 		/*
 		 * The relay has one batch in flight at a time; one request per

@@ -57,6 +57,10 @@ PG_FUNCTION_INFO_V1(oms_notify_worker);
 
 #define WORKER_TICK_QUERY "SELECT oms._worker_tick($1)"
 #define NEXT_DUE_QUERY "SELECT oms._next_saga_due()"
+#define DUE_NOW_QUERY "SELECT oms._sagas_due_now()"
+
+/* A worker that finds sagas held by others looks again after this, doubling. */
+#define HELD_RETRY_MIN_MS 10
 
 /* Backend-local state of oms._notify_worker(). */
 static bool wake_callback_registered = false;
@@ -72,6 +76,15 @@ static ErrorData *last_xact_error = NULL;
  */
 static TimestampTz next_saga_due = 0;
 
+/*
+ * After a partial batch that left due sagas behind (another runner or an
+ * API call held them), how long to wait before looking again: 0 when none
+ * were left, else HELD_RETRY_MIN_MS doubling up to the naptime while it
+ * lasts.  Their holder may be another saga worker, whose commit wakes
+ * nobody, so the naptime alone would idle this one for up to a second.
+ */
+static long held_retry_ms = 0;
+
 /* Saga batches that keep failing are logged once per oms.log_min_interval. */
 static OmsLogLimit batch_limit;
 
@@ -86,6 +99,7 @@ typedef struct BatchRequest
 {
 	int			batch_size;
 	bool		want_next_due;	/* the main worker keeps the timers */
+	bool		held;			/* out: due sagas were left, held by others */
 } BatchRequest;
 
 static void
@@ -249,6 +263,17 @@ worker_tick(void *arg)
 				next_saga_due = DatumGetTimestampTz(result);
 		}
 	}
+	request->held = false;
+	if (units < batch_size)
+	{
+		ret = SPI_execute(DUE_NOW_QUERY, true, 1);
+		if (ret == SPI_OK_SELECT && SPI_processed == 1 &&
+			SPI_gettypeid(SPI_tuptable->tupdesc, 1) == BOOLOID)
+		{
+			result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			request->held = !isnull && DatumGetBool(result);
+		}
+	}
 	return units;
 }
 
@@ -384,6 +409,28 @@ saga_sleep_limit(long naptime)
 	return Max(1, Min(naptime, ms + 1));
 }
 
+/*
+ * After a batch: when it left due sagas that others held, look again after
+ * held_retry_ms (doubling while it lasts), by making that the next time a
+ * saga falls due.
+ */
+static void
+note_held(bool held)
+{
+	TimestampTz retry_at;
+
+	if (!held)
+	{
+		held_retry_ms = 0;
+		return;
+	}
+	held_retry_ms = (held_retry_ms == 0) ? HELD_RETRY_MIN_MS
+		: Min(held_retry_ms * 2, (long) oms_worker_naptime);
+	retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), held_retry_ms);
+	if (next_saga_due == 0 || retry_at < next_saga_due)
+		next_saga_due = retry_at;
+}
+
 static int
 run_batch(int slotno, MemoryContext loop_cxt)
 {
@@ -394,6 +441,7 @@ run_batch(int slotno, MemoryContext loop_cxt)
 
 	request.batch_size = oms_worker_batch_size;
 	request.want_next_due = (worker_proc == 0);
+	request.held = false;
 	if (!oms_worker_run_xact_ext(slotno, loop_cxt, WORKER_TICK_QUERY,
 								 worker_tick, &request, &units, NULL, false))
 	{
@@ -414,6 +462,7 @@ run_batch(int slotno, MemoryContext loop_cxt)
 		oms_log_int(&line, "suppressed", suppressed);
 		oms_log_emit(LOG, &line);
 	}
+	note_held(request.held);
 	return units;
 }
 
@@ -523,9 +572,10 @@ reload_if_asked(void)
 /*
  * The loop of a saga worker (process 1 and up): saga batches only.  It
  * sleeps until a full batch of another process wakes it, or for the
- * naptime; a full batch of its own wakes one more idle process and starts
- * the next batch at once.  Timers (retries, step timeouts) are the main
- * worker's to watch; the naptime covers a main worker that is down.
+ * naptime (less when its last batch left sagas that others held); a full
+ * batch of its own wakes one more idle process and starts the next batch
+ * at once.  Timers (retries, step timeouts) are the main worker's to
+ * watch; the naptime covers a main worker that is down.
  */
 static void
 saga_worker_loop(int slotno, MemoryContext loop_cxt)
@@ -566,7 +616,7 @@ saga_worker_loop(int slotno, MemoryContext loop_cxt)
 		 */
 		oms_shmem_set_idle(slotno, true);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 oms_worker_naptime, PG_WAIT_EXTENSION);
+						 saga_sleep_limit(oms_worker_naptime), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		oms_shmem_set_idle(slotno, false);
 	}

@@ -114,7 +114,23 @@ $$;
 COMMENT ON FUNCTION oms._next_saga_due() IS
 	'When the next running or compensating saga falls due, if after now; null when none will';
 
+-- After a batch that was not full: a saga still due now was skipped
+-- because another runner's batch or an API call held its saga, order or
+-- stock rows.  The worker then looks again soon instead of after the
+-- naptime (src/worker.c); sagas_due_idx answers it from the index.
+CREATE FUNCTION oms._sagas_due_now()
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM oms.sagas AS s
+				   WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= pg_catalog.clock_timestamp());
+$$;
+COMMENT ON FUNCTION oms._sagas_due_now() IS
+	'Whether a running or compensating saga is due now (after a partial batch: one that another transaction held)';
+
 REVOKE ALL ON FUNCTION oms._notify_worker() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._sagas_due_now() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._next_saga_due() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._worker_tick(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_worker_status() FROM PUBLIC;

@@ -1029,6 +1029,20 @@ $$;
 COMMENT ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) IS
 	'Cancels an order: pending orders at once; processing orders are compensated by their saga and end canceled';
 
+-- After a partial batch, whether sagas held by others are left (src/worker.c).
+CREATE FUNCTION oms._sagas_due_now()
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM oms.sagas AS s
+				   WHERE s.status IN ('running', 'compensating') AND s.next_run_at <= pg_catalog.clock_timestamp());
+$$;
+COMMENT ON FUNCTION oms._sagas_due_now() IS
+	'Whether a running or compensating saga is due now (after a partial batch: one that another transaction held)';
+
+REVOKE ALL ON FUNCTION oms._sagas_due_now() FROM PUBLIC;
+
 -- The worker's batch no longer sweeps expired reservations: maintenance does.
 CREATE OR REPLACE FUNCTION oms._worker_tick(p_batch integer)
 RETURNS integer
