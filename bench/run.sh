@@ -372,8 +372,9 @@ report_saga() {
 	if [[ -n "${CAP[rate]:-}" ]]; then
 		printf '\nengine capacity: %s orders created and paid with the worker paused (%s create+pay/s), then\n' \
 			"${CAP[sagas]}" "${CAP[tps]}"
-		printf 'confirmed by one worker with no client running in %s s (the time includes up to 1 s for the\n' \
-			"${CAP[secs]}"
+		printf 'confirmed by the workers (oms.saga_workers = %s) with no client running in %s s (the time\n' \
+			"$(oms_psql -d "$DB" -At -c "SHOW oms.saga_workers")" "${CAP[secs]}"
+		printf 'includes up to 1 s for the '
 		printf 'worker to notice it was resumed): %s orders/s; / raw SQL (one statement) tps = %s (target >= 0.5)\n' \
 			"${CAP[rate]}" "$(ratio "${CAP[rate]}" "${TPS[$ref]:-}")"
 	fi

@@ -3,11 +3,10 @@
 # helpers (reset_saga_tables, saga_run, wait_drained, ratio).  For each
 # value N in BENCH_SAGA_WORKERS (default "1 2 4"), after a reload to
 # oms.saga_workers = N:
-#   capacity   BENCH_CAPACITY_ORDERS orders (default 10,000) are created
-#              and paid by the pgbench clients with the worker paused
-#              (oms.worker_enabled = off); then the worker is switched on
-#              with no client running, and the time until every saga is
-#              finished gives confirmed orders/s;
+#   capacity   the saga part's engine capacity run (bench_capacity in
+#              bench/run.sh): orders created and paid for BENCH_SECONDS
+#              with the worker paused, then confirmed with no client
+#              running;
 #   under load the end-to-end saga run at the maximum rate (saga_run):
 #              confirmed/s while the 8 clients create and pay, the backlog
 #              left when they stop, and how many seconds of confirmations
@@ -16,7 +15,6 @@
 # (part "create"; measured here if that part did not run).  Reports only.
 
 BENCH_SAGA_WORKERS=${BENCH_SAGA_WORKERS:-1 2 4}
-BENCH_CAPACITY_ORDERS=${BENCH_CAPACITY_ORDERS:-10000}
 declare -A WORKERS=()
 
 # Usage: set_saga_workers N: reload to N processes and wait until they run.
@@ -31,33 +29,11 @@ set_saga_workers() {
 	oms_die "oms.saga_workers = $n: the processes did not start ($(oms_psql -d "$DB" -At -c "SELECT * FROM oms_saga_worker_status()"))"
 }
 
-set_worker_enabled() {
-	oms_psql -d "$DB" -q -c "ALTER SYSTEM SET oms.worker_enabled = $1" -c "SELECT pg_reload_conf()" >/dev/null
-}
-
-# Usage: capacity_run N: prints confirmed orders/s of the engine alone.
-capacity_run() {
-	local n=$1 per_client start secs log="$BENCH_LOG_DIR/capacity.w$n.log"
-	reset_saga_tables
-	set_worker_enabled off
-	# The reload reaches the workers within their naptime; a batch that
-	# slips in first only confirms a few orders early (they still count).
-	sleep 1.2
-	per_client=$(((BENCH_CAPACITY_ORDERS + BENCH_CLIENTS - 1) / BENCH_CLIENTS))
-	"$OMS_PG_BINDIR/pgbench" -n -c "$BENCH_CLIENTS" -j "$BENCH_JOBS" -t "$per_client" \
-		-D nskus="$SAGA_SKUS" -f "$BENCH_DIR/saga_create_pay.sql" "$DB" >"$log" 2>&1 ||
-		oms_die "pgbench failed for the capacity run (log: $log)"
-	oms_psql -d "$DB" -q -c "CHECKPOINT"
-	start=$EPOCHREALTIME
-	set_worker_enabled on
-	secs=$(wait_drained)
-	[[ "$secs" != timeout ]] || { echo timeout; return 0; }
-	awk -v s="$start" -v n="$EPOCHREALTIME" -v k="$((per_client * BENCH_CLIENTS))" \
-		'BEGIN { printf "%.1f", k / (n - s) }'
-}
-
 bench_saga_workers() {
-	local n
+	local n k
+	local -A saga_part_cap=()
+	# The saga part's own capacity figure (CAP) is reported later: keep it.
+	for k in "${!CAP[@]}"; do saga_part_cap[$k]=${CAP[$k]}; done
 	oms_header "saga workers: capacity and throughput under load for oms.saga_workers = $BENCH_SAGA_WORKERS"
 	wait_worker
 	if [[ -z "${TPS[${RUNS[0]}]:-}" ]]; then
@@ -65,15 +41,17 @@ bench_saga_workers() {
 	fi
 	for n in $BENCH_SAGA_WORKERS; do
 		set_saga_workers "$n"
-		printf 'oms.saga_workers = %s: capacity (%s orders, clients stopped) ... ' "$n" "$BENCH_CAPACITY_ORDERS"
-		WORKERS[$n.capacity]=$(capacity_run "$n")
-		printf '%s confirmed/s\n' "${WORKERS[$n.capacity]}"
+		printf 'oms.saga_workers = %s: ' "$n"
+		bench_capacity
+		WORKERS[$n.capacity]=${CAP[rate]}
 		printf 'oms.saga_workers = %s: under load, measure %ss ... ' "$n" "$BENCH_SECONDS"
 		saga_run "w$n" "$BENCH_SECONDS"
 		printf '%s create+pay/s, %s confirmed/s (backlog %s, drained in %s s)\n' "${SAGA[w$n.tps]}" \
 			"${SAGA[w$n.confirmed]}" "${SAGA[w$n.backlog]}" "${SAGA[w$n.drain]}"
 	done
 	oms_psql -d "$DB" -q -c "ALTER SYSTEM RESET oms.saga_workers" -c "SELECT pg_reload_conf()" >/dev/null
+	CAP=()
+	for k in "${!saga_part_cap[@]}"; do CAP[$k]=${saga_part_cap[$k]}; done
 }
 
 report_saga_workers() {
