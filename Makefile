@@ -4,8 +4,8 @@ EXTENSION   = oms
 # The version being built is the control file's default_version.
 EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
 MODULE_big  = oms
-OBJS        = src/oms.o src/guc.o src/guc_ops.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
-              src/kafka.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o
+OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
+              src/kafka.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o src/xact.o src/trace.o
 
 # The extension script is generated from src/sql/ in this order.
 SQL_PARTS   = src/sql/schema.sql \

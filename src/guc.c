@@ -5,7 +5,11 @@
  *
  * Every setting lives under the "oms." prefix, which is reserved so that a
  * misspelt oms setting is reported instead of silently becoming a
- * placeholder.  docs/configuration.md describes each one.
+ * placeholder.  docs/configuration.md describes each one.  The engine's
+ * and the workers' settings come first, then those of operations (tracing,
+ * health thresholds, maintenance and retention, log rate limiting).  SQL
+ * reads most of them with current_setting(), so durations carry GUC units
+ * and read as intervals.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +23,8 @@
 #include "utils/varlena.h"
 
 #include "oms.h"
+
+static void define_ops_gucs(void);
 
 /* How long an idempotency key replays its response, in seconds. */
 int			oms_idempotency_ttl = 24 * 60 * 60;
@@ -195,7 +201,7 @@ oms_define_gucs(void)
 {
 	define_saga_gucs();
 	define_relay_gucs();
-	oms_define_ops_gucs();
+	define_ops_gucs();
 
 	DefineCustomIntVariable("oms.idempotency_ttl",
 							"How long an idempotency key replays the stored response.",
@@ -584,6 +590,147 @@ define_relay_gucs(void)
 							NULL,
 							&oms_relay_breaker_cooldown,
 							5000, 10, 60 * 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/* ------------------------------------------------------------ operations */
+
+
+/* The caller's W3C trace context; empty when the caller sends none. */
+char	   *oms_traceparent = NULL;
+
+/* Health thresholds, read by oms_health(). */
+static int	oms_health_worker_timeout = 30 * 1000;
+static int	oms_health_outbox_lag = 60 * 1000;
+static int	oms_health_saga_lag = 60 * 1000;
+static int	oms_health_inbox_lag = 1000;
+static int	oms_health_dead_letters = 1;
+
+/* Maintenance and retention, read by the maintenance tasks. */
+static int	oms_pending_order_ttl = 24 * 60 * 60;
+static int	oms_timeline_retention = 0;
+static int	oms_inbox_retention = 7 * 24 * 60 * 60;
+static int	oms_saga_stuck_after = 60 * 1000;
+int			oms_maintenance_interval = 60;
+
+/* Shortest interval between two log lines about the same ongoing problem. */
+int			oms_log_min_interval = 10 * 1000;
+
+static bool
+check_traceparent(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = oms_traceparent_problem(*newval);
+	if (problem == NULL)
+		return true;
+	GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+	GUC_check_errdetail("%s", problem);
+	return false;
+}
+
+static void
+define_health_gucs(void)
+{
+	DefineCustomIntVariable("oms.health_worker_timeout",
+							"Age of a worker's last loop after which oms_health() reports it down.",
+							NULL,
+							&oms_health_worker_timeout,
+							30 * 1000, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.health_outbox_lag",
+							"Age of the oldest unpublished outbox event above which oms_health() reports degraded.",
+							NULL,
+							&oms_health_outbox_lag,
+							60 * 1000, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.health_saga_lag",
+							"How long a saga step may be overdue before oms_health() reports degraded.",
+							NULL,
+							&oms_health_saga_lag,
+							60 * 1000, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.health_inbox_lag",
+							"Payment replies waiting in Kafka above which oms_health() reports degraded.",
+							NULL,
+							&oms_health_inbox_lag,
+							1000, 1, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.health_dead_letters",
+							"Open replayable dead letters (compensation_stuck, publish) at or above which oms_health() reports degraded; 0 never does.",
+							NULL,
+							&oms_health_dead_letters,
+							1, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+}
+
+static void
+define_maintenance_gucs(void)
+{
+	DefineCustomIntVariable("oms.pending_order_ttl",
+							"How long an order may stay pending before maintenance cancels it as abandoned; 0 never does.",
+							NULL,
+							&oms_pending_order_ttl,
+							24 * 60 * 60, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.timeline_retention",
+							"How long timeline entries of finished orders are kept; 0 keeps them forever.",
+							NULL,
+							&oms_timeline_retention,
+							0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.inbox_retention",
+							"How long applied payment replies are remembered for deduplication; 0 keeps them forever.",
+							NULL,
+							&oms_inbox_retention,
+							7 * 24 * 60 * 60, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.saga_stuck_after",
+							"How long a saga step may be overdue before maintenance drives it itself.",
+							NULL,
+							&oms_saga_stuck_after,
+							60 * 1000, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("oms.maintenance_interval",
+							"How often the worker runs maintenance when pg_cron does not; 0 never does.",
+							NULL,
+							&oms_maintenance_interval,
+							60, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
+
+static void
+define_ops_gucs(void)
+{
+	DefineCustomStringVariable("oms.traceparent",
+							   "W3C trace context of the calling request.",
+							   "Stored on the timeline entries and carried as the traceparent "
+							   "header of the events the call causes.  Set it with SET LOCAL.",
+							   &oms_traceparent,
+							   "",
+							   PGC_USERSET,
+							   GUC_NOT_IN_SAMPLE,
+							   check_traceparent, NULL, NULL);
+	define_health_gucs();
+	define_maintenance_gucs();
+	DefineCustomIntVariable("oms.log_min_interval",
+							"Shortest interval between two worker log lines about the same ongoing problem.",
+							"Repeats in between are counted and reported with the next line.",
+							&oms_log_min_interval,
+							10 * 1000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 }

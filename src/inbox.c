@@ -101,10 +101,7 @@ static uint32 lag_assignment = 0;	/* assignment the lag was computed for */
 static OmsLogLimit apply_log;
 static OmsLogLimit consumer_log;
 
-/*
- * Called by the worker once connected, after oms_relay_init (which sets
- * up the Kafka clients' wake-up pipe).
- */
+/* Called by the main worker once connected, after oms_kafka_init(). */
 void
 oms_inbox_init(int slotno, const char *dbname)
 {
@@ -163,7 +160,7 @@ inbox_wanted(int slotno, MemoryContext loop_cxt, TimestampTz now)
 	if (extension_checked_at == 0 ||
 		TimestampDifferenceExceeds(extension_checked_at, now, interval))
 	{
-		if (oms_worker_run_xact(slotno, loop_cxt, "oms inbox: extension check",
+		if (oms_xact_run(slotno, loop_cxt, "oms inbox: extension check",
 								inbox_check_extension, NULL, &present, NULL))
 			extension_present = (present == 1);
 		MemoryContextSwitchTo(loop_cxt);
@@ -255,7 +252,7 @@ inbox_apply(void *arg)
 	char	   *word;
 	int			ret;
 
-	if (!oms_worker_extension_ready())
+	if (!oms_xact_extension_ready())
 		return INBOX_NOT_READY;
 
 	args[0] = a->id;
@@ -334,7 +331,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 		PointerGetDatum(cstring_to_text_with_len(m->value, m->valuelen));
 	MemoryContextSwitchTo(loop_cxt);
 
-	ok = oms_worker_run_xact_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
+	ok = oms_xact_run_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
 								 &result, &failure, false);
 	MemoryContextSwitchTo(loop_cxt);
 	now = GetCurrentTimestamp();
@@ -359,7 +356,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 			oms_log_int(&line, "retry_in_ms", retry_delay_ms(consecutive_failures));
 			if (suppressed > 0)
 				oms_log_int(&line, "suppressed", suppressed);
-			oms_log_emit_error(WARNING, &line, oms_worker_last_error());
+			oms_log_emit_error(WARNING, &line, oms_xact_last_error());
 		}
 		oms_kafka_inbox_rewind();
 		MemoryContextReset(msg_cxt);

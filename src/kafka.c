@@ -711,16 +711,24 @@ oms_kafka_ensure(bool *changed, char *errbuf, size_t errlen)
 }
 
 /*
+ * Empties the wake-up pipe.  The worker calls it at the top of each loop,
+ * before the relay and the inbox serve their queues: a queue that becomes
+ * non-empty after this writes to the pipe again, so the worker's sleep
+ * cannot miss it.
+ */
+void
+oms_kafka_clear_wakeups(void)
+{
+	drain_wake_pipe();
+}
+
+/*
  * Serves what librdkafka queued for us: delivery reports and client
  * errors (main queue), log lines (both clients' log queues).  Never waits.
- * It empties the wake-up pipe, so the reply consumer's queue must be
- * polled after it, before the worker sleeps: the worker runs the inbox
- * after the relay.
  */
 void
 oms_kafka_serve(void)
 {
-	drain_wake_pipe();
 	if (producer != NULL)
 		rd_kafka_poll(producer, 0);
 	serve_log_queue(log_queue, "relay");

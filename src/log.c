@@ -44,7 +44,6 @@
 #include "oms.h"
 
 PG_FUNCTION_INFO_V1(oms_log_sql);
-PG_FUNCTION_INFO_V1(oms_traceparent_problem_sql);
 
 /* Longest value written, in bytes; longer ones are cut (error messages). */
 #define LOG_VALUE_MAX 1000
@@ -297,19 +296,4 @@ oms_log_sql(PG_FUNCTION_ARGS)
 	}
 	oms_log_emit(elevel, &buf);
 	PG_RETURN_VOID();
-}
-
-/*
- * oms._traceparent_problem(value): why a stored traceparent is invalid, or
- * NULL when it is valid.  The same check as SET oms.traceparent, so that
- * every stored value can be set again when a saga resumes.
- */
-Datum
-oms_traceparent_problem_sql(PG_FUNCTION_ARGS)
-{
-	const char *problem = oms_traceparent_problem(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-
-	if (problem == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(problem));
 }

@@ -47,11 +47,11 @@ extern int	oms_relay_breaker_cooldown;
 
 extern void oms_define_gucs(void);
 
-/* guc_ops.c: tracing, health, maintenance and log settings */
 extern char *oms_traceparent;
 extern int	oms_maintenance_interval;
 extern int	oms_log_min_interval;
-extern void oms_define_ops_gucs(void);
+
+/* trace.c: the check of a W3C traceparent */
 extern const char *oms_traceparent_problem(const char *value);
 extern bool oms_split_database_names(char *rawstring, List **names);
 
@@ -121,26 +121,30 @@ extern void oms_register_launcher(void);
 extern void oms_install_utility_hook(void);
 extern PGDLLEXPORT void oms_launcher_main(Datum main_arg);
 
-/* worker.c: the per-database loop, and its transaction bracket */
+/*
+ * xact.c: the transaction bracket every piece of the workers' work runs
+ * in, and whether the extension is there to be called
+ */
 typedef int (*OmsXactBody) (void *arg);
 
+extern void oms_xact_init(int slotno, int proc);
+extern bool oms_xact_extension_ready(void);
+extern bool oms_xact_run(int slotno, MemoryContext err_cxt, const char *activity,
+						 OmsXactBody body, void *arg, int *result, char **errmsg);
+extern ErrorData *oms_xact_last_error(void);
+extern bool oms_xact_run_ext(int slotno, MemoryContext err_cxt, const char *activity,
+							 OmsXactBody body, void *arg, int *result,
+							 char **errmsg, bool log_error);
+
+/* worker.c: the per-database loops, which drive the relay and the inbox */
 extern PGDLLEXPORT void oms_worker_main(Datum main_arg);
 extern Datum oms_worker_main_arg(int slotno, int proc);
-extern bool oms_worker_extension_ready(void);
-extern bool oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
-								OmsXactBody body, void *arg, int *result,
-								char **errmsg);
-extern ErrorData *oms_worker_last_error(void);
-extern bool oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
-									OmsXactBody body, void *arg, int *result,
-									char **errmsg, bool log_error);
 
 /* relay.c: the outbox relay, one batch per worker loop */
 extern void oms_relay_init(int slotno, const char *dbname);
 extern void oms_relay_run(int slotno, MemoryContext loop_cxt);
 extern void oms_relay_idle(int slotno, MemoryContext loop_cxt);
 extern long oms_relay_sleep_limit(long naptime);
-extern int	oms_relay_wait(long timeout);
 
 /*
  * kafka_config.c: librdkafka properties from oms.kafka_config and
@@ -218,6 +222,7 @@ typedef enum OmsKafkaState
 extern void oms_kafka_init(const char *dbname);
 extern OmsKafkaState oms_kafka_ensure(bool *changed, char *errbuf, size_t errlen);
 extern int	oms_kafka_event_fd(void);
+extern void oms_kafka_clear_wakeups(void);
 extern void oms_kafka_serve(void);
 extern void oms_kafka_begin_batch(OmsKafkaReport *reports, int nreports);
 extern int	oms_kafka_pending(void);

@@ -24,8 +24,8 @@
  *
  * The worker does not wait for a batch in flight: each loop runs its saga
  * batch (when woken or after the naptime) and then the relay's step, which
- * only looks at the batch; the worker sleeps in oms_relay_wait(), which
- * also wakes up when librdkafka queues a delivery report.  So a slow or
+ * only looks at the batch; the worker's sleep also wakes up when librdkafka
+ * queues a delivery report (worker.c).  So a slow or
  * unreachable broker never holds up sagas, and a signal or a wake is
  * always served at once.  Only one batch is in flight at a time.
  *
@@ -133,7 +133,6 @@ typedef enum RelayAbandon
 static int	relay_slotno = -1;
 static char relay_dbname[NAMEDATALEN];
 static MemoryContext batch_cxt = NULL;
-static WaitEventSet *wait_set = NULL;
 
 /* The batch in flight, if phase is not RELAY_IDLE; memory in batch_cxt. */
 typedef enum RelayPhase
@@ -170,27 +169,16 @@ static TimestampTz breaker_first_opened_at = 0;	/* opened from closed */
 static OmsLogLimit relay_limit;
 static TimestampTz relay_failing_since = 0;
 
-/*
- * Called by the worker once connected.  Prepares the wait set used while
- * reports are outstanding: the latch (wakes, signals), postmaster death
- * and the producer's wake-up pipe.
- */
+/* Called by the main worker once connected, after oms_kafka_init(). */
 void
 oms_relay_init(int slotno, const char *dbname)
 {
 	relay_slotno = slotno;
 	strlcpy(relay_dbname, dbname, sizeof(relay_dbname));
 
-	oms_kafka_init(dbname);
-
 	batch_cxt = AllocSetContextCreate(TopMemoryContext,
 									  "oms relay batch",
 									  ALLOCSET_DEFAULT_SIZES);
-
-	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, oms_kafka_event_fd(), NULL, NULL);
 
 	oms_shmem_relay_reset(slotno);
 }
@@ -252,7 +240,7 @@ relay_report_recovery(int published)
 static const char *
 relay_xact_error(const char *errmsg)
 {
-	ErrorData  *edata = oms_worker_last_error();
+	ErrorData  *edata = oms_xact_last_error();
 
 	if (edata == NULL)
 		return errmsg ? errmsg : "(no message)";
@@ -731,7 +719,7 @@ relay_claim(void *arg)
 {
 	RelayBatch *batch = (RelayBatch *) arg;
 
-	if (!oms_worker_extension_ready())
+	if (!oms_xact_extension_ready())
 		return -1;
 	claim_events(batch, batch_cxt, RELAY_BATCH_MAX_BYTES);
 	return batch->nevents;
@@ -815,7 +803,7 @@ relay_settle(void *arg)
 	Datum		result;
 	int			ret;
 
-	if (!oms_worker_extension_ready())
+	if (!oms_xact_extension_ready())
 		return -1;
 
 	args[0] = settle->ids;
@@ -1048,7 +1036,7 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	outstanding = NULL;
 	batch.limit = (breaker == OMS_BREAKER_HALF_OPEN) ? 1 : oms_relay_batch_size;
 
-	if (!oms_worker_run_xact_ext(slotno, loop_cxt, CLAIM_ACTIVITY, relay_claim, &batch,
+	if (!oms_xact_run_ext(slotno, loop_cxt, CLAIM_ACTIVITY, relay_claim, &batch,
 								 &claimed, &errmsg, false))
 	{
 		MemoryContextSwitchTo(batch_cxt);
@@ -1187,7 +1175,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 														   TEXTOID, -1, false, TYPALIGN_INT));
 		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
 														   TYPALIGN_CHAR));
-		settled = oms_worker_run_xact_ext(slotno, loop_cxt,
+		settled = oms_xact_run_ext(slotno, loop_cxt,
 										  settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
 										  relay_settle, &settle,
 										  &published, &errmsg, false);
@@ -1250,8 +1238,8 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 /*
  * The relay's step in a worker loop, never waiting for Kafka: completes
  * the batch in flight if its reports are in (settling it), and starts the
- * next one when none is in flight.  The worker then sleeps in
- * oms_relay_wait(), which wakes up for delivery reports, so sagas keep
+ * next one when none is in flight.  The worker's sleep wakes up for
+ * delivery reports (worker.c), so sagas keep
  * running while a slow or unreachable broker holds a batch.
  */
 void
@@ -1310,27 +1298,4 @@ oms_relay_sleep_limit(long naptime)
 		return naptime;
 
 	return Max(1, Min(naptime, TimestampDifferenceMilliseconds(now, until)));
-}
-
-/*
- * The worker's sleep: until its latch is set (a wake, a signal), the
- * producer has something for us (a delivery report, a log line) or the
- * timeout passes.  Returns the WL_* flags of what happened; the latch is
- * reset when it was set.
- */
-int
-oms_relay_wait(long timeout)
-{
-	WaitEvent	events[3];
-	int			n;
-	int			happened = 0;
-
-	n = WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
-	if (n == 0)
-		return WL_TIMEOUT;
-	for (int i = 0; i < n; i++)
-		happened |= events[i].events;
-	if (happened & WL_LATCH_SET)
-		ResetLatch(MyLatch);
-	return happened;
 }

@@ -13,42 +13,33 @@
  * waiting and the next one starts without sleeping.
  *
  * What the work is belongs to SQL (oms._worker_tick in the extension
- * script); this file owns the process around it: signals, the transaction
- * bracket, surviving errors, and sleeping on the latch.  After the saga
- * batch, the outbox relay (relay.c) publishes a batch of events, using the
- * same transaction bracket for its two short transactions, and the inbox
- * (inbox.c) applies the payment replies that arrived, one transaction each.
+ * script); this file owns the process around it: signals, the loops, and
+ * sleeping on the latch and the Kafka clients' wake-up pipe.  Every piece
+ * of work runs in the transaction bracket of xact.c.  After the saga
+ * batch, the main worker drives the outbox relay (relay.c), which publishes
+ * a batch of events, and the inbox (inbox.c), which applies the payment
+ * replies that arrived; neither calls back into this file.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "lib/stringinfo.h"
-#include "catalog/indexing.h"
-#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "oms.h"
@@ -65,9 +56,6 @@ PG_FUNCTION_INFO_V1(oms_notify_worker);
 /* Backend-local state of oms._notify_worker(). */
 static bool wake_callback_registered = false;
 static bool wake_pending = false;
-
-/* The error of the last failed oms_worker_run_xact, in its err_cxt. */
-static ErrorData *last_xact_error = NULL;
 
 /*
  * When the earliest saga that is not due yet falls due (a retry's backoff,
@@ -88,11 +76,15 @@ static long held_retry_ms = 0;
 /* Saga batches that keep failing are logged once per oms.log_min_interval. */
 static OmsLogLimit batch_limit;
 
-/* This worker's shared memory slot (for what is recorded outside a batch). */
-static int	worker_slotno = -1;
-
 /* This worker's process number: 0 for the main worker, else a saga worker. */
 static int	worker_proc = 0;
+
+/*
+ * What the main worker sleeps on: its latch (wakes, signals), postmaster
+ * death and the Kafka clients' wake-up pipe (delivery reports, replies,
+ * log lines; see kafka.c).
+ */
+static WaitEventSet *wait_set = NULL;
 
 /* What one saga batch is asked to do (worker_tick's argument). */
 typedef struct BatchRequest
@@ -117,100 +109,6 @@ worker_on_exit(int code, Datum arg)
 }
 
 /*
- * The version of the installed extension (pg_extension.extversion), or
- * NULL when the row is gone.
- */
-static char *
-installed_version(Oid extoid)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	char	   *version = NULL;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-	{
-		bool		isnull;
-		Datum		value = heap_getattr(tuple, Anum_pg_extension_extversion,
-										 RelationGetDescr(rel), &isnull);
-
-		if (!isnull)
-			version = TextDatumGetCString(value);
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return version;
-}
-
-/*
- * Whether the installed SQL is the version this library was built for.
- * After a package upgrade the new library meets the old SQL until someone
- * runs ALTER EXTENSION oms UPDATE: the worker then does nothing (it would
- * call functions the old SQL does not have, or that behave differently),
- * says so once in the log and in oms_worker_status().last_error, and
- * carries on the moment the update commits.
- */
-static bool
-version_matches(Oid extoid)
-{
-	static char waiting_for[NAMEDATALEN] = "";
-	char	   *version = installed_version(extoid);
-	char		message[OMS_ERROR_LEN];
-	StringInfoData line;
-
-	if (version != NULL && strcmp(version, OMS_VERSION) == 0)
-	{
-		waiting_for[0] = '\0';
-		return true;
-	}
-	/* The main worker says it; its saga workers wait quietly. */
-	if (version == NULL || strcmp(waiting_for, version) == 0 || worker_proc > 0)
-		return false;
-	strlcpy(waiting_for, version, sizeof(waiting_for));
-	snprintf(message, sizeof(message),
-			 "waiting for ALTER EXTENSION oms UPDATE: the database has oms %s, the library is %s",
-			 version, OMS_VERSION);
-	oms_shmem_note_error(worker_slotno, message);
-	oms_log_begin(&line, "worker_waiting_for_update");
-	oms_log_str(&line, "installed_version", version);
-	oms_log_str(&line, "library_version", OMS_VERSION);
-	oms_log_str(&line, "hint", "run ALTER EXTENSION oms UPDATE in this database");
-	oms_log_emit(WARNING, &line);
-	return false;
-}
-
-/*
- * Whether the extension is installed here and usable right now; call it
- * inside a transaction.  False while DROP EXTENSION or ALTER EXTENSION
- * holds its lock: we skip the round rather than wait behind it or call a
- * function that is half gone, and look again after taking the lock, as
- * the drop may have committed between the lookup and the lock.  The lock
- * is kept until the end of the transaction.  False too while the installed
- * SQL is of another version than the library (see version_matches).
- */
-bool
-oms_worker_extension_ready(void)
-{
-	Oid			extoid;
-
-	extoid = get_extension_oid("oms", true);
-	if (!OidIsValid(extoid))
-		return false;
-	if (!ConditionalLockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock))
-		return false;
-	InvalidateCatalogSnapshot();
-	if (get_extension_oid("oms", true) != extoid)
-		return false;
-	return version_matches(extoid);
-}
-
-/*
  * The body of one saga batch, inside the transaction bracket.  Returns the
  * units of work oms._worker_tick reports; 0 when the extension is not
  * installed here, or is being dropped or altered right now.
@@ -227,7 +125,7 @@ worker_tick(void *arg)
 	int			ret;
 	int			units;
 
-	if (!oms_worker_extension_ready())
+	if (!oms_xact_extension_ready())
 		return 0;
 
 	args[0] = Int32GetDatum(batch_size);
@@ -278,114 +176,6 @@ worker_tick(void *arg)
 }
 
 /*
- * Runs "body" in a transaction of its own, with SPI connected and a
- * snapshot pushed, reporting "activity" in pg_stat_activity.  An error is
- * logged, recorded in shared memory and rolled back; the worker lives on.
- * Returns true and body's result in *result when the transaction
- * committed; false after an error, with its message in *errmsg unless
- * errmsg is NULL.  "err_cxt" must outlive the call: the error is copied
- * there.
- */
-bool
-oms_worker_run_xact(int slotno, MemoryContext err_cxt, const char *activity,
-					OmsXactBody body, void *arg, int *result, char **errmsg)
-{
-	return oms_worker_run_xact_ext(slotno, err_cxt, activity, body, arg, result,
-								   errmsg, true);
-}
-
-/*
- * The error of the last oms_worker_run_xact that failed, copied into its
- * err_cxt: valid as long as that context is not reset.
- */
-ErrorData *
-oms_worker_last_error(void)
-{
-	return last_xact_error;
-}
-
-/*
- * oms_worker_run_xact, where the caller decides whether an error is logged
- * (log_error false: the caller logs its own line, rate-limited, using
- * oms_worker_last_error()).  The error is recorded in shared memory either
- * way.  The line logged here is event=worker_xact_failed with the
- * activity, at WARNING.
- */
-bool
-oms_worker_run_xact_ext(int slotno, MemoryContext err_cxt, const char *activity,
-						OmsXactBody body, void *arg, int *result, char **errmsg,
-						bool log_error)
-{
-	volatile bool ok = true;
-	volatile int value = 0;
-
-	last_xact_error = NULL;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-
-	PG_TRY();
-	{
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, activity);
-
-		value = body(arg);
-
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		/* No FATAL for a pending cancel or die while we clean up. */
-		HOLD_INTERRUPTS();
-
-		MemoryContextSwitchTo(err_cxt);
-		edata = CopyErrorData();
-		last_xact_error = edata;
-		oms_shmem_note_error(slotno, edata->message);
-		if (errmsg)
-			*errmsg = edata->message;
-		FlushErrorState();
-
-		/* One structured line; detail, hint and context follow it. */
-		if (log_error)
-		{
-			StringInfoData line;
-
-			oms_log_begin(&line, "worker_xact_failed");
-			oms_log_str(&line, "activity", activity);
-			oms_log_emit_error(WARNING, &line, edata);
-		}
-
-		/* Releases SPI, snapshots and locks of the failed batch. */
-		AbortCurrentTransaction();
-
-		/* A cancel (e.g. pg_cancel_backend) is used up by this error. */
-		QueryCancelPending = false;
-
-		RESUME_INTERRUPTS();
-		ok = false;
-		value = 0;
-	}
-	PG_END_TRY();
-
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-
-	*result = value;
-	return ok;
-}
-
-/*
- * Runs one saga batch in its own transaction.  Returns the units done (0
- * after an error, which is recorded and logged as worker_batch_failed, at
- * most once per oms.log_min_interval while batches keep failing; the first
- * batch that succeeds again logs worker_batch_recovered).
- */
-/*
  * Whether the saga the last batch saw as next falls due by now.  Only a
  * time that was still ahead when the batch looked counts: a saga that was
  * due and yet not run is held by an API call (its order is locked), and
@@ -431,6 +221,12 @@ note_held(bool held)
 		next_saga_due = retry_at;
 }
 
+/*
+ * Runs one saga batch in its own transaction.  Returns the units done (0
+ * after an error, which is recorded and logged as worker_batch_failed, at
+ * most once per oms.log_min_interval while batches keep failing; the first
+ * batch that succeeds again logs worker_batch_recovered).
+ */
 static int
 run_batch(int slotno, MemoryContext loop_cxt)
 {
@@ -442,7 +238,7 @@ run_batch(int slotno, MemoryContext loop_cxt)
 	request.batch_size = oms_worker_batch_size;
 	request.want_next_due = (worker_proc == 0);
 	request.held = false;
-	if (!oms_worker_run_xact_ext(slotno, loop_cxt, WORKER_TICK_QUERY,
+	if (!oms_xact_run_ext(slotno, loop_cxt, WORKER_TICK_QUERY,
 								 worker_tick, &request, &units, NULL, false))
 	{
 		suppressed = oms_log_limit(&batch_limit, GetCurrentTimestamp());
@@ -451,7 +247,7 @@ run_batch(int slotno, MemoryContext loop_cxt)
 			oms_log_begin(&line, "worker_batch_failed");
 			if (suppressed > 0)
 				oms_log_int(&line, "suppressed", suppressed);
-			oms_log_emit_error(WARNING, &line, oms_worker_last_error());
+			oms_log_emit_error(WARNING, &line, oms_xact_last_error());
 		}
 		return 0;
 	}
@@ -481,7 +277,7 @@ maintenance_tick(void *arg)
 {
 	int			ret;
 
-	if (!oms_worker_extension_ready())
+	if (!oms_xact_extension_ready())
 		return 0;
 	ret = SPI_execute("SELECT oms._maintenance_tick()", false, 0);
 	if (ret != SPI_OK_SELECT)
@@ -507,7 +303,7 @@ run_maintenance_if_due(int slotno, MemoryContext loop_cxt)
 									Min(oms_maintenance_interval, INT_MAX / 1000) * 1000))
 		return;
 	last_round = now;
-	(void) oms_worker_run_xact(slotno, loop_cxt, "SELECT oms._maintenance_tick()",
+	(void) oms_xact_run(slotno, loop_cxt, "SELECT oms._maintenance_tick()",
 							   maintenance_tick, NULL, &ignored, NULL);
 }
 
@@ -523,8 +319,8 @@ worker_start(int slotno, int proc, Oid dboid)
 {
 	StringInfoData line;
 
-	worker_slotno = slotno;
 	worker_proc = proc;
+	oms_xact_init(slotno, proc);
 	oms_log_set_database(oms_shmem_slot_name(slotno));
 	if (proc >= oms_saga_workers ||
 		!oms_shmem_claim_slot(slotno, proc, dboid, MyProcPid, MyProc->pgprocno))
@@ -623,6 +419,27 @@ saga_worker_loop(int slotno, MemoryContext loop_cxt)
 }
 
 /*
+ * The main worker's sleep: until its latch is set, a Kafka client queues
+ * something, or timeout ms pass.  Returns what happened (WL_* bits).
+ */
+static int
+main_worker_wait(long timeout)
+{
+	WaitEvent	events[3];
+	int			n;
+	int			happened = 0;
+
+	n = WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	if (n == 0)
+		return WL_TIMEOUT;
+	for (int i = 0; i < n; i++)
+		happened |= events[i].events;
+	if (happened & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	return happened;
+}
+
+/*
  * The loop of the main worker (process 0): saga batches, the relay, the
  * inbox and maintenance.
  */
@@ -636,8 +453,13 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 	 * The relay's producer and the inbox's consumer are created later, when
 	 * brokers are configured.
 	 */
+	oms_kafka_init(oms_shmem_slot_name(slotno));
 	oms_relay_init(slotno, oms_shmem_slot_name(slotno));
 	oms_inbox_init(slotno, oms_shmem_slot_name(slotno));
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, oms_kafka_event_fd(), NULL, NULL);
 
 	for (;;)
 	{
@@ -657,12 +479,18 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 		}
 
 		/*
+		 * Empty the Kafka wake-up pipe before the relay and the inbox look at
+		 * their queues: whatever arrives after this writes to it again, so
+		 * the sleep below cannot miss it, whichever of the two runs first.
+		 */
+		oms_kafka_clear_wakeups();
+
+		/*
 		 * A standby has no work to do: sagas run, events are published and
 		 * replies consumed on the primary only.  Sagas run when woken, after
 		 * a full batch or applied replies and at least every naptime, not
-		 * when only Kafka woke us.  The relay step follows and never waits
-		 * for Kafka, then the inbox step, which must come after it: the
-		 * relay empties the wake-up pipe the reply consumer shares.
+		 * when only Kafka woke us.  The relay and inbox steps never wait
+		 * for Kafka.
 		 */
 		if (oms_worker_enabled && !RecoveryInProgress())
 		{
@@ -705,9 +533,9 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 		 * inbox's retry may end the sleep before the naptime.
 		 */
 		oms_shmem_set_idle(slotno, true);
-		woke = oms_relay_wait(Min(saga_sleep_limit(oms_worker_naptime),
-								  Min(oms_relay_sleep_limit(oms_worker_naptime),
-									  oms_inbox_sleep_limit(oms_worker_naptime))));
+		woke = main_worker_wait(Min(saga_sleep_limit(oms_worker_naptime),
+									Min(oms_relay_sleep_limit(oms_worker_naptime),
+										oms_inbox_sleep_limit(oms_worker_naptime))));
 		oms_shmem_set_idle(slotno, false);
 		if (woke & WL_LATCH_SET)
 			run_sagas = true;
