@@ -22,8 +22,14 @@ mode=()
 cleanup() {
 	local r
 	PGOPTIONS="-c client_min_messages=warning" oms_psql -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+	# DROP OWNED also revokes what a role was granted on shared objects
+	# (GRANT SET ON PARAMETER), which DROP ROLE would refuse.
 	for r in "${PAGE_ROLES[@]}"; do
-		PGOPTIONS="-c client_min_messages=warning" oms_psql -d postgres -c "DROP ROLE IF EXISTS $r" >/dev/null
+		oms_psql -d postgres -v role="$r" >/dev/null <<-'SQL'
+			SELECT format('DROP OWNED BY %I', rolname) FROM pg_roles WHERE rolname = :'role' \gexec
+			SET client_min_messages = warning;
+			DROP ROLE IF EXISTS :"role";
+		SQL
 	done
 }
 
