@@ -33,6 +33,7 @@ placeholders, so readers see what varies):
     a timestamp such as 2026-12-07 01:49:16.123+00 or 2026-12-07T01:49:16Z
                                              -> <time>
     trailing blanks of a line                -> removed
+    a LOCATION: line (VERBOSITY verbose)     -> removed
 In a table cell the placeholder keeps the value's width (padded with
 blanks), so psql's aligned output stays aligned.
 
@@ -70,11 +71,20 @@ def _placeholder(name):
     return sub
 
 
-def normalize(text):
-    text = UUID.sub(_placeholder("<uuid>"), text)
-    text = TIME.sub(_placeholder("<time>"), text)
+def _normalize_line(line):
+    new = TIME.sub(_placeholder("<time>"), UUID.sub(_placeholder("<uuid>"), line))
+    # A line of a multi-line cell ends with psql's "+": keep it in place.
+    if line.endswith("+") and len(new) < len(line):
+        new = new[:-1] + " " * (len(line) - len(new)) + "+"
     # psql pads the last column with trailing blanks; editors drop them.
-    return "\n".join(line.rstrip() for line in text.split("\n"))
+    return new.rstrip()
+
+
+def normalize(text):
+    # LOCATION lines (\set VERBOSITY verbose) name PostgreSQL's own source
+    # lines, which change with its minor version: left out.
+    return "\n".join(_normalize_line(line) for line in text.split("\n")
+                     if not line.startswith("LOCATION:  "))
 
 
 def blocks_of(lines):

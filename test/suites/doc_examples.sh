@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$OMS_ROOT"
 
-PAGES=(README.md docs/drivers.md docs/testing.md)
+PAGES=(README.md docs/api.md docs/drivers.md docs/testing.md)
 # Login roles the pages create (cluster-wide: dropped before and after).
 PAGE_ROLES=(shop_app shop_ops shop_test)
 db=oms_doc_examples
