@@ -7,8 +7,13 @@ MODULE_big  = oms
 OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
               src/kafka.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o src/xact.o src/trace.o
 
-# The extension script is generated from src/sql/ in this order.
-SQL_PARTS   = src/sql/schema.sql \
+# The extension script is generated from src/sql/ in this order: roles.sql
+# first, checks.sql last, and each fragment after those its "-- requires:"
+# line names (objects it needs at creation time).  Each fragment grants its
+# own objects; the suite install_order builds the script in another order
+# those lines allow and finds the same catalog.
+SQL_PARTS   = src/sql/roles.sql \
+              src/sql/schema.sql \
               src/sql/money.sql \
               src/sql/state.sql \
               src/sql/idempotency.sql \
@@ -20,10 +25,7 @@ SQL_PARTS   = src/sql/schema.sql \
               src/sql/saga_api.sql \
               src/sql/inbox.sql \
               src/sql/relay.sql \
-              src/sql/privileges.sql \
               src/sql/worker.sql \
-              src/sql/relay_status.sql \
-              src/sql/inbox_status.sql \
               src/sql/maintenance.sql \
               src/sql/metrics.sql \
               src/sql/health.sql \

@@ -3,6 +3,8 @@
 -- tables, never the timeline (oms.order_events), which maintenance may
 -- prune for finished orders (oms.timeline_retention).  They aggregate whole
 -- tables: run them for reports and dashboards, not on every request.
+--
+-- requires: schema payment saga
 
 -- Revenue: an order counts on the day its fulfilment saga completed (the
 -- confirm step, the point of no return) with the amount its payment

@@ -3,6 +3,8 @@
 -- order, write its timeline entry and outbox event, store the response.
 -- SECURITY DEFINER so that applications need EXECUTE only, never direct
 -- table privileges; search_path is pinned and every name is qualified.
+--
+-- requires: schema
 
 /*
  * The body of both oms_create_order functions (items as jsonb, and items as
@@ -281,3 +283,23 @@ END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_order_timeline(uuid) IS
 	'The timeline of an order: every change, oldest first, with the W3C traceparent of the request that caused it';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+REVOKE ALL ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_create_order(text, jsonb, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_create_order(text, text, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_get_order(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_order_timeline(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._create_order(text, jsonb, text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_create_order(text, jsonb, text, text, jsonb),
+	@extschema@.oms_create_order(text, text, text, text, jsonb),
+	@extschema@.oms_get_order(uuid),
+	@extschema@.oms_cancel_order(uuid, text, text),
+	@extschema@.oms_order_timeline(uuid)
+TO oms_app;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_get_order(uuid),
+	@extschema@.oms_order_timeline(uuid)
+TO oms_reader;

@@ -1,7 +1,7 @@
 -- health.sql: oms_health(), one document that says whether oms works in
 -- this database (ok, degraded or down), why not, and the numbers behind
--- the verdict.  Concatenated after worker.sql, relay_status.sql and
--- inbox_status.sql, whose shared-memory readers it calls.
+-- the verdict.  It calls the shared-memory readers of worker.sql,
+-- relay.sql and inbox.sql.
 --
 -- The rules live in oms._health(), which takes everything that comes from
 -- shared memory and from the server-wide settings as an argument, plus the
@@ -10,6 +10,8 @@
 --
 -- A load balancer may call oms_health() every few seconds, so every query
 -- is an index scan and every count stops at oms._health_count_cap().
+--
+-- requires: schema saga inbox relay worker
 
 -- Stuck sagas are few and wait for an operator: a partial index keeps
 -- counting them independent of the size of oms.sagas.

@@ -12,6 +12,8 @@
 --
 -- Helpers that run statements are PL/pgSQL, which caches their plans per
 -- session.  None is executable by PUBLIC.
+--
+-- requires: schema
 
 CREATE FUNCTION oms._check_idempotency_key(p_key text)
 RETURNS void
@@ -129,3 +131,13 @@ AS $$
 $$;
 COMMENT ON FUNCTION @extschema@.oms_purge_idempotency_keys() IS
 	'Deletes idempotency keys older than oms.idempotency_ttl and returns how many were deleted';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+REVOKE ALL ON FUNCTION @extschema@.oms_purge_idempotency_keys() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._check_idempotency_key(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._idempotency_begin(text, text, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._idempotency_finish(text, text, bytea, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._purge_idempotency_keys() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._request_hash(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_purge_idempotency_keys() TO oms_admin;

@@ -10,6 +10,8 @@
 -- The correlation id, <saga>:<step>:<attempt> (c<attempt> for a
 -- compensation), names one command and doubles as the provider's
 -- idempotency key.
+--
+-- requires: schema payment saga
 
 CREATE TABLE oms.payment_commands (
 	correlation_id text PRIMARY KEY,
@@ -350,3 +352,27 @@ END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) IS
 	'Applies a payment provider result from SQL (webhooks) through the same inbox as Kafka replies';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+GRANT SELECT ON oms.payment_commands, oms.inbox TO oms_reader;
+REVOKE ALL ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._apply_payment_reply(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._kafka_provider(oms.payments, text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reject_reply(text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reply_for(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._send_payment_command(oms.payments, text, bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) TO oms_app;
+
+-- The SQL face of the worker half (src/relay.c, src/inbox.c, src/kafka.c).
+
+CREATE FUNCTION oms._inbox_shmem_status()
+RETURNS jsonb
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_inbox_shmem_status'
+LANGUAGE c VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION oms._inbox_shmem_status() IS
+	'The reply consumer of the current database as kept in shared memory, as jsonb (null when oms.database_name does not list the database): worker_running, consumer (off, running, bad_config), applied, duplicates, late, rejected, other (counts of oms._apply_payment_reply results since server start), failures (reply transactions that failed and were retried), last_reply_at, partitions (assigned to this worker), lag (messages behind the high watermarks, null when unknown), lag_at, last_error, last_error_at';
+
+REVOKE ALL ON FUNCTION oms._inbox_shmem_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oms._inbox_shmem_status() TO oms_admin, oms_reader;

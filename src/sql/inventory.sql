@@ -13,6 +13,8 @@
 -- rows.  Two baskets never deadlock, a SKU never oversells, and a sweep
 -- (holding a stock row) never waits for a reservation row: it skips rows
 -- another session holds.  CHECK (reserved <= on_hand) is the backstop.
+--
+-- requires: schema
 
 CREATE TABLE oms.stock (
 	sku			text PRIMARY KEY CHECK (pg_catalog.length(sku) BETWEEN 1 AND 100),
@@ -482,3 +484,26 @@ END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_adjust_stock(text, bigint) IS
 	'Adds delta (negative to remove) to the units on hand of a SKU and returns its stock level';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+GRANT SELECT ON oms.stock, oms.reservations, oms.stock_levels TO oms_reader;
+REVOKE ALL ON FUNCTION @extschema@.oms_adjust_stock(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_release_expired_reservations() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_set_stock(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._check_stock_change(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._lock_order_stock(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._move_reserved_stock(uuid, oms.reservation_status, oms.reservation_status, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._release_expired_reservations() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._release_order(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reservations_count() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reserve_order(uuid, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reserved(text, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._stock_restore_count() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._sweep_expired(text, timestamp with time zone) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oms._reserved(text, timestamptz) TO oms_reader;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_set_stock(text, bigint),
+	@extschema@.oms_adjust_stock(text, bigint),
+	@extschema@.oms_release_expired_reservations()
+TO oms_admin;

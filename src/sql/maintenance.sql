@@ -18,7 +18,8 @@
 -- per task, the last run and whether pg_cron runs it; the worker leaves the
 -- tasks pg_cron runs alone.  pg_cron is optional: nothing here refers to
 -- its schema except through dynamic SQL, after checking it is installed.
--- Concatenated after privileges.sql, so the oms_* roles exist here.
+--
+-- requires: schema saga inbox
 
 CREATE TABLE oms.maintenance_tasks (
 	task			text PRIMARY KEY,

@@ -2,14 +2,16 @@
 -- per sample of the current database; oms_metrics() renders it in the
 -- Prometheus text exposition format, and the queries file of
 -- prometheus-postgres-exporter (monitoring/postgres_exporter/) reads the
--- same view, so both expose the same names, labels and values.
--- Concatenated after worker.sql, relay_status.sql and inbox_status.sql, so
--- the oms_* roles and the shared-memory status functions exist here.
+-- same view, so both expose the same names, labels and values.  The view
+-- calls the shared-memory status functions of worker.sql, relay.sql and
+-- inbox.sql, which must exist before it.
 --
 -- Counters are monotonic by construction: they count rows that are never
 -- deleted (orders, sagas, saga steps, dead letters; only their parent order
 -- can take them away) or they are shared-memory counters, which restart
 -- from zero only with the server (Prometheus treats a drop as a reset).
+--
+-- requires: schema saga inbox relay
 
 -- The catalogue of metric families, in exposition order.  oms_metrics()
 -- prints HELP and TYPE from here, also for a family with no sample.

@@ -2,6 +2,8 @@
 --
 -- Amounts are bigint minor units of the order currency; the exponent says
 -- how many decimal places the minor unit has (USD 2, JPY 0, KWD 3).
+--
+-- requires: schema
 
 INSERT INTO oms.currencies (code, exponent, name) VALUES
 	('AED', 2, 'United Arab Emirates dirham'),
@@ -226,3 +228,16 @@ END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_format_money(bigint, text) IS
 	'Formats an amount in minor units for people, e.g. 1999 USD as 19.99 USD and 1999 JPY as 1999 JPY';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+REVOKE ALL ON FUNCTION @extschema@.oms_format_money(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._currency_exponent(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._items_from_text(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._price_items(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_format_money(bigint, text) TO oms_app;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_format_money(bigint, text),
+	oms._currency_exponent(text)
+TO oms_reader;
+GRANT EXECUTE ON FUNCTION oms._currency_exponent(text) TO oms_app;

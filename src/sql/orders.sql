@@ -7,6 +7,8 @@
 -- docs/architecture.md, "Names and search_path").  None is executable by
 -- PUBLIC.  Helpers are PL/pgSQL, which caches plans per session (a SQL
 -- function with a SET clause is planned on every call).
+--
+-- requires: schema
 
 -- The identifier rule of the API (src/input.c, docs/api.md "Identifiers"):
 -- 22004 for NULL, 22001 when longer than p_max_chars, 22023 when empty or
@@ -241,3 +243,16 @@ END;
 $$;
 COMMENT ON FUNCTION oms._change_status(uuid, oms.order_status, text, jsonb) IS
 	'Changes an order status with its timeline entry and outbox event; returns the order document';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+REVOKE ALL ON FUNCTION oms._change_status(uuid, oms.order_status, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._check_identifier(text, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._check_json_argument(text, jsonb, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._check_not_null(text, anyelement) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._check_publishable(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._lock_order(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_document(oms.orders, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_items_json(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._timeline(uuid, text, jsonb) FROM PUBLIC;

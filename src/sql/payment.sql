@@ -9,6 +9,8 @@
 -- The built-in test provider answers synchronously by payment method.  A
 -- remote provider answers "pending" after sending a command, and its reply
 -- later completes the waiting step; the saga engine does not change.
+--
+-- requires: schema
 
 CREATE TABLE oms.payments (
 	id			uuid PRIMARY KEY DEFAULT oms._uuid_v7(),
@@ -147,3 +149,10 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION oms._check_payment_method(text) IS 'Refuses payment methods the configured provider does not accept (22023)';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+GRANT SELECT ON oms.payments, oms.refunds, oms.payment_methods TO oms_reader;
+REVOKE ALL ON FUNCTION oms._check_payment_method(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._payment_request(oms.payments, text, bigint, integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._test_provider(text, text, integer) FROM PUBLIC;

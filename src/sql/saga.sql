@@ -15,6 +15,8 @@
 -- one failing saga never rolls back the batch.  Every step attempt runs in
 -- a nested subtransaction: a failed attempt leaves nothing behind but its
 -- recorded error.  All times come from p_now so tests can drive the clock.
+--
+-- requires: schema inventory payment
 
 CREATE TYPE oms.saga_status AS ENUM ('running', 'compensating', 'completed', 'compensated', 'stuck');
 COMMENT ON TYPE oms.saga_status IS
@@ -1055,3 +1057,28 @@ END;
 $$;
 COMMENT ON FUNCTION oms._run_sagas(integer, timestamptz) IS
 	'Runs up to p_max due saga steps as of p_now, each saga in its own subtransaction; returns the steps run';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+GRANT SELECT ON oms.sagas, oms.saga_steps, oms.dead_letters TO oms_reader;
+REVOKE ALL ON FUNCTION oms._advance_backward(oms.sagas, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._advance_forward(oms.sagas, oms.order_status, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._backoff(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._compensate_step(oms.sagas, oms.saga_steps) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._compensation_stuck(oms.sagas, oms.saga_steps, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._error_json(text, text, text, oms.saga_steps, integer, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._finish_saga(oms.sagas, oms.saga_status, text, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._fulfil_at_once(oms.sagas, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._is_transient(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._run_sagas(integer, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._run_step(oms.sagas, oms.saga_steps, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._saga_step_names(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._start_compensation(oms.sagas, integer, text, jsonb, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._start_saga(uuid, text, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_complete_refund(oms.sagas) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_confirm(oms.sagas) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_failed(oms.sagas, oms.saga_steps, jsonb, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_pay(oms.sagas, oms.saga_steps, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_refund_payment(oms.sagas, oms.saga_steps) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_retry(oms.sagas, oms.saga_steps, jsonb, timestamp with time zone, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._step_timeout(text) FROM PUBLIC;

@@ -1,5 +1,7 @@
 -- saga_api.sql: the public functions and views of payments, refunds and
 -- sagas.  Same rules as api.sql: validate, idempotency, one transaction.
+--
+-- requires: schema payment saga
 
 CREATE FUNCTION @extschema@.oms_pay_order(
 	order_id uuid,
@@ -253,3 +255,19 @@ CREATE VIEW oms.saga_step_latency AS
 	GROUP BY s.kind, t.name;
 COMMENT ON VIEW oms.saga_step_latency IS
 	'Per saga step: completed steps and p50/p95/p99 milliseconds from first attempt to completion';
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+GRANT SELECT ON oms.saga_metrics, oms.saga_step_latency TO oms_reader;
+REVOKE ALL ON FUNCTION @extschema@.oms_pay_order(uuid, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_refund_order(uuid, bigint, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_retry_dead_letter(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_run_sagas(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_pay_order(uuid, text, text),
+	@extschema@.oms_refund_order(uuid, bigint, text, text)
+TO oms_app;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_run_sagas(integer),
+	@extschema@.oms_retry_dead_letter(bigint)
+TO oms_admin;

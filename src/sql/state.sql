@@ -1,5 +1,7 @@
 -- state.sql: the order state machine, exposed from the C transition table
 -- in src/state.c, and the trigger that enforces it on oms.orders.
+--
+-- requires: schema
 
 CREATE FUNCTION @extschema@.oms_transition_allowed(from_status oms.order_status, to_status oms.order_status)
 RETURNS boolean
@@ -87,3 +89,24 @@ CREATE TRIGGER order_events_append_only
 	BEFORE UPDATE ON oms.order_events
 	FOR EACH ROW EXECUTE FUNCTION oms._refuse_timeline_update();
 ALTER TABLE oms.order_events ENABLE ALWAYS TRIGGER order_events_append_only;
+
+-- Privileges of the objects above: nothing for PUBLIC, each role what it
+-- needs (the roles come from roles.sql, checks.sql verifies).
+GRANT SELECT ON oms.order_states, oms.order_transitions TO oms_reader;
+REVOKE ALL ON FUNCTION @extschema@.oms_state_machine_dot() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_transition_allowed(oms.order_status, oms.order_status) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_states() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_status_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_transitions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._refuse_timeline_update() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._transition_allowed(oms.order_status, oms.order_status) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
+	@extschema@.oms_state_machine_dot()
+TO oms_app;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
+	@extschema@.oms_state_machine_dot(),
+	oms._order_states(),
+	oms._order_transitions()
+TO oms_reader;

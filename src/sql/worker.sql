@@ -1,6 +1,7 @@
 -- worker.sql: the SQL face of the oms background worker (src/worker.c,
--- src/launcher.c, src/shmem.c).  Concatenated last, after privileges.sql,
--- so the oms_* roles exist here.
+-- src/launcher.c, src/shmem.c).
+--
+-- requires: schema saga
 
 CREATE FUNCTION oms._notify_worker()
 RETURNS void
