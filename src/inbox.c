@@ -127,6 +127,7 @@ inbox_check_extension(void *arg)
 
 	if (!OidIsValid(get_extension_oid("oms", true)))
 		return 0;
+	/* cppcheck-suppress unknownEvaluationOrder ; independent allocations */
 	name = list_make2(makeString("oms"), makeString("_apply_payment_reply"));
 	return OidIsValid(LookupFuncName(name, 2, argtypes, true)) ? 1 : 0;
 }
@@ -309,6 +310,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 	char	   *failure = NULL;
 	bool		ok;
 	int			suppressed;
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 
 	/*
@@ -395,6 +397,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 static void
 report_consumer_error(const OmsKafkaMessage *m)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 	int			suppressed;
 	char	   *text;
@@ -430,6 +433,7 @@ report_consumer_error(const OmsKafkaMessage *m)
 bool
 oms_inbox_run(int slotno, MemoryContext loop_cxt, int *applied)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	int			n = 0;
 	bool		stopped = false;
@@ -496,6 +500,7 @@ oms_inbox_idle(int slotno)
 long
 oms_inbox_sleep_limit(long naptime)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 
 	if (client_state != OMS_KAFKA_READY || hold_until == 0)

@@ -370,6 +370,7 @@ Datum
 oms_uuid_v7(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	uint64		ms;
 	int			i;

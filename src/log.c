@@ -294,6 +294,7 @@ oms_log_sql(PG_FUNCTION_ARGS)
 			oms_log_str(&buf, TextDatumGetCString(elems[i]), TextDatumGetCString(elems[i + 1]));
 		}
 	}
+	/* cppcheck-suppress legacyUninitvar ; set, or ereport(ERROR) left */
 	oms_log_emit(elevel, &buf);
 	PG_RETURN_VOID();
 }

@@ -240,6 +240,7 @@ oms_shmem_claim_slot(int slotno, int proc, Oid dboid, pid_t pid, int pgprocno)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
 	OmsProcSlot *ps;
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	bool		claimed = false;
 
@@ -323,6 +324,7 @@ void
 oms_shmem_note_loop(int slotno, int units)
 {
 	OmsProcSlot *ps = &get_slot(slotno)->procs[my_proc];
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&oms_shared->mutex);
@@ -340,6 +342,7 @@ oms_shmem_note_loop(int slotno, int units)
 static void
 store_error(char *dst, TimestampTz *at, int64 *failures, const char *message)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	char		copy[OMS_ERROR_LEN];
 
