@@ -162,7 +162,7 @@ inbox_wanted(int slotno, MemoryContext loop_cxt, TimestampTz now)
 		TimestampDifferenceExceeds(extension_checked_at, now, interval))
 	{
 		if (oms_xact_run(slotno, loop_cxt, "oms inbox: extension check",
-								inbox_check_extension, NULL, &present, NULL))
+						 inbox_check_extension, NULL, &present, NULL))
 			extension_present = (present == 1);
 		MemoryContextSwitchTo(loop_cxt);
 		extension_checked_at = now;
@@ -304,12 +304,13 @@ static bool
 apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 			  int *applied)
 {
-	InboxApply a;
+	InboxApply	a;
 	char	   *idtext;
 	int			result = 0;
 	char	   *failure = NULL;
 	bool		ok;
 	int			suppressed;
+
 	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 
@@ -334,7 +335,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 	MemoryContextSwitchTo(loop_cxt);
 
 	ok = oms_xact_run_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
-								 &result, &failure, false);
+						  &result, &failure, false);
 	MemoryContextSwitchTo(loop_cxt);
 	now = GetCurrentTimestamp();
 

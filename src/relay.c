@@ -158,7 +158,7 @@ static OmsKafkaState client_state = OMS_KAFKA_OFF;
 static OmsBreakerState breaker = OMS_BREAKER_CLOSED;
 static int	breaker_failures = 0;
 static TimestampTz breaker_opened_at = 0;
-static TimestampTz breaker_first_opened_at = 0;	/* opened from closed */
+static TimestampTz breaker_first_opened_at = 0; /* opened from closed */
 
 /*
  * "Publishing does not work": failed batches, claims and settles are one
@@ -655,7 +655,7 @@ claim_events(RelayBatch *batch, MemoryContext cxt, size_t max_bytes)
 	{
 		Oid			argtypes[1] = {INT4OID};
 		SPIPlanPtr	plan = SPI_prepare_cursor(CLAIM_SQL, 1, argtypes,
-													   CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
+											  CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare_cursor failed for the relay's claim: %s",
@@ -890,7 +890,10 @@ produce_batch(RelayBatch *batch)
 			hold_aggregate = true;
 		}
 
-		/* Serve early reports now and then; a big batch need not wait for the end. */
+		/*
+		 * Serve early reports now and then; a big batch need not wait for the
+		 * end.
+		 */
 		if ((i & 255) == 255)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -1039,7 +1042,7 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	batch.limit = (breaker == OMS_BREAKER_HALF_OPEN) ? 1 : oms_relay_batch_size;
 
 	if (!oms_xact_run_ext(slotno, loop_cxt, CLAIM_ACTIVITY, relay_claim, &batch,
-								 &claimed, &xact_error, false))
+						  &claimed, &xact_error, false))
 	{
 		MemoryContextSwitchTo(batch_cxt);
 		hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
@@ -1072,6 +1075,7 @@ static void
 finish_batch(int slotno, MemoryContext loop_cxt)
 {
 	RelaySettle settle;
+
 	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 	int			published = 0;
@@ -1179,9 +1183,9 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
 														   TYPALIGN_CHAR));
 		settled = oms_xact_run_ext(slotno, loop_cxt,
-										  settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
-										  relay_settle, &settle,
-										  &published, &xact_error, false);
+								   settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
+								   relay_settle, &settle,
+								   &published, &xact_error, false);
 		MemoryContextSwitchTo(batch_cxt);
 		if (!settled)
 		{
@@ -1218,9 +1222,9 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 		relay_report_recovery(acked);
 
 	/*
-	 * The breaker counts batches in which something failed for a reason
-	 * that retrying may fix and nothing got through.  Events refused for
-	 * good say nothing about the brokers.
+	 * The breaker counts batches in which something failed for a reason that
+	 * retrying may fix and nothing got through.  Events refused for good say
+	 * nothing about the brokers.
 	 */
 	if (acked > 0)
 	{
