@@ -45,10 +45,24 @@ SHLIB_LINK  = -lrdkafka
 
 PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -DOMS_VERSION=\"$(EXTVERSION)\" -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror=implicit-function-declaration
-EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out test/results test/output_iso output_iso
+EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out test/results test/output_iso output_iso \
+              src/*.gcno src/*.gcda src/build-flags.stamp
+
+# COVERAGE=1 (set by "make coverage", test/coverage.sh) builds with gcov
+# instrumentation; the normal build never sees these flags.
+COVERAGE   ?= 0
+ifeq ($(COVERAGE),1)
+PG_CFLAGS  += -O0 --coverage
+SHLIB_LINK += --coverage
+endif
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# glibc's _FORTIFY_SOURCE wants an optimizing build; -O0 would warn.
+ifeq ($(COVERAGE),1)
+override CPPFLAGS := $(filter-out -D_FORTIFY_SOURCE%,$(CPPFLAGS))
+endif
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
@@ -56,7 +70,15 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 # OMS_VERSION comes from the control file; every object sees the header.
 $(OBJS): src/oms.h $(EXTENSION).control
 
-.PHONY: demo test bench valgrind
+# The objects depend on the build flags in effect: switching COVERAGE on or
+# off rebuilds everything, so a normal build after "make coverage" (and the
+# other way round) never links instrumented and plain objects together.
+src/build-flags.stamp: FORCE
+	@echo 'COVERAGE=$(COVERAGE)' | cmp -s - $@ || echo 'COVERAGE=$(COVERAGE)' > $@
+$(OBJS): src/build-flags.stamp
+FORCE:
+
+.PHONY: demo test bench valgrind lint format-check coverage FORCE
 demo:
 	bash test/demo.sh
 
@@ -70,3 +92,17 @@ bench:
 # memcheck: fails on memory errors in oms code (test/valgrind/README.md).
 valgrind:
 	bash test/valgrind/run.sh
+
+# Static analysis (cppcheck, scan-build, shellcheck) and the format check;
+# zero findings or the target fails (test/lint.sh).
+lint:
+	bash test/lint.sh
+
+# Only the check of the C code against PostgreSQL's layout (pg_bsd_indent).
+format-check:
+	bash test/lint.sh format
+
+# regress, isolation and suites with a gcov build; line and branch coverage
+# of src/*.c on stdout and as HTML in log/coverage/ (test/coverage.sh).
+coverage:
+	bash test/coverage.sh

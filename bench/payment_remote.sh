@@ -55,7 +55,7 @@ bench_remote() {
 		"${SAGA[remote.confirmed]}" "${SAGA[remote.backlog]}" "${SAGA[remote.drain]}"
 
 	half=$(awk -v a="${SAGA[remote.tps]}" 'BEGIN { r = int(a / 2); print (r < 1) ? 1 : r }')
-	SAGA[remote_half.rate]=$half
+	SAGA["remote_half.rate"]=$half
 	printf 'running remote half rate measure %ss at -R %s ... ' "$BENCH_SECONDS" "$half"
 	saga_run remote_half "$BENCH_SECONDS" -R "$half"
 	printf '%s create+pay/s, %s confirmed/s (backlog %s, drained in %s s)\n' "${SAGA[remote_half.tps]}" \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/saga_workers.sh: how saga throughput scales with oms.saga_workers.
 # Sourced by bench/run.sh (part "workers"); uses its cluster, database and
 # helpers (reset_saga_tables, saga_run, wait_drained, ratio).  For each
@@ -51,7 +52,7 @@ bench_saga_workers() {
 	done
 	oms_psql -d "$DB" -q -c "ALTER SYSTEM RESET oms.saga_workers" -c "SELECT pg_reload_conf()" >/dev/null
 	CAP=()
-	for k in "${!saga_part_cap[@]}"; do CAP[$k]=${saga_part_cap[$k]}; done
+	for k in "${!saga_part_cap[@]}"; do CAP["$k"]=${saga_part_cap[$k]}; done
 }
 
 report_saga_workers() {

@@ -464,7 +464,10 @@ check_kafka_config(char **newval, void **extra, GucSource source)
 	if (*newval == NULL)
 		return true;
 
-	/* The GUC_check_* texts live in ErrorContext, so the split can go with this. */
+	/*
+	 * The GUC_check_* texts live in ErrorContext, so the split can go with
+	 * this.
+	 */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "oms.kafka_config check",
 								ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(cxt);
@@ -475,7 +478,11 @@ check_kafka_config(char **newval, void **extra, GucSource source)
 			continue;
 		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
 		GUC_check_errdetail("Values of oms.kafka_config reach the server log when they change.");
-		/* Only a real property name is quoted: "password: xyz=" would quote a secret. */
+
+		/*
+		 * Only a real property name is quoted: "password: xyz=" would quote a
+		 * secret.
+		 */
 		if (oms_kafka_valid_property_name(props[i].name))
 		{
 			GUC_check_errmsg("oms.kafka_config cannot set secret property \"%s\"", props[i].name);

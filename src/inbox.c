@@ -127,6 +127,7 @@ inbox_check_extension(void *arg)
 
 	if (!OidIsValid(get_extension_oid("oms", true)))
 		return 0;
+	/* cppcheck-suppress unknownEvaluationOrder ; independent allocations */
 	name = list_make2(makeString("oms"), makeString("_apply_payment_reply"));
 	return OidIsValid(LookupFuncName(name, 2, argtypes, true)) ? 1 : 0;
 }
@@ -161,7 +162,7 @@ inbox_wanted(int slotno, MemoryContext loop_cxt, TimestampTz now)
 		TimestampDifferenceExceeds(extension_checked_at, now, interval))
 	{
 		if (oms_xact_run(slotno, loop_cxt, "oms inbox: extension check",
-								inbox_check_extension, NULL, &present, NULL))
+						 inbox_check_extension, NULL, &present, NULL))
 			extension_present = (present == 1);
 		MemoryContextSwitchTo(loop_cxt);
 		extension_checked_at = now;
@@ -303,12 +304,14 @@ static bool
 apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 			  int *applied)
 {
-	InboxApply a;
+	InboxApply	a;
 	char	   *idtext;
 	int			result = 0;
 	char	   *failure = NULL;
 	bool		ok;
 	int			suppressed;
+
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 
 	/*
@@ -332,7 +335,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 	MemoryContextSwitchTo(loop_cxt);
 
 	ok = oms_xact_run_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
-								 &result, &failure, false);
+						  &result, &failure, false);
 	MemoryContextSwitchTo(loop_cxt);
 	now = GetCurrentTimestamp();
 
@@ -395,6 +398,7 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 static void
 report_consumer_error(const OmsKafkaMessage *m)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 	int			suppressed;
 	char	   *text;
@@ -430,6 +434,7 @@ report_consumer_error(const OmsKafkaMessage *m)
 bool
 oms_inbox_run(int slotno, MemoryContext loop_cxt, int *applied)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	int			n = 0;
 	bool		stopped = false;
@@ -496,6 +501,7 @@ oms_inbox_idle(int slotno)
 long
 oms_inbox_sleep_limit(long naptime)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 
 	if (client_state != OMS_KAFKA_READY || hold_until == 0)

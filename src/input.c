@@ -265,8 +265,8 @@ oms_check_json_argument(PG_FUNCTION_ARGS)
 
 	/*
 	 * Printing a huge value only to measure it is wasted: its JSON text is
-	 * never shorter than an eighth of its stored size (a number of one
-	 * digit, the worst case, takes 8 bytes or less stored).
+	 * never shorter than an eighth of its stored size (a number of one digit,
+	 * the worst case, takes 8 bytes or less stored).
 	 */
 	if (VARSIZE(value) / 8 > (Size) max_bytes)
 		ereport(ERROR,
@@ -370,6 +370,8 @@ Datum
 oms_uuid_v7(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	uint64		ms;
 	int			i;

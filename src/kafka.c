@@ -147,7 +147,8 @@ static char consumer_client_id[NAMEDATALEN + 16];
 static rd_kafka_message_t *inbox_msg = NULL;
 static char inbox_msg_error[512];	/* the error text of inbox_msg, redacted */
 static rd_kafka_topic_partition_list_t *consumer_assignment = NULL;
-static bool consumer_offsets_stored = false;	/* stored since the last commit */
+static bool consumer_offsets_stored = false;	/* stored since the last
+												 * commit */
 static bool consumer_broken = false;	/* rebuild it before the next poll */
 static TimestampTz commit_failed_at = 0;	/* last failed offset commit */
 static uint32 consumer_assignment_changes = 0;
@@ -523,26 +524,27 @@ create_producer(char *errbuf, size_t errlen)
 		!set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) ||
 		!set_property(conf, "enable.idempotence", "true", errbuf, errlen) ||
 		!set_property(conf, "log.queue", "true", errbuf, errlen) ||
-		/*
-		 * Latency first: a batch is produced at once (the relay batches
-		 * already, and waits for the whole batch: lingering only delays its
-		 * last messages; measured, 0 instead of 1 ms drains a backlog a
-		 * third faster), and with Nagle's algorithm on, small produce
-		 * requests wait for the broker's delayed ACK (about 40 ms) whenever
-		 * more than one is in flight.
-		 */
+
+	/*
+	 * Latency first: a batch is produced at once (the relay batches already,
+	 * and waits for the whole batch: lingering only delays its last messages;
+	 * measured, 0 instead of 1 ms drains a backlog a third faster), and with
+	 * Nagle's algorithm on, small produce requests wait for the broker's
+	 * delayed ACK (about 40 ms) whenever more than one is in flight.
+	 */
 		!set_property(conf, "linger.ms", "0", errbuf, errlen) ||
 		!set_property(conf, "socket.nagle.disable", "true", errbuf, errlen) ||
-		/*
-		 * The relay has one batch in flight at a time; one request per
-		 * connection keeps a batch from queuing behind the broker's delayed
-		 * ACKs (measured: 10x lower latency against the test broker).
-		 */
+
+	/*
+	 * The relay has one batch in flight at a time; one request per connection
+	 * keeps a batch from queuing behind the broker's delayed ACKs (measured:
+	 * 10x lower latency against the test broker).
+	 */
 		!set_property(conf, "max.in.flight.requests.per.connection", "1", errbuf, errlen) ||
 		!set_property(conf, "socket.timeout.ms", "10000", errbuf, errlen) ||
 		!set_property(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen) ||
 		!set_property(conf, "log.connection.close", "false", errbuf, errlen) ||
-		/* Java's partitioner: the same key lands where Java clients put it. */
+	/* Java's partitioner: the same key lands where Java clients put it. */
 		!set_property(conf, "partitioner", "murmur2_random", errbuf, errlen))
 		goto fail;
 	snprintf(num, sizeof(num), "%d", oms_relay_ack_timeout);
@@ -908,7 +910,7 @@ oms_kafka_error_never_sent(int err)
 }
 
 /* Text of an error code for oms.outbox.last_error and the dead letters. */
-char *
+char	   *
 oms_kafka_error_text(int err)
 {
 	switch (err)
@@ -1117,11 +1119,11 @@ create_consumer(char *errbuf, size_t errlen)
 
 	/*
 	 * Ours first; oms.kafka_config may override all but the reserved ones.
-	 * The prefetch is kept small: this is a database backend, and replies
-	 * are small and few.  A broker answers a fetch as soon as data arrives;
-	 * fetch.wait.max.ms only bounds how long an idle fetch waits, which
-	 * also bounds the latency of brokers that do not answer early (the
-	 * test broker).
+	 * The prefetch is kept small: this is a database backend, and replies are
+	 * small and few.  A broker answers a fetch as soon as data arrives;
+	 * fetch.wait.max.ms only bounds how long an idle fetch waits, which also
+	 * bounds the latency of brokers that do not answer early (the test
+	 * broker).
 	 */
 	if (!set_property(conf, "client.id", consumer_client_id, errbuf, errlen) ||
 		!set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) ||
@@ -1231,7 +1233,8 @@ close_consumer(void)
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KAFKA_DESTROY_WAIT_MS);
 	while (!rd_kafka_consumer_closed(consumer) && GetCurrentTimestamp() < deadline)
 	{
-		rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 10);	/* bounded by the deadline */
+		rd_kafka_event_t *ev = rd_kafka_queue_poll(queue, 10);	/* bounded by the
+																 * deadline */
 
 		if (ev == NULL)
 			continue;

@@ -512,6 +512,7 @@ mark_secret(const char *text, size_t textlen, const char *value, bool *mask)
 	size_t		len = strlen(value);
 	size_t		window = Min(len, REDACT_WINDOW);
 
+	/* cppcheck-suppress knownConditionTrueFalse ; wrong: false only for "" */
 	for (size_t start = 0; window > 0 && start + window <= len; start++)
 		mark_occurrences(text, textlen, value + start, window, mask);
 }

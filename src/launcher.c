@@ -149,7 +149,11 @@ look_up_databases(DatabaseLook *looks, int nslots)
 			continue;
 		looks[slotno].exists = true;
 		looks[slotno].oid = db->oid;
-		/* An interrupted DROP DATABASE leaves an invalid, unconnectable entry. */
+
+		/*
+		 * An interrupted DROP DATABASE leaves an invalid, unconnectable
+		 * entry.
+		 */
 		looks[slotno].connectable = db->datallowconn && !database_is_invalid_form(db);
 	}
 	table_endscan(scan);

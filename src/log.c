@@ -162,8 +162,8 @@ oms_log_emit(int elevel, StringInfo buf)
 	else
 	{
 		/*
-		 * A warning for the server log only: the client's threshold is
-		 * raised around it, and put back even if the report fails.
+		 * A warning for the server log only: the client's threshold is raised
+		 * around it, and put back even if the report fails.
 		 */
 		int			save_client_min_messages = client_min_messages;
 
@@ -294,6 +294,7 @@ oms_log_sql(PG_FUNCTION_ARGS)
 			oms_log_str(&buf, TextDatumGetCString(elems[i]), TextDatumGetCString(elems[i + 1]));
 		}
 	}
+	/* cppcheck-suppress legacyUninitvar ; set, or ereport(ERROR) left */
 	oms_log_emit(elevel, &buf);
 	PG_RETURN_VOID();
 }

@@ -132,12 +132,13 @@ parse_item(JsonbValue *elem, int position, PricedItem *item)
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		char	   *key;
+		JsonbIteratorToken vtok PG_USED_FOR_ASSERTS_ONLY;
 
 		if (tok != WJB_KEY)
 			continue;
 		key = pnstrdup(v.val.string.val, v.val.string.len);
-		tok = JsonbIteratorNext(&it, &v, true);
-		Assert(tok == WJB_VALUE);
+		vtok = JsonbIteratorNext(&it, &v, true);
+		Assert(vtok == WJB_VALUE);
 
 		if (strcmp(key, "sku") == 0)
 		{

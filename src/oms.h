@@ -201,7 +201,8 @@ typedef enum OmsKafkaReportStatus
 
 /* Error codes of our own, outside librdkafka's range. */
 #define OMS_KAFKA_ERR_NO_REPORT (-10001)	/* no report before the deadline */
-#define OMS_KAFKA_ERR_TOO_LARGE (-10002)	/* over oms.kafka_max_message_bytes */
+#define OMS_KAFKA_ERR_TOO_LARGE (-10002)	/* over
+											 * oms.kafka_max_message_bytes */
 #define OMS_KAFKA_ERR_BROKERS_DOWN (-10003) /* given up: brokers unreachable */
 
 typedef struct OmsKafkaReport
@@ -246,14 +247,16 @@ extern void oms_kafka_shutdown(void);
  */
 typedef struct OmsKafkaMessage
 {
-	int			err;			/* 0, or a consumer error (rd_kafka_resp_err_t) */
+	int			err;			/* 0, or a consumer error
+								 * (rd_kafka_resp_err_t) */
 	const char *errtext;		/* the error's text, when err != 0 */
 	const char *topic;
 	int32		partition;
 	int64		offset;
 	const char *value;			/* not NUL-terminated; NULL when empty */
 	size_t		valuelen;
-	const char *id;				/* the ce_id header, not NUL-terminated, or NULL */
+	const char *id;				/* the ce_id header, not NUL-terminated, or
+								 * NULL */
 	size_t		idlen;
 } OmsKafkaMessage;
 
@@ -281,7 +284,8 @@ typedef enum OmsInboxOutcome
 	OMS_INBOX_DUPLICATE,
 	OMS_INBOX_LATE,
 	OMS_INBOX_REJECTED,
-	OMS_INBOX_OTHER				/* a word oms._apply_payment_reply should not return */
+	OMS_INBOX_OTHER				/* a word oms._apply_payment_reply should not
+								 * return */
 } OmsInboxOutcome;
 
 extern void oms_shmem_inbox_reset(int slotno);

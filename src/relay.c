@@ -158,7 +158,7 @@ static OmsKafkaState client_state = OMS_KAFKA_OFF;
 static OmsBreakerState breaker = OMS_BREAKER_CLOSED;
 static int	breaker_failures = 0;
 static TimestampTz breaker_opened_at = 0;
-static TimestampTz breaker_first_opened_at = 0;	/* opened from closed */
+static TimestampTz breaker_first_opened_at = 0; /* opened from closed */
 
 /*
  * "Publishing does not work": failed batches, claims and settles are one
@@ -192,6 +192,7 @@ oms_relay_init(int slotno, const char *dbname)
 static void
 relay_report_error(const char *event, StringInfo fields, const char *what, const char *text)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	char	   *full = psprintf("%s: %s", what, text);
 	int			suppressed;
@@ -238,12 +239,12 @@ relay_report_recovery(int published)
 
 /* The error of the relay transaction that just failed, as text. */
 static const char *
-relay_xact_error(const char *errmsg)
+relay_xact_error(const char *message)
 {
 	ErrorData  *edata = oms_xact_last_error();
 
 	if (edata == NULL)
-		return errmsg ? errmsg : "(no message)";
+		return message ? message : "(no message)";
 	return psprintf("%s (SQLSTATE %s)", edata->message ? edata->message : "(no message)",
 					unpack_sql_state(edata->sqlerrcode));
 }
@@ -561,7 +562,7 @@ read_claim_context(ClaimContext *cc)
  * has a trace context.
  */
 static void
-render_event(RelayEvent *ev, const ClaimContext *cc, Datum *values, bool *nulls)
+render_event(RelayEvent *ev, const ClaimContext *cc, Datum *values, const bool *nulls)
 {
 	Jsonb	   *payload;
 	char	   *type;
@@ -654,7 +655,7 @@ claim_events(RelayBatch *batch, MemoryContext cxt, size_t max_bytes)
 	{
 		Oid			argtypes[1] = {INT4OID};
 		SPIPlanPtr	plan = SPI_prepare_cursor(CLAIM_SQL, 1, argtypes,
-													   CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
+											  CURSOR_OPT_FAST_PLAN | CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare_cursor failed for the relay's claim: %s",
@@ -717,12 +718,12 @@ claim_events(RelayBatch *batch, MemoryContext cxt, size_t max_bytes)
 static int
 relay_claim(void *arg)
 {
-	RelayBatch *batch = (RelayBatch *) arg;
+	RelayBatch *into = (RelayBatch *) arg;
 
 	if (!oms_xact_extension_ready())
 		return -1;
-	claim_events(batch, batch_cxt, RELAY_BATCH_MAX_BYTES);
-	return batch->nevents;
+	claim_events(into, batch_cxt, RELAY_BATCH_MAX_BYTES);
+	return into->nevents;
 }
 
 /*
@@ -889,7 +890,10 @@ produce_batch(RelayBatch *batch)
 			hold_aggregate = true;
 		}
 
-		/* Serve early reports now and then; a big batch need not wait for the end. */
+		/*
+		 * Serve early reports now and then; a big batch need not wait for the
+		 * end.
+		 */
 		if ((i & 255) == 255)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -1008,9 +1012,10 @@ batch_complete(TimestampTz now)
 static bool
 start_batch(int slotno, MemoryContext loop_cxt)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 	int			claimed;
-	char	   *errmsg = NULL;
+	char	   *xact_error = NULL;
 
 	if (!relay_client_ready())
 		return false;
@@ -1037,12 +1042,12 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	batch.limit = (breaker == OMS_BREAKER_HALF_OPEN) ? 1 : oms_relay_batch_size;
 
 	if (!oms_xact_run_ext(slotno, loop_cxt, CLAIM_ACTIVITY, relay_claim, &batch,
-								 &claimed, &errmsg, false))
+						  &claimed, &xact_error, false))
 	{
 		MemoryContextSwitchTo(batch_cxt);
 		hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
 		relay_report_error("relay_claim_failed", NULL, "could not claim events",
-						   relay_xact_error(errmsg));
+						   relay_xact_error(xact_error));
 		return false;
 	}
 	MemoryContextSwitchTo(batch_cxt);
@@ -1070,6 +1075,8 @@ static void
 finish_batch(int slotno, MemoryContext loop_cxt)
 {
 	RelaySettle settle;
+
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now;
 	int			published = 0;
 	int			acked = 0;
@@ -1079,13 +1086,11 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	bool		broker_works = false;
 	bool		settled = true;
 	double		latency_sum = 0;
-	char	   *errmsg = NULL;
+	char	   *xact_error = NULL;
 	Datum	   *ids;
 	Datum	   *errors;
 	Datum	   *permanent;
 	bool	   *error_nulls;
-	int			dims[1];
-	int			lbs[1] = {1};
 
 	MemoryContextSwitchTo(batch_cxt);
 	oms_kafka_end_batch();
@@ -1167,7 +1172,9 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 
 	if (settle.n > 0)
 	{
-		dims[0] = settle.n;
+		int			dims[1] = {settle.n};
+		int			lbs[1] = {1};
+
 		settle.all_acked = (first_failure < 0);
 		settle.ids = PointerGetDatum(construct_array(ids, settle.n, UUIDOID, UUID_LEN, false,
 													 TYPALIGN_CHAR));
@@ -1176,9 +1183,9 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
 														   TYPALIGN_CHAR));
 		settled = oms_xact_run_ext(slotno, loop_cxt,
-										  settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
-										  relay_settle, &settle,
-										  &published, &errmsg, false);
+								   settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
+								   relay_settle, &settle,
+								   &published, &xact_error, false);
 		MemoryContextSwitchTo(batch_cxt);
 		if (!settled)
 		{
@@ -1189,7 +1196,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 			hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
 			relay_report_error("relay_settle_failed", &fields,
 							   "could not settle a batch (its events will be published again)",
-							   relay_xact_error(errmsg));
+							   relay_xact_error(xact_error));
 		}
 	}
 
@@ -1215,9 +1222,9 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 		relay_report_recovery(acked);
 
 	/*
-	 * The breaker counts batches in which something failed for a reason
-	 * that retrying may fix and nothing got through.  Events refused for
-	 * good say nothing about the brokers.
+	 * The breaker counts batches in which something failed for a reason that
+	 * retrying may fix and nothing got through.  Events refused for good say
+	 * nothing about the brokers.
 	 */
 	if (acked > 0)
 	{
@@ -1283,6 +1290,7 @@ oms_relay_idle(int slotno, MemoryContext loop_cxt)
 long
 oms_relay_sleep_limit(long naptime)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz until;
 

@@ -240,6 +240,8 @@ oms_shmem_claim_slot(int slotno, int proc, Oid dboid, pid_t pid, int pgprocno)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
 	OmsProcSlot *ps;
+
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	bool		claimed = false;
 
@@ -323,6 +325,8 @@ void
 oms_shmem_note_loop(int slotno, int units)
 {
 	OmsProcSlot *ps = &get_slot(slotno)->procs[my_proc];
+
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&oms_shared->mutex);
@@ -340,6 +344,7 @@ oms_shmem_note_loop(int slotno, int units)
 static void
 store_error(char *dst, TimestampTz *at, int64 *failures, const char *message)
 {
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	char		copy[OMS_ERROR_LEN];
 
@@ -842,7 +847,10 @@ oms_inbox_shmem_status(PG_FUNCTION_ARGS)
 	memcpy(&copy, &oms_shared->slots[slotno], sizeof(OmsWorkerSlot));
 	SpinLockRelease(&oms_shared->mutex);
 
-	/* A consumer belongs to a running worker; a stopped one leaves stale state. */
+	/*
+	 * A consumer belongs to a running worker; a stopped one leaves stale
+	 * state.
+	 */
 	if (copy.procs[0].pid == 0)
 		copy.inbox_state = OMS_KAFKA_OFF;
 

@@ -334,7 +334,7 @@ oms_order_status_guard(PG_FUNCTION_ARGS)
 		if (changes && !transition_allowed(from, to))
 		{
 			char	   *id = DatumGetCString(DirectFunctionCall1(uuid_out,
-																  heap_getattr(oldtuple, id_att, desc, &isnull)));
+																 heap_getattr(oldtuple, id_att, desc, &isnull)));
 
 			raise_illegal_transition(from, to, id);
 		}

@@ -146,8 +146,8 @@ worker_tick(void *arg)
 
 	/*
 	 * A partial batch ran everything that was due and not locked; ask when
-	 * the next saga falls due.  A full batch needs no answer: the next
-	 * batch starts at once.
+	 * the next saga falls due.  A full batch needs no answer: the next batch
+	 * starts at once.
 	 */
 	next_saga_due = 0;
 	if (units < batch_size && request->want_next_due)
@@ -239,7 +239,7 @@ run_batch(int slotno, MemoryContext loop_cxt)
 	request.want_next_due = (worker_proc == 0);
 	request.held = false;
 	if (!oms_xact_run_ext(slotno, loop_cxt, WORKER_TICK_QUERY,
-								 worker_tick, &request, &units, NULL, false))
+						  worker_tick, &request, &units, NULL, false))
 	{
 		suppressed = oms_log_limit(&batch_limit, GetCurrentTimestamp());
 		if (suppressed >= 0)
@@ -304,7 +304,7 @@ run_maintenance_if_due(int slotno, MemoryContext loop_cxt)
 		return;
 	last_round = now;
 	(void) oms_xact_run(slotno, loop_cxt, "SELECT oms._maintenance_tick()",
-							   maintenance_tick, NULL, &ignored, NULL);
+						maintenance_tick, NULL, &ignored, NULL);
 }
 
 /*
@@ -489,8 +489,8 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 		 * A standby has no work to do: sagas run, events are published and
 		 * replies consumed on the primary only.  Sagas run when woken, after
 		 * a full batch or applied replies and at least every naptime, not
-		 * when only Kafka woke us.  The relay and inbox steps never wait
-		 * for Kafka.
+		 * when only Kafka woke us.  The relay and inbox steps never wait for
+		 * Kafka.
 		 */
 		if (oms_worker_enabled && !RecoveryInProgress())
 		{

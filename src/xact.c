@@ -153,7 +153,7 @@ oms_xact_extension_ready(void)
  */
 bool
 oms_xact_run(int slotno, MemoryContext err_cxt, const char *activity,
-					OmsXactBody body, void *arg, int *result, char **errmsg)
+			 OmsXactBody body, void *arg, int *result, char **errmsg)
 {
 	return oms_xact_run_ext(slotno, err_cxt, activity, body, arg, result, errmsg, true);
 }
@@ -162,7 +162,7 @@ oms_xact_run(int slotno, MemoryContext err_cxt, const char *activity,
  * The error of the last oms_xact_run that failed, copied into its
  * err_cxt: valid as long as that context is not reset.
  */
-ErrorData *
+ErrorData  *
 oms_xact_last_error(void)
 {
 	return last_xact_error;

@@ -40,6 +40,7 @@ main() {
 	# The payment service answers the commands the last section sends once
 	# the demo switches to oms.payment_provider = 'kafka' (stopped at exit).
 	DEMO_WORK=$(mktemp -d "${TMPDIR:-/tmp}/oms-demo.XXXXXX")
+	# shellcheck disable=SC2016 # expanded when the exit hook runs
 	oms_on_exit 'rm -rf "$DEMO_WORK"'
 	oms_say "starting the test payment service (test/payment/service.py, log: $DEMO_WORK/service.log)"
 	pm_service_start "$DEMO_WORK/service.log" ||

@@ -18,6 +18,7 @@
 #
 # The service's log lines are "<event> key=value ..." (see service.py).
 
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 PM_DIR="$OMS_ROOT/test/payment"
 PM_PY=/usr/bin/python3
 PM_SERVICE_PID=""

@@ -5,6 +5,7 @@
 # alert firing and not firing).  Also: every alert the rules define has a
 # test and a runbook section in docs/monitoring.md.  Needs no database.
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$OMS_ROOT/monitoring/prometheus"
 
@@ -16,6 +17,7 @@ run() {
 		echo "ok - $name"
 	else
 		echo "not ok - $name"
+		# shellcheck disable=SC2001 # a prefix on every line: no ${var//} form
 		sed 's/^/# /' <<<"$out" | head -40
 		rc=1
 	fi
@@ -29,13 +31,13 @@ run "promtool check rules oms-alerts.yml" promtool check rules oms-alerts.yml
 run "promtool test rules oms-alerts.test.yml" promtool test rules oms-alerts.test.yml
 
 alerts=$(sed -nE 's/^ *- alert: *([A-Za-z0-9_]+).*/\1/p' oms-alerts.yml | sort -u)
-missing=""
+absent=""
 for a in OmsWorkerDown OmsOutboxLag OmsDeadLettersGrowing OmsRelayBreakerOpen OmsSagaFailureRateHigh; do
-	grep -qx "$a" <<<"$alerts" || missing+=" $a"
+	grep -qx "$a" <<<"$alerts" || absent+=" $a"
 done
-if [[ -z "$missing" ]]; then echo "ok - the five oms alerts are defined"; else
+if [[ -z "$absent" ]]; then echo "ok - the five oms alerts are defined"; else
 	echo "not ok - the five oms alerts are defined"
-	echo "# missing:$missing"
+	echo "# missing:$absent"
 	rc=1
 fi
 

@@ -2,6 +2,7 @@
 # test/suites/build.sh: the C sources compile without a single warning
 # under -Wall -Wextra (the Makefile's flags), as the project promises.
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$OMS_ROOT"
 

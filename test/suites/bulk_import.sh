@@ -6,6 +6,7 @@
 # entries, which 0.1.0's advisory lock per key used up.  No worker serves
 # the database: the test is about the API's own resources.
 # Run alone: bash test/suites/bulk_import.sh (OMS_BULK_KEYS=n for another size).
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -5,7 +5,9 @@
 # rules (monitoring/prometheus/oms-alerts.yml) name exists in oms_metrics()
 # (a histogram's _bucket, _sum and _count series included); every metric
 # family oms_metrics() exports is on some panel.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 dashboard="$OMS_ROOT/monitoring/grafana/oms-dashboard.json"

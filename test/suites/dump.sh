@@ -3,6 +3,7 @@
 # timeline, outbox and idempotency keys survive a dump and restore into a
 # fresh database, and the restored state machine still guards them.
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 src=oms_dump_src

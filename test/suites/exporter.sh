@@ -5,7 +5,9 @@
 # (sagas driven in this session, no worker serves the database), the
 # exporter connects as a role that is only a member of oms_reader, and
 # /metrics is fetched over HTTP and compared series by series.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 db=oms_exporter_check

@@ -26,6 +26,7 @@
 # conditions too: the regress and exporter tests run in unserved databases.
 # Conditions are polled with generous deadlines that only guard against a
 # hang; nothing asserts how long anything took.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -35,6 +35,7 @@
 #      output of any status, health or metrics function; the refused ALTER
 #      SYSTEM value only in the STATEMENT line PostgreSQL logs for a failed
 #      statement.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -39,6 +39,7 @@
 # every service reply against payment-reply.v1.json (test/payment/validate.py).
 # No sleep synchronises anything: every wait polls a condition with a
 # generous deadline.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -17,6 +17,7 @@
 # every saga terminal as the service decided, exactly one effect per reply
 # (one payment.reply entry and one applied inbox row per order, captured once
 # or not at all), reservations and stock consistent.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

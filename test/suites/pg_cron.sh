@@ -13,6 +13,7 @@
 #   order canceled); oms_unschedule_maintenance() removes the jobs and the
 #   worker takes over again.  From another database, where pg_cron does not
 #   run, scheduling fails with 55000 and says where pg_cron runs.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -3,6 +3,7 @@
 # A single-user backend on a fresh data directory has no preloaded
 # libraries, so CREATE EXTENSION and LOAD must both fail with our hint.
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 bindir=$("$PG_CONFIG" --bindir)
@@ -23,6 +24,7 @@ check() {
 		echo "ok - $name"
 	else
 		echo "not ok - $name"
+		# shellcheck disable=SC2001 # a prefix on every line: no ${var//} form
 		sed 's/^/# /' <<<"$out"
 		return 1
 	fi
@@ -36,6 +38,7 @@ if grep -q 'count = "0"' <<<"$out"; then
 	echo "ok - nothing is left installed after the refusal"
 else
 	echo "not ok - nothing is left installed after the refusal"
+	# shellcheck disable=SC2001 # a prefix on every line: no ${var//} form
 	sed 's/^/# /' <<<"$out"
 	rc=1
 fi

@@ -35,6 +35,7 @@
 #   e  brokers down and the relay failing: DROP DATABASE of a served
 #      database and pg_ctl stop -m fast return within 20 s (measured times
 #      are diagnostics); after a restart the pending events are delivered.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -24,6 +24,7 @@
 # the owner stays an ordinary role.  Then the owner renames public and puts
 # functions named like oms's API in a new public (test/security/rename.sql),
 # and the same paths run again: still nothing.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

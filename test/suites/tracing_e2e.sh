@@ -14,6 +14,7 @@
 # event is checked: the traced order's created/processing/confirmed carry
 # T1 and its refunded carries T2, the declined order's events carry T3, the
 # untraced order's events have no traceparent header.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -62,6 +63,7 @@ wt_ok "the worker serves $DB"
 # SET LOCAL oms.traceparent (none when TRACEPARENT is empty).
 traced() {
 	local tp=$1 sql=$2
+	# shellcheck disable=SC2016 # the quotes are SQL's; bash expands $tp inside them
 	wt_sql "$DB" "BEGIN; ${tp:+SET LOCAL oms.traceparent = '$tp';} $sql; COMMIT;"
 }
 ITEMS='[{"sku": "SKU-01", "quantity": 1, "unit_price": 500}]'

@@ -32,6 +32,7 @@
 #             the topic on its own, finds every event of every order (those
 #             pending at the update and those made since), in order per order
 #             (test/upgrade/delivery.sql).
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

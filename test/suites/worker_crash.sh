@@ -22,6 +22,7 @@
 # must finish, and test/process/invariants.sql checks: all confirmed exactly
 # once, no double reservation, no double capture, exact stock decrement,
 # gap-free timeline and outbox sequences.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -13,6 +13,7 @@
 # The database has three processes running sagas (oms.saga_workers = 3):
 # every command above must stop all of them, and all come back after;
 # a reload of oms.saga_workers retires saga workers or starts more.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

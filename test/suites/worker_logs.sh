@@ -18,6 +18,7 @@
 #      breaker_opened; once the brokers are back, relay_recovered once with
 #      the count of suppressed lines, and breaker_closed.
 #   6. The worker's exit logs worker_stopped with its pid.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

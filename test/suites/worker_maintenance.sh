@@ -8,6 +8,7 @@
 # two hours ago) gets canceled with reason "expired" by the worker alone,
 # a young one is left pending, every task shows runs by the worker and
 # keeps running; with oms.maintenance_interval = 0 the worker stops.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -16,6 +16,7 @@
 # = 3): pause, drop and shutdown must hold for all of them.
 # "Promptly" means within a generous bound (20 s) that only guards against a
 # hang; the measured time is printed as a diagnostic.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -9,6 +9,7 @@
 # a payment retried twice (test_flaky): no commit wakes the worker for a
 # retry, it wakes when the retry falls due.
 # The observed latencies are printed as diagnostics, never asserted.
+# shellcheck disable=SC2317 # functions here are called indirectly (wait loops, exit hooks), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
