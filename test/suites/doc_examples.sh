@@ -8,6 +8,7 @@
 #   pointing at a cluster with oms installed; see the script's header)
 # or, against the test cluster: OMS_DOC_UPDATE=1 OMS_SUITES=doc_examples bash test/run.sh suites
 set -euo pipefail
+# shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$OMS_ROOT"
 

@@ -11,6 +11,7 @@
 # real one, and compares the catalog with a fresh install of the real script
 # (test/upgrade/catalog.sql: every object, its definition, comments and
 # privileges), the version line aside.
+# shellcheck disable=SC2317 # cleanup is called indirectly (an exit hook), which shellcheck 0.9 cannot follow
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
