@@ -43,19 +43,19 @@ for code in $sql_codes $c_codes; do
 	state=$(oms_psql -d "$db" -At -c "DO \$\$ BEGIN RAISE EXCEPTION USING ERRCODE = '$code'; EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -nE 's/.*NOTICE: +([0-9A-Z]{5}).*/\1/p')
 	grep -q "$state" docs/errors.md || absent+="$code ($state)"$'\n'
 done
-report "every SQLSTATE raised by src/ is in docs/errors.md" "${missing%$'\n'}"
+report "every SQLSTATE raised by src/ is in docs/errors.md" "${absent%$'\n'}"
 
 absent=""
 for fn in $(oms_psql -d "$db" -At -c "SELECT DISTINCT proname FROM pg_proc WHERE proname LIKE 'oms\_%' ORDER BY 1"); do
 	grep -q "$fn" docs/api.md || absent+="$fn"$'\n'
 done
-report "every oms_* function is in docs/api.md" "${missing%$'\n'}"
+report "every oms_* function is in docs/api.md" "${absent%$'\n'}"
 
 absent=""
 for guc in $(oms_psql -d "$db" -At -c "SELECT name FROM pg_settings WHERE name LIKE 'oms.%' ORDER BY 1"); do
 	grep -q "$guc" docs/configuration.md || absent+="$guc"$'\n'
 done
-report "every oms.* setting is in docs/configuration.md" "${missing%$'\n'}"
+report "every oms.* setting is in docs/configuration.md" "${absent%$'\n'}"
 
 oms_psql -d postgres -c "DROP DATABASE $db" >/dev/null
 exit $rc

@@ -137,7 +137,9 @@ scenario() {
 	PAYER_PID=""
 	if [[ "$how" == terminate ]]; then
 		wt_check "$label: the clients kept paying undisturbed" "$payer_rc" "$(tail -n 5 "$WORK/payer-$how.log")"
-		if grep -q "$TARGET.*(PID $old_pid) exited with exit code 1" "$WT_LOG" &&
+		# The postmaster logs the exit after the process is gone, which
+		# may be after the payer ended: wait for the line.
+		if wt_wait_until 30 grep -q "$TARGET.*(PID $old_pid) exited with exit code 1" "$WT_LOG" &&
 			! grep -q 'all server processes terminated' "$WT_LOG"; then
 			wt_ok "$label: the worker exited cleanly, no crash restart"
 		else
