@@ -1092,31 +1092,10 @@ consumer_current_settings(void)
 					oms_kafka_file_generation());
 }
 
-/*
- * Builds the reply consumer from the current settings and subscribes it to
- * oms.kafka_payment_replies_topic.  On failure returns false with the
- * reason in errbuf and leaves no consumer behind.
- */
+/* The consumer's own librdkafka properties, before the user's. */
 static bool
-create_consumer(char *errbuf, size_t errlen)
+set_consumer_properties(rd_kafka_conf_t *conf, const char *group, char *errbuf, size_t errlen)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	rd_kafka_topic_partition_list_t *topics;
-	rd_kafka_resp_err_t err;
-	char	   *group;
-	char		reason[512];
-	rd_kafka_t *rk;
-	OmsKafkaFile *file = NULL;
-
-	if (oms_kafka_payment_replies_topic == NULL || oms_kafka_payment_replies_topic[0] == '\0')
-	{
-		snprintf(errbuf, errlen, "oms.kafka_payment_replies_topic is empty");
-		rd_kafka_conf_destroy(conf);
-		return false;
-	}
-	group = psprintf("%s-%s", oms_kafka_consumer_group ? oms_kafka_consumer_group : "",
-					 kafka_dbname);
-
 	/*
 	 * Ours first; oms.kafka_config may override all but the reserved ones.
 	 * The prefetch is kept small: this is a database backend, and replies are
@@ -1125,44 +1104,34 @@ create_consumer(char *errbuf, size_t errlen)
 	 * bounds the latency of brokers that do not answer early (the test
 	 * broker).
 	 */
-	if (!set_property(conf, "client.id", consumer_client_id, errbuf, errlen) ||
-		!set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) ||
-		!set_property(conf, "group.id", group, errbuf, errlen) ||
-		!set_property(conf, "enable.auto.commit", "false", errbuf, errlen) ||
-		!set_property(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
-		!set_property(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
-		!set_property(conf, "session.timeout.ms", "6000", errbuf, errlen) ||
-		!set_property(conf, "heartbeat.interval.ms", "1000", errbuf, errlen) ||
-		!set_property(conf, "log.queue", "true", errbuf, errlen) ||
-		!set_property(conf, "socket.timeout.ms", "10000", errbuf, errlen) ||
-		!set_property(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen) ||
-		!set_property(conf, "log.connection.close", "false", errbuf, errlen) ||
-		!set_property(conf, "queued.min.messages", "1000", errbuf, errlen) ||
-		!set_property(conf, "fetch.wait.max.ms", "100", errbuf, errlen) ||
-		!set_property(conf, "socket.nagle.disable", "true", errbuf, errlen) ||
-		!set_property(conf, "queued.max.messages.kbytes", "8192", errbuf, errlen))
-		goto fail;
+	return set_property(conf, "client.id", consumer_client_id, errbuf, errlen) &&
+		set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) &&
+		set_property(conf, "group.id", group, errbuf, errlen) &&
+		set_property(conf, "enable.auto.commit", "false", errbuf, errlen) &&
+		set_property(conf, "enable.auto.offset.store", "false", errbuf, errlen) &&
+		set_property(conf, "auto.offset.reset", "earliest", errbuf, errlen) &&
+		set_property(conf, "session.timeout.ms", "6000", errbuf, errlen) &&
+		set_property(conf, "heartbeat.interval.ms", "1000", errbuf, errlen) &&
+		set_property(conf, "log.queue", "true", errbuf, errlen) &&
+		set_property(conf, "socket.timeout.ms", "10000", errbuf, errlen) &&
+		set_property(conf, "reconnect.backoff.max.ms", "1000", errbuf, errlen) &&
+		set_property(conf, "log.connection.close", "false", errbuf, errlen) &&
+		set_property(conf, "queued.min.messages", "1000", errbuf, errlen) &&
+		set_property(conf, "fetch.wait.max.ms", "100", errbuf, errlen) &&
+		set_property(conf, "socket.nagle.disable", "true", errbuf, errlen) &&
+		set_property(conf, "queued.max.messages.kbytes", "8192", errbuf, errlen);
+}
 
-	if (!apply_user_properties(conf, oms_kafka_config, consumer_reserved_properties,
-							   errbuf, errlen))
-		goto fail;
-	file = apply_file_properties(conf, consumer_reserved_properties, errbuf, errlen);
-	if (file == NULL)
-		goto fail;
-
-	rd_kafka_conf_set_error_cb(conf, consumer_error_callback);
-	rd_kafka_conf_set_rebalance_cb(conf, rebalance_callback);
-	rd_kafka_conf_set_offset_commit_cb(conf, commit_callback);
-
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, reason, sizeof(reason));
-	if (rk == NULL)
-	{
-		oms_kafka_redact(reason, sizeof(reason));
-		snprintf(errbuf, errlen, "%s", reason);
-		goto fail;
-	}
-	/* conf belongs to rk now. */
-	pfree(group);
+/*
+ * Takes over a consumer just created: its log queue, its queues' wake-ups
+ * through the pipe, and the subscription to the replies topic.  On failure
+ * the consumer is destroyed.
+ */
+static bool
+start_consumer(rd_kafka_t *rk, OmsKafkaFile *file, char *errbuf, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *topics;
+	rd_kafka_resp_err_t err;
 
 	consumer = rk;
 	consumer_file = file;
@@ -1200,6 +1169,52 @@ create_consumer(char *errbuf, size_t errlen)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Builds the reply consumer from the current settings and subscribes it to
+ * oms.kafka_payment_replies_topic.  On failure returns false with the
+ * reason in errbuf and leaves no consumer behind.
+ */
+static bool
+create_consumer(char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char	   *group;
+	char		reason[512];
+	rd_kafka_t *rk;
+	OmsKafkaFile *file = NULL;
+
+	if (oms_kafka_payment_replies_topic == NULL || oms_kafka_payment_replies_topic[0] == '\0')
+	{
+		snprintf(errbuf, errlen, "oms.kafka_payment_replies_topic is empty");
+		rd_kafka_conf_destroy(conf);
+		return false;
+	}
+	group = psprintf("%s-%s", oms_kafka_consumer_group ? oms_kafka_consumer_group : "",
+					 kafka_dbname);
+	if (!set_consumer_properties(conf, group, errbuf, errlen) ||
+		!apply_user_properties(conf, oms_kafka_config, consumer_reserved_properties,
+							   errbuf, errlen))
+		goto fail;
+	file = apply_file_properties(conf, consumer_reserved_properties, errbuf, errlen);
+	if (file == NULL)
+		goto fail;
+
+	rd_kafka_conf_set_error_cb(conf, consumer_error_callback);
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_callback);
+	rd_kafka_conf_set_offset_commit_cb(conf, commit_callback);
+
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, reason, sizeof(reason));
+	if (rk == NULL)
+	{
+		oms_kafka_redact(reason, sizeof(reason));
+		snprintf(errbuf, errlen, "%s", reason);
+		goto fail;
+	}
+	/* conf belongs to rk now. */
+	pfree(group);
+	return start_consumer(rk, file, errbuf, errlen);
 
 fail:
 	rd_kafka_conf_destroy(conf);
