@@ -7,7 +7,7 @@
  *
  * When oms.kafka_brokers is set, oms.payment_provider is kafka and the
  * extension (with oms._apply_payment_reply) is installed here, the worker
- * runs a Kafka consumer (src/kafka.c) in group
+ * runs a Kafka consumer (src/kafka_consumer.c) in group
  * oms.kafka_consumer_group || '-' || <database>, subscribed to
  * oms.kafka_payment_replies_topic.  Each worker loop takes what arrived,
  * without waiting, up to oms.relay_batch_size messages:
