@@ -5,7 +5,7 @@ EXTENSION   = oms
 EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
 MODULE_big  = oms
 OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
-              src/kafka.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o src/xact.o src/trace.o
+              src/kafka.o src/kafka_producer.o src/kafka_consumer.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o src/xact.o src/trace.o
 
 # The extension script is generated from src/sql/ in this order: roles.sql
 # first, checks.sql last, and each fragment after those its "-- requires:"
@@ -69,6 +69,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 
 # OMS_VERSION comes from the control file; every object sees the header.
 $(OBJS): src/oms.h $(EXTENSION).control
+src/kafka.o src/kafka_producer.o src/kafka_consumer.o: src/kafka_int.h
 
 # The objects depend on the build flags in effect: switching COVERAGE on or
 # off rebuilds everything, so a normal build after "make coverage" (and the

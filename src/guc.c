@@ -93,7 +93,7 @@ int			oms_worker_batch_size = 100;
 int			oms_saga_workers = 2;
 
 /*
- * The outbox relay (src/relay.c, src/kafka.c).  A reload reaches the
+ * The outbox relay (src/relay.c, src/kafka_producer.c).  A reload reaches the
  * worker, which rebuilds its Kafka producer when a setting the producer
  * was built from changed.  The three settings oms._relay_claim and
  * oms._relay_settle read with current_setting() (topic, topic mode, max

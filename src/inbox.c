@@ -7,7 +7,7 @@
  *
  * When oms.kafka_brokers is set, oms.payment_provider is kafka and the
  * extension (with oms._apply_payment_reply) is installed here, the worker
- * runs a Kafka consumer (src/kafka.c) in group
+ * runs a Kafka consumer (src/kafka_consumer.c) in group
  * oms.kafka_consumer_group || '-' || <database>, subscribed to
  * oms.kafka_payment_replies_topic.  Each worker loop takes what arrived,
  * without waiting, up to oms.relay_batch_size messages:
@@ -297,86 +297,71 @@ retry_delay_ms(int failures)
 }
 
 /*
- * Applies one message in its own transaction.  Returns false when it was
- * not applied: the message is rewound and consumption pauses.
+ * The arguments of oms._apply_payment_reply for a message, in msg_cxt: a
+ * reply may be large.  An id or body that is not valid in the database
+ * encoding (or holds a NUL) is not passed: the id falls back to the
+ * message's position, the body to null, which the function dead-letters.
+ * Returns the id as text, for the log.
  */
-static bool
-apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
-			  int *applied)
+static char *
+apply_arguments(const OmsKafkaMessage *m, InboxApply *a)
 {
-	InboxApply	a;
+	MemoryContext oldcxt = MemoryContextSwitchTo(msg_cxt);
 	char	   *idtext;
-	int			result = 0;
-	char	   *failure = NULL;
-	bool		ok;
-	int			suppressed;
 
-	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
-	TimestampTz now;
-
-	/*
-	 * The arguments, in a context of their own: a reply may be large.  An id
-	 * or body that is not valid in the database encoding (or holds a NUL) is
-	 * not passed: the id falls back to the message's position, the body to
-	 * null, which the function dead-letters.
-	 */
-	MemoryContextSwitchTo(msg_cxt);
 	if (m->id != NULL && m->idlen > 0 && pg_verifymbstr(m->id, m->idlen, true))
 		idtext = pnstrdup(m->id, m->idlen);
 	else
 		idtext = psprintf("%s:%d:" INT64_FORMAT,
 						  m->topic ? m->topic : "", (int) m->partition, m->offset);
-	a.id = CStringGetTextDatum(idtext);
-	a.body_null = !(m->value != NULL && m->valuelen > 0 &&
-					m->valuelen <= MaxAllocSize - VARHDRSZ &&
-					pg_verifymbstr(m->value, m->valuelen, true));
-	a.body = a.body_null ? (Datum) 0 :
+	a->id = CStringGetTextDatum(idtext);
+	a->body_null = !(m->value != NULL && m->valuelen > 0 &&
+					 m->valuelen <= MaxAllocSize - VARHDRSZ &&
+					 pg_verifymbstr(m->value, m->valuelen, true));
+	a->body = a->body_null ? (Datum) 0 :
 		PointerGetDatum(cstring_to_text_with_len(m->value, m->valuelen));
-	MemoryContextSwitchTo(loop_cxt);
+	MemoryContextSwitchTo(oldcxt);
+	return idtext;
+}
 
-	ok = oms_xact_run_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
-						  &result, &failure, false);
-	MemoryContextSwitchTo(loop_cxt);
-	now = GetCurrentTimestamp();
+/*
+ * The reply's transaction failed: back off, record and log it (in full,
+ * with its context, once per oms.log_min_interval), and rewind the message.
+ * Logged first: *m points into the message, which the rewind lets go.
+ */
+static void
+apply_failed(int slotno, const OmsKafkaMessage *m, const char *idtext,
+			 const char *failure, TimestampTz at)
+{
+	int			suppressed;
 
-	if (!ok)
+	consecutive_failures++;
+	hold_until = TimestampTzPlusMilliseconds(at, retry_delay_ms(consecutive_failures));
+	oms_shmem_inbox_note_failure(slotno, failure);
+	suppressed = oms_log_limit(&apply_log, at);
+	if (suppressed >= 0)
 	{
-		/* Logged first: *m points into the message, which the rewind lets go. */
-		consecutive_failures++;
-		hold_until = TimestampTzPlusMilliseconds(now, retry_delay_ms(consecutive_failures));
-		oms_shmem_inbox_note_failure(slotno, failure);
-		/* In full (with its context), once per oms.log_min_interval. */
-		suppressed = oms_log_limit(&apply_log, now);
-		if (suppressed >= 0)
-		{
-			StringInfoData line;
+		StringInfoData line;
 
-			oms_log_begin(&line, "payment_reply_failed");
-			oms_log_str(&line, "message_id", idtext);
-			oms_log_str(&line, "topic", m->topic);
-			oms_log_int(&line, "partition", m->partition);
-			oms_log_int(&line, "offset", m->offset);
-			oms_log_int(&line, "retry_in_ms", retry_delay_ms(consecutive_failures));
-			if (suppressed > 0)
-				oms_log_int(&line, "suppressed", suppressed);
-			oms_log_emit_error(WARNING, &line, oms_xact_last_error());
-		}
-		oms_kafka_inbox_rewind();
-		MemoryContextReset(msg_cxt);
-		return false;
+		oms_log_begin(&line, "payment_reply_failed");
+		oms_log_str(&line, "message_id", idtext);
+		oms_log_str(&line, "topic", m->topic);
+		oms_log_int(&line, "partition", m->partition);
+		oms_log_int(&line, "offset", m->offset);
+		oms_log_int(&line, "retry_in_ms", retry_delay_ms(consecutive_failures));
+		if (suppressed > 0)
+			oms_log_int(&line, "suppressed", suppressed);
+		oms_log_emit_error(WARNING, &line, oms_xact_last_error());
 	}
-	MemoryContextReset(msg_cxt);
+	oms_kafka_inbox_rewind();
+}
 
-	if (result == INBOX_NOT_READY)
-	{
-		/* DROP or ALTER EXTENSION under way: try again after a look at it. */
-		oms_kafka_inbox_rewind();
-		extension_checked_at = 0;
-		hold_until = TimestampTzPlusMilliseconds(now, oms_worker_naptime);
-		return false;
-	}
+/* The reply committed: only now may Kafka forget the message. */
+static void
+apply_committed(int slotno, int result, TimestampTz at)
+{
+	int			suppressed;
 
-	/* Committed: only now may Kafka forget the message. */
 	oms_kafka_inbox_ack();
 	consecutive_failures = 0;
 	suppressed = oms_log_limit_clear(&apply_log);
@@ -388,7 +373,45 @@ apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
 		oms_log_int(&line, "suppressed", suppressed);
 		oms_log_emit(LOG, &line);
 	}
-	oms_shmem_inbox_note_reply(slotno, (OmsInboxOutcome) result, now);
+	oms_shmem_inbox_note_reply(slotno, (OmsInboxOutcome) result, at);
+}
+
+/*
+ * Applies one message in its own transaction.  Returns false when it was
+ * not applied: the message is rewound and consumption pauses.
+ */
+static bool
+apply_message(int slotno, MemoryContext loop_cxt, const OmsKafkaMessage *m,
+			  int *applied)
+{
+	InboxApply	a;
+	char	   *idtext = apply_arguments(m, &a);
+	int			result = 0;
+	char	   *failure = NULL;
+	bool		ok;
+	TimestampTz done_at;
+
+	ok = oms_xact_run_ext(slotno, loop_cxt, APPLY_QUERY, inbox_apply, &a,
+						  &result, &failure, false);
+	MemoryContextSwitchTo(loop_cxt);
+	done_at = GetCurrentTimestamp();
+	if (!ok)
+	{
+		apply_failed(slotno, m, idtext, failure, done_at);
+		MemoryContextReset(msg_cxt);
+		return false;
+	}
+	MemoryContextReset(msg_cxt);
+
+	if (result == INBOX_NOT_READY)
+	{
+		/* DROP or ALTER EXTENSION under way: try again after a look at it. */
+		oms_kafka_inbox_rewind();
+		extension_checked_at = 0;
+		hold_until = TimestampTzPlusMilliseconds(done_at, oms_worker_naptime);
+		return false;
+	}
+	apply_committed(slotno, result, done_at);
 	if (result != OMS_INBOX_DUPLICATE)
 		(*applied)++;
 	return true;

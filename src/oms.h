@@ -184,8 +184,9 @@ extern void oms_kafka_file_release(OmsKafkaFile *file);
 extern void oms_kafka_redact(char *text, size_t size);
 
 /*
- * kafka.c: the relay's Kafka producer; the only file that includes
- * librdkafka's header, so error codes travel as plain ints here.
+ * kafka_producer.c (and kafka.c, what it shares with the consumer): the
+ * relay's Kafka producer.  Only the Kafka files include librdkafka's
+ * header, so error codes travel as plain ints here.
  *
  * One report per event of a batch.  The delivery report callback runs on
  * the worker's own thread, inside oms_kafka_serve(), and only writes into
@@ -241,7 +242,7 @@ extern char *oms_kafka_error_text(int err);
 extern void oms_kafka_shutdown(void);
 
 /*
- * kafka.c: the inbox's reply consumer.  A polled message stays valid (the
+ * kafka_consumer.c: the inbox's reply consumer.  A polled message stays valid (the
  * pointers point into librdkafka's copy) until it is acknowledged, rewound
  * or the next poll.
  */

@@ -1067,60 +1067,56 @@ start_batch(int slotno, MemoryContext loop_cxt)
 	return true;
 }
 
-/*
- * Settles a complete batch (transaction 2), then updates the counters and
- * the breaker.
- */
-static void
-finish_batch(int slotno, MemoryContext loop_cxt)
+/* What the delivery reports of a finished batch come to (collect_outcome). */
+typedef struct BatchOutcome
 {
-	RelaySettle settle;
-
-	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
-	TimestampTz now;
-	int			published = 0;
-	int			acked = 0;
-	int			failed = 0;
-	int			transient = 0;
-	int			first_failure = -1;
-	bool		broker_works = false;
-	bool		settled = true;
-	double		latency_sum = 0;
-	char	   *xact_error = NULL;
+	int			acked;
+	int			failed;
+	int			transient;		/* failed for a reason retrying may fix */
+	int			first_failure;	/* index into the settle arrays, or -1 */
+	double		latency_sum;	/* ms, over the acked events */
+	int			n;				/* events to settle */
 	Datum	   *ids;
 	Datum	   *errors;
-	Datum	   *permanent;
 	bool	   *error_nulls;
+	Datum	   *permanent;
+} BatchOutcome;
 
-	MemoryContextSwitchTo(batch_cxt);
-	oms_kafka_end_batch();
-	phase = RELAY_IDLE;
+/* An unusable producer is dropped now and rebuilt by the next batch. */
+static void
+drop_failed_producer(void)
+{
+	char		fatal[512];
 
-	/* An unusable producer is dropped now and rebuilt by the next batch. */
+	if (oms_kafka_check_fatal(fatal, sizeof(fatal)))
 	{
-		char		fatal[512];
-
-		if (oms_kafka_check_fatal(fatal, sizeof(fatal)))
-		{
-			relay_report_error("kafka_producer_failed", NULL, "Kafka producer failed", fatal);
-			client_state = OMS_KAFKA_OFF;
-		}
+		relay_report_error("kafka_producer_failed", NULL, "Kafka producer failed", fatal);
+		client_state = OMS_KAFKA_OFF;
 	}
+}
 
-	/* The settle's arrays: every event that was produced or failed. */
-	ids = palloc(sizeof(Datum) * batch.nevents);
-	errors = palloc(sizeof(Datum) * batch.nevents);
-	error_nulls = palloc(sizeof(bool) * batch.nevents);
-	permanent = palloc(sizeof(Datum) * batch.nevents);
-	settle.n = 0;
+/*
+ * Counts the batch's reports and fills the settle arrays with every event
+ * that was acknowledged or failed through its own fault.
+ *
+ * A transient failure is charged to an event only when the brokers
+ * demonstrably work, i.e. something in the same batch was acknowledged.
+ * When nothing got through, the brokers are the problem (down,
+ * unreachable, timing out): the events stay as they are, the breaker
+ * counts the batch, and a long outage uses up no publish attempts.
+ */
+static void
+collect_outcome(BatchOutcome *out)
+{
+	bool		broker_works = false;
 
-	/*
-	 * A transient failure is charged to an event only when the brokers
-	 * demonstrably work, i.e. something in the same batch was acknowledged.
-	 * When nothing got through, the brokers are the problem (down,
-	 * unreachable, timing out): the events stay as they are, the breaker
-	 * counts the batch, and a long outage uses up no publish attempts.
-	 */
+	memset(out, 0, sizeof(*out));
+	out->first_failure = -1;
+	out->ids = palloc(sizeof(Datum) * batch.nevents);
+	out->errors = palloc(sizeof(Datum) * batch.nevents);
+	out->error_nulls = palloc(sizeof(bool) * batch.nevents);
+	out->permanent = palloc(sizeof(Datum) * batch.nevents);
+
 	for (int i = 0; i < batch.nevents; i++)
 		if (batch.reports[i].status == OMS_REPORT_ACKED)
 			broker_works = true;
@@ -1129,7 +1125,7 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 	{
 		RelayEvent *ev = &batch.events[i];
 		OmsKafkaReport *report = &batch.reports[i];
-		int			n = settle.n;
+		int			n = out->n;
 
 		if (report->status == OMS_REPORT_NONE)
 			continue;
@@ -1139,107 +1135,151 @@ finish_batch(int slotno, MemoryContext loop_cxt)
 			(oms_kafka_error_never_sent(report->err) ||
 			 (!broker_works && !oms_kafka_error_is_permanent(report->err))))
 		{
-			failed++;
-			transient++;
+			out->failed++;
+			out->transient++;
 			continue;
 		}
 
-		ids[n] = UUIDPGetDatum(&ev->id);
+		out->ids[n] = UUIDPGetDatum(&ev->id);
 		if (report->status == OMS_REPORT_ACKED)
 		{
-			error_nulls[n] = true;
-			errors[n] = (Datum) 0;
-			permanent[n] = BoolGetDatum(false);
-			acked++;
-			latency_sum += (double) (report->reported_at - report->produced_at) / 1000.0;
+			out->error_nulls[n] = true;
+			out->errors[n] = (Datum) 0;
+			out->permanent[n] = BoolGetDatum(false);
+			out->acked++;
+			out->latency_sum += (double) (report->reported_at - report->produced_at) / 1000.0;
 		}
 		else
 		{
 			bool		perm = oms_kafka_error_is_permanent(report->err);
 			char	   *text = ev->detail ? ev->detail : oms_kafka_error_text(report->err);
 
-			error_nulls[n] = false;
-			errors[n] = CStringGetTextDatum(text);
-			permanent[n] = BoolGetDatum(perm);
-			failed++;
+			out->error_nulls[n] = false;
+			out->errors[n] = CStringGetTextDatum(text);
+			out->permanent[n] = BoolGetDatum(perm);
+			out->failed++;
 			if (!perm)
-				transient++;
-			if (first_failure < 0)
-				first_failure = n;
+				out->transient++;
+			if (out->first_failure < 0)
+				out->first_failure = n;
 		}
-		settle.n++;
+		out->n++;
 	}
+}
 
-	if (settle.n > 0)
-	{
-		int			dims[1] = {settle.n};
-		int			lbs[1] = {1};
+/*
+ * Settles the events of the outcome (transaction 2).  Returns false when
+ * the settle failed: its events stay in the outbox and are published again.
+ */
+static bool
+settle_outcome(int slotno, MemoryContext loop_cxt, BatchOutcome *out)
+{
+	RelaySettle settle;
+	int			dims[1] = {out->n};
+	int			lbs[1] = {1};
+	int			published = 0;
+	char	   *xact_error = NULL;
+	bool		settled;
 
-		settle.all_acked = (first_failure < 0);
-		settle.ids = PointerGetDatum(construct_array(ids, settle.n, UUIDOID, UUID_LEN, false,
-													 TYPALIGN_CHAR));
-		settle.errors = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
-														   TEXTOID, -1, false, TYPALIGN_INT));
-		settle.permanent = PointerGetDatum(construct_array(permanent, settle.n, BOOLOID, 1, true,
-														   TYPALIGN_CHAR));
-		settled = oms_xact_run_ext(slotno, loop_cxt,
-								   settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
-								   relay_settle, &settle,
-								   &published, &xact_error, false);
-		MemoryContextSwitchTo(batch_cxt);
-		if (!settled)
-		{
-			StringInfoData fields;
-
-			initStringInfo(&fields);
-			oms_log_int(&fields, "events", settle.n);
-			hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
-			relay_report_error("relay_settle_failed", &fields,
-							   "could not settle a batch (its events will be published again)",
-							   relay_xact_error(xact_error));
-		}
-	}
-
-	now = GetCurrentTimestamp();
-	oms_shmem_relay_note_batch(slotno, acked, failed,
-							   acked > 0 ? latency_sum / acked : 0, now);
-
-	if (failed > 0)
+	if (out->n == 0)
+		return true;
+	settle.n = out->n;
+	settle.all_acked = (out->first_failure < 0);
+	settle.ids = PointerGetDatum(construct_array(out->ids, out->n, UUIDOID, UUID_LEN, false,
+												 TYPALIGN_CHAR));
+	settle.errors = PointerGetDatum(construct_md_array(out->errors, out->error_nulls, 1, dims, lbs,
+													   TEXTOID, -1, false, TYPALIGN_INT));
+	settle.permanent = PointerGetDatum(construct_array(out->permanent, out->n, BOOLOID, 1, true,
+													   TYPALIGN_CHAR));
+	settled = oms_xact_run_ext(slotno, loop_cxt,
+							   settle.all_acked ? SETTLE_ACKED_SQL : SETTLE_QUERY,
+							   relay_settle, &settle,
+							   &published, &xact_error, false);
+	MemoryContextSwitchTo(batch_cxt);
+	if (!settled)
 	{
 		StringInfoData fields;
 
 		initStringInfo(&fields);
-		oms_log_int(&fields, "failed", failed);
+		oms_log_int(&fields, "events", out->n);
+		hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), oms_worker_naptime);
+		relay_report_error("relay_settle_failed", &fields,
+						   "could not settle a batch (its events will be published again)",
+						   relay_xact_error(xact_error));
+	}
+	return settled;
+}
+
+/* Logs a batch with failures, or the recovery after failing ones. */
+static void
+log_outcome(BatchOutcome *out, bool settled)
+{
+	if (out->failed > 0)
+	{
+		StringInfoData fields;
+
+		initStringInfo(&fields);
+		oms_log_int(&fields, "failed", out->failed);
 		oms_log_int(&fields, "events", batch.nevents);
 		oms_log_str(&fields, "breaker", breaker == OMS_BREAKER_CLOSED ? "closed" :
 					breaker == OMS_BREAKER_OPEN ? "open" : "half_open");
 		relay_report_error("relay_batch_failed", &fields,
-						   psprintf("%d of %d events failed to publish", failed, batch.nevents),
-						   first_failure >= 0 ? TextDatumGetCString(errors[first_failure]) :
+						   psprintf("%d of %d events failed to publish", out->failed, batch.nevents),
+						   out->first_failure >= 0 ? TextDatumGetCString(out->errors[out->first_failure]) :
 						   "no broker acknowledged any event of the batch; they stay queued");
 	}
-	else if (settled && acked > 0)
-		relay_report_recovery(acked);
+	else if (settled && out->acked > 0)
+		relay_report_recovery(out->acked);
+}
 
-	/*
-	 * The breaker counts batches in which something failed for a reason that
-	 * retrying may fix and nothing got through.  Events refused for good say
-	 * nothing about the brokers.
-	 */
-	if (acked > 0)
+/*
+ * The breaker counts batches in which something failed for a reason that
+ * retrying may fix and nothing got through.  Events refused for good say
+ * nothing about the brokers.
+ */
+static void
+count_for_breaker(BatchOutcome *out, TimestampTz at)
+{
+	if (out->acked > 0)
 	{
 		breaker_failures = 0;
 		if (breaker != OMS_BREAKER_CLOSED)
-			set_breaker(OMS_BREAKER_CLOSED, now);
+			set_breaker(OMS_BREAKER_CLOSED, at);
 	}
-	else if (transient > 0)
+	else if (out->transient > 0)
 	{
 		breaker_failures++;
 		/* A failed probe opens it again, for a fresh cooldown. */
 		if (breaker == OMS_BREAKER_HALF_OPEN ||
 			breaker_failures >= oms_relay_breaker_failures)
-			set_breaker(OMS_BREAKER_OPEN, now);
+			set_breaker(OMS_BREAKER_OPEN, at);
 	}
+}
+
+/*
+ * Settles a complete batch (transaction 2), then updates the counters and
+ * the breaker.
+ */
+static void
+finish_batch(int slotno, MemoryContext loop_cxt)
+{
+	BatchOutcome out;
+	bool		settled;
+	TimestampTz finished_at;
+
+	MemoryContextSwitchTo(batch_cxt);
+	oms_kafka_end_batch();
+	phase = RELAY_IDLE;
+
+	drop_failed_producer();
+	collect_outcome(&out);
+	settled = settle_outcome(slotno, loop_cxt, &out);
+
+	finished_at = GetCurrentTimestamp();
+	oms_shmem_relay_note_batch(slotno, out.acked, out.failed,
+							   out.acked > 0 ? out.latency_sum / out.acked : 0, finished_at);
+	log_outcome(&out, settled);
+	count_for_breaker(&out, finished_at);
 }
 
 /*

@@ -439,16 +439,19 @@ main_worker_wait(long timeout)
 	return happened;
 }
 
-/*
- * The loop of the main worker (process 0): saga batches, the relay, the
- * inbox and maintenance.
- */
-static void
-main_worker_loop(int slotno, MemoryContext loop_cxt)
+/* What one round of the main worker did (main_worker_round). */
+typedef struct MainRound
 {
-	bool		run_sagas = true;
-	TimestampTz last_sagas = 0;
+	int			units;			/* saga steps run */
+	bool		more_sagas;		/* the saga batch was full */
+	bool		more_replies;	/* the inbox left replies for the next round */
+	int			applied;		/* payment replies applied */
+} MainRound;
 
+/* The main worker's setup: the Kafka clients' side and its wait set. */
+static void
+main_worker_init(int slotno)
+{
 	/*
 	 * The relay's producer and the inbox's consumer are created later, when
 	 * brokers are configured.
@@ -460,17 +463,63 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, oms_kafka_event_fd(), NULL, NULL);
+}
 
+/*
+ * One round of the main worker's work.  A standby has no work to do:
+ * sagas run, events are published and replies consumed on the primary
+ * only.  Sagas run when asked (woken, after a full batch or applied
+ * replies) or due, and at least every naptime, not when only Kafka woke
+ * us.  The relay and inbox steps never wait for Kafka.
+ */
+static MainRound
+main_worker_round(int slotno, MemoryContext loop_cxt, bool run_sagas)
+{
+	static TimestampTz last_sagas = 0;
+	MainRound	round = {0};
+
+	/*
+	 * Empty the Kafka wake-up pipe before the relay and the inbox look at
+	 * their queues: whatever arrives after this writes to it again, so the
+	 * sleep cannot miss it, whichever of the two runs first.
+	 */
+	oms_kafka_clear_wakeups();
+
+	if (!oms_worker_enabled || RecoveryInProgress())
+	{
+		oms_relay_idle(slotno, loop_cxt);
+		oms_inbox_idle(slotno);
+		return round;
+	}
+	if (run_sagas || saga_due_now() ||
+		TimestampDifferenceExceeds(last_sagas, GetCurrentTimestamp(), oms_worker_naptime))
+	{
+		round.units = run_batch(slotno, loop_cxt);
+		round.more_sagas = (round.units >= oms_worker_batch_size);
+		last_sagas = GetCurrentTimestamp();
+	}
+	oms_relay_run(slotno, loop_cxt);
+	round.more_replies = oms_inbox_run(slotno, loop_cxt, &round.applied);
+	run_maintenance_if_due(slotno, loop_cxt);
+	return round;
+}
+
+/*
+ * The loop of the main worker (process 0): saga batches, the relay, the
+ * inbox and maintenance.
+ */
+static void
+main_worker_loop(int slotno, MemoryContext loop_cxt)
+{
+	bool		run_sagas = true;
+
+	main_worker_init(slotno);
 	for (;;)
 	{
-		int			units = 0;
-		bool		more = false;
-		bool		inbox_more = false;
-		int			applied = 0;
+		MainRound	round;
 		int			woke;
 
 		MemoryContextSwitchTo(loop_cxt);
-
 		CHECK_FOR_INTERRUPTS();
 		if (reload_if_asked())
 		{
@@ -478,40 +527,9 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 			oms_kafka_file_reloaded();
 		}
 
-		/*
-		 * Empty the Kafka wake-up pipe before the relay and the inbox look at
-		 * their queues: whatever arrives after this writes to it again, so
-		 * the sleep below cannot miss it, whichever of the two runs first.
-		 */
-		oms_kafka_clear_wakeups();
+		round = main_worker_round(slotno, loop_cxt, run_sagas);
 
-		/*
-		 * A standby has no work to do: sagas run, events are published and
-		 * replies consumed on the primary only.  Sagas run when woken, after
-		 * a full batch or applied replies and at least every naptime, not
-		 * when only Kafka woke us.  The relay and inbox steps never wait for
-		 * Kafka.
-		 */
-		if (oms_worker_enabled && !RecoveryInProgress())
-		{
-			if (run_sagas || saga_due_now() ||
-				TimestampDifferenceExceeds(last_sagas, GetCurrentTimestamp(), oms_worker_naptime))
-			{
-				units = run_batch(slotno, loop_cxt);
-				more = (units >= oms_worker_batch_size);
-				last_sagas = GetCurrentTimestamp();
-			}
-			oms_relay_run(slotno, loop_cxt);
-			inbox_more = oms_inbox_run(slotno, loop_cxt, &applied);
-			run_maintenance_if_due(slotno, loop_cxt);
-		}
-		else
-		{
-			oms_relay_idle(slotno, loop_cxt);
-			oms_inbox_idle(slotno);
-		}
-
-		oms_shmem_note_loop(slotno, units);
+		oms_shmem_note_loop(slotno, round.units);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);
 
@@ -521,10 +539,10 @@ main_worker_loop(int slotno, MemoryContext loop_cxt)
 		 * (their wake-up is our own latch, which we do not look at when we
 		 * skip the sleep).
 		 */
-		if (more)
+		if (round.more_sagas)
 			oms_shmem_wake_saga_worker(slotno);
-		run_sagas = more || applied > 0;
-		if (more || inbox_more)
+		run_sagas = round.more_sagas || round.applied > 0;
+		if (round.more_sagas || round.more_replies)
 			continue;
 
 		/*
