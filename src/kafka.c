@@ -4,9 +4,10 @@
  *	  What the two Kafka clients of a worker share: the wake-up pipe, the
  *	  serving of librdkafka's log queues and client errors on the worker's
  *	  thread, properties from the oms.kafka_* settings, keeping a client in
- *	  line with the settings (kafka_client_ensure), error classification
- *	  and the bounded shutdown.  The relay's producer is kafka_producer.c,
- *	  the inbox's reply consumer kafka_consumer.c.
+ *	  line with the settings (kafka_client_ensure) and error
+ *	  classification.  The relay's producer is kafka_producer.c, the
+ *	  inbox's reply consumer kafka_consumer.c; each destroys itself,
+ *	  boundedly, when the worker exits.
  *
  * librdkafka runs threads of its own, and a PostgreSQL backend must not
  * allocate, log or throw outside its main thread.  So nothing of ours runs
@@ -65,7 +66,6 @@ static TimestampTz log_window_start = 0;
 static int	log_window_count = 0;
 static int	log_suppressed = 0;
 
-static void kafka_exit(int code, Datum arg);
 
 /* ---------------------------------------------------------------- errors of clients */
 
@@ -213,8 +213,8 @@ oms_kafka_clear_wakeups(void)
 
 /*
  * Called once by the worker after its signal setup: remembers the
- * database, opens the wake-up pipe and arranges for the clients to be
- * destroyed (boundedly) when the worker exits.
+ * database and opens the wake-up pipe.  Each client arranges for its own
+ * bounded destruction at exit when it is first built.
  */
 void
 oms_kafka_init(const char *dbname)
@@ -236,7 +236,6 @@ oms_kafka_init(const char *dbname)
 					 errmsg("could not make the oms relay wake-up pipe non-blocking: %m")));
 	}
 
-	before_shmem_exit(kafka_exit, (Datum) 0);
 }
 
 /* The read end of the pipe that signals delivery reports and log lines. */
@@ -490,21 +489,4 @@ const char *
 oms_kafka_err_name(int err)
 {
 	return rd_kafka_err2name((rd_kafka_resp_err_t) err);
-}
-
-/* ---------------------------------------------------------------- exit */
-
-void
-oms_kafka_shutdown(void)
-{
-	oms_kafka_end_batch();
-	kafka_producer_destroy();
-	kafka_consumer_destroy();
-}
-
-/* before_shmem_exit callback: bounded, never flushes. */
-static void
-kafka_exit(int code, Datum arg)
-{
-	oms_kafka_shutdown();
 }

@@ -16,10 +16,13 @@
 
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "kafka_int.h"
+
+static void kafka_consumer_destroy(void);
 
 /* Least time between a failed offset commit of the reply consumer and its retry. */
 #define KAFKA_COMMIT_RETRY_MS 1000
@@ -291,6 +294,13 @@ start_consumer(rd_kafka_t *rk, OmsKafkaFile *file, char *errbuf, size_t errlen)
 	return true;
 }
 
+/* before_shmem_exit callback: bounded, never flushes. */
+static void
+consumer_exit(int code, Datum arg)
+{
+	kafka_consumer_destroy();
+}
+
 /*
  * Builds the reply consumer from the current settings and subscribes it to
  * oms.kafka_payment_replies_topic.  On failure returns false with the
@@ -304,12 +314,18 @@ create_consumer(char *errbuf, size_t errlen)
 	char		reason[512];
 	rd_kafka_t *rk;
 	OmsKafkaFile *file = NULL;
+	static bool exit_hook = false;
 
 	if (oms_kafka_payment_replies_topic == NULL || oms_kafka_payment_replies_topic[0] == '\0')
 	{
 		snprintf(errbuf, errlen, "oms.kafka_payment_replies_topic is empty");
 		rd_kafka_conf_destroy(conf);
 		return false;
+	}
+	if (!exit_hook)
+	{
+		before_shmem_exit(consumer_exit, (Datum) 0);
+		exit_hook = true;
 	}
 	snprintf(consumer_client_id, sizeof(consumer_client_id), "oms-inbox-%s", kafka_dbname);
 	group = psprintf("%s-%s", oms_kafka_consumer_group ? oms_kafka_consumer_group : "",
@@ -389,7 +405,7 @@ close_consumer(void)
  * Used on reload, after a fatal error and at exit.  Replies whose offsets
  * did not reach the broker are delivered again and found in the inbox.
  */
-void
+static void
 kafka_consumer_destroy(void)
 {
 	if (consumer == NULL)
@@ -457,13 +473,6 @@ OmsKafkaState
 oms_kafka_inbox_ensure(bool wanted, bool *changed, char *errbuf, size_t errlen)
 {
 	return kafka_client_ensure(&consumer_client, wanted, changed, errbuf, errlen);
-}
-
-/* Logs what librdkafka queued on the consumer's log queue. */
-void
-kafka_consumer_serve_log(void)
-{
-	kafka_serve_log_queue(consumer_log_queue, "inbox");
 }
 
 /*

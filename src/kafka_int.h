@@ -62,11 +62,5 @@ extern bool kafka_apply_user_properties(rd_kafka_conf_t *conf, const char *confi
 extern OmsKafkaFile *kafka_apply_file_properties(rd_kafka_conf_t *conf, const char *const *reserved,
 												 char *errbuf, size_t errlen);
 
-/* kafka_producer.c */
-extern void kafka_producer_destroy(void);
-
-/* kafka_consumer.c */
-extern void kafka_consumer_destroy(void);
-extern void kafka_consumer_serve_log(void);
 
 #endif							/* OMS_KAFKA_INT_H */

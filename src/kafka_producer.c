@@ -16,6 +16,7 @@
 
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -69,6 +70,7 @@ static TimestampTz acked_at = 0;
 static ClientErrors producer_errors;
 
 static bool create_producer(char *errbuf, size_t errlen);
+static void kafka_producer_destroy(void);
 
 /* ---------------------------------------------------------------- callbacks */
 
@@ -133,13 +135,21 @@ error_callback(rd_kafka_t *rk, int err, const char *reason, void *opaque)
  * means a different producer.
  */
 static char *
-current_settings(void)
+producer_current_settings(void)
 {
 	return psprintf("%s\n%s\n%d\n%d\n" UINT64_FORMAT,
 					oms_kafka_brokers ? oms_kafka_brokers : "",
 					oms_kafka_config ? oms_kafka_config : "",
 					oms_relay_ack_timeout, oms_kafka_max_message_bytes,
 					oms_kafka_file_generation());
+}
+
+/* before_shmem_exit callback: bounded, never flushes. */
+static void
+producer_exit(int code, Datum arg)
+{
+	oms_kafka_end_batch();
+	kafka_producer_destroy();
 }
 
 /*
@@ -155,7 +165,13 @@ create_producer(char *errbuf, size_t errlen)
 	int64		max_bytes;
 	rd_kafka_t *rk;
 	char		reason[512];
+	static bool exit_hook = false;
 
+	if (!exit_hook)
+	{
+		before_shmem_exit(producer_exit, (Datum) 0);
+		exit_hook = true;
+	}
 	snprintf(client_id, sizeof(client_id), "oms-relay-%s", kafka_dbname);
 	max_bytes = Min((int64) oms_kafka_max_message_bytes + KAFKA_MESSAGE_HEADROOM,
 					(int64) KAFKA_MESSAGE_MAX_BYTES);
@@ -242,7 +258,7 @@ fail:
  * as failed anyway), then destroys.  Used on reload, after a fatal error
  * and at exit.
  */
-void
+static void
 kafka_producer_destroy(void)
 {
 	TimestampTz deadline;
@@ -284,7 +300,7 @@ producer_usable(void)
 }
 
 static KafkaClient producer_client = {
-	.current_settings = current_settings,
+	.current_settings = producer_current_settings,
 	.usable = producer_usable,
 	.create = create_producer,
 	.destroy = kafka_producer_destroy,
@@ -311,7 +327,6 @@ oms_kafka_serve(void)
 		rd_kafka_poll(producer, 0);
 	kafka_serve_log_queue(log_queue, "relay");
 	kafka_log_client_errors(&producer_errors, "relay");
-	kafka_consumer_serve_log();
 }
 
 /* ---------------------------------------------------------------- batches */

@@ -239,7 +239,6 @@ extern bool oms_kafka_check_fatal(char *errbuf, size_t errlen);
 extern bool oms_kafka_error_is_permanent(int err);
 extern bool oms_kafka_error_never_sent(int err);
 extern char *oms_kafka_error_text(int err);
-extern void oms_kafka_shutdown(void);
 
 /*
  * kafka_consumer.c: the inbox's reply consumer.  A polled message stays valid (the
