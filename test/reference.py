@@ -64,11 +64,12 @@ MEMBERS = """
       AND d.classid = %s::pg_catalog.regclass AND d.deptype = 'e' AND e.extname = 'oms'
 """
 
-# Roles with a direct grant, PUBLIC as 0 (the owner's own entry left out).
-GRANTEES = """
-    (SELECT pg_catalog.array_agg(DISTINCT a.grantee)
-     FROM pg_catalog.aclexplode({acl}) a WHERE a.grantee <> {owner})
-"""
+# Where a kind of object keeps its ACL, the default when that is NULL, and
+# the function that answers "may this role ..." (membership included).
+ACLS = {
+    "function": ("pg_proc", "proacl", "proowner", "f", "has_function_privilege"),
+    "table": ("pg_class", "relacl", "relowner", "r", "has_table_privilege"),
+}
 
 
 def fetch(cur, sql, params=None):
@@ -76,48 +77,47 @@ def fetch(cur, sql, params=None):
     return cur.fetchall()
 
 
-def executors(cur, check, oid, privilege):
-    """The oms roles that hold a privilege, directly or through membership."""
-    return [r for r in ROLES
-            if fetch(cur, f"SELECT pg_catalog.{check}(%s, %s::oid, %s)", (r, oid, privilege))[0][0]]
-
-
-def who(roles, public):
-    names = ", ".join(f"`{r}`" for r in roles) or "no oms role"
-    return "**PUBLIC**, " + names if public else names
+def holders(cur, kind, oid, privilege):
+    """Who holds a privilege: PUBLIC (granted to everyone) and the oms roles
+    that hold it directly or through membership; None when nobody does."""
+    catalog, acl, owner, objtype, check = ACLS[kind]
+    roles = [f"`{r}`" for r in ROLES
+             if fetch(cur, f"SELECT pg_catalog.{check}(%s, %s::oid, %s)", (r, oid, privilege))[0][0]]
+    public = fetch(cur, f"""
+        SELECT EXISTS (SELECT FROM pg_catalog.{catalog} o,
+            pg_catalog.aclexplode(coalesce(o.{acl}, pg_catalog.acldefault(%s, o.{owner}))) a
+            WHERE o.oid = %s AND a.grantee = 0 AND a.privilege_type = %s)
+    """, (objtype, oid, privilege))[0][0]
+    return ", ".join(["**PUBLIC**"] * public + roles) or None
 
 
 # ------------------------------------------------------------ functions
 def functions(cur):
-    public_oid = 0
     rows = fetch(cur, f"""
         SELECT p.oid, n.nspname, p.proname, n.oid = e.extnamespace AS in_ext_schema,
                l.lanname, p.provolatile, p.prosecdef, p.proisstrict,
                p.proretset, pg_catalog.format_type(p.prorettype, NULL),
-               pg_catalog.obj_description(p.oid, 'pg_proc'),
-               coalesce({GRANTEES.format(acl='p.proacl', owner='p.proowner')}, '{{}}')
+               pg_catalog.obj_description(p.oid, 'pg_proc')
         FROM pg_catalog.pg_proc p
         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
         JOIN pg_catalog.pg_language l ON l.oid = p.prolang
         CROSS JOIN pg_catalog.pg_extension e
         WHERE e.extname = 'oms' AND p.oid IN ({MEMBERS})
-        ORDER BY p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
+        ORDER BY p.proname COLLATE "C", pg_catalog.pg_get_function_identity_arguments(p.oid) COLLATE "C"
     """, ("pg_catalog.pg_proc",))
-    role_oids = {o for (o,) in fetch(cur, "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)",
-                                     (list(ROLES),))}
     out = []
-    for (oid, nsp, name, in_ext, lang, vol, secdef, strict, retset, rettype,
-         comment, grantees) in rows:
-        public = public_oid in grantees
-        if not (name.startswith("oms_") or public or role_oids & set(grantees)):
+    for oid, nsp, name, in_ext, lang, vol, secdef, strict, retset, rettype, comment in rows:
+        executors = holders(cur, "function", oid, "EXECUTE")
+        if not (name.startswith("oms_") or executors):
             continue
+        name = name if in_ext else f"{nsp}.{name}"
         out.append({
-            "name": name if in_ext else f"{nsp}.{name}",
-            "signature": signature(cur, oid, name if in_ext else f"{nsp}.{name}", retset, rettype),
+            "name": name,
+            "signature": signature(cur, oid, name, retset, rettype),
             "attributes": ", ".join(filter(None, [
                 LANGUAGES.get(lang, lang), VOLATILITY[vol], "STRICT" if strict else "",
                 "SECURITY DEFINER" if secdef else "SECURITY INVOKER"])),
-            "executors": who(executors(cur, "has_function_privilege", oid, "EXECUTE"), public),
+            "executors": executors or "no oms role",
             "comment": comment,
             "api": in_ext,
         })
@@ -216,21 +216,19 @@ def contents(grouped):
 def render_relations(cur):
     rows = fetch(cur, f"""
         SELECT c.oid, c.oid::pg_catalog.regclass::text, c.relkind,
-               pg_catalog.obj_description(c.oid, 'pg_class'),
-               coalesce({GRANTEES.format(acl='c.relacl', owner='c.relowner')}, '{{}}')
+               pg_catalog.obj_description(c.oid, 'pg_class')
         FROM pg_catalog.pg_class c
-        WHERE c.oid IN ({MEMBERS}) AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND c.relacl IS NOT NULL
-        ORDER BY 2
+        WHERE c.oid IN ({MEMBERS}) AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+        ORDER BY c.oid::pg_catalog.regclass::text COLLATE "C"
     """, ("pg_catalog.pg_class",))
-    lines = ["## Tables and views", "",
-             "What each role may do with the tables and views of the extension that are granted to",
-             "any role; no role may change them directly: applications go through the functions.", ""]
-    for oid, name, kind, comment, grantees in rows:
+    lines, granted = [], set()
+    for oid, name, kind, comment in rows:
         grants = []
         for priv in TABLE_PRIVILEGES:
-            roles = executors(cur, "has_table_privilege", oid, priv)
-            if roles or 0 in grantees:
-                grants.append(f"`{priv}`: {who(roles, 0 in grantees)}")
+            who = holders(cur, "table", oid, priv)
+            if who:
+                grants.append(f"`{priv}`: {who}")
+                granted.add(priv)
         if not grants:
             continue
         cols = fetch(cur, """
@@ -242,7 +240,11 @@ def render_relations(cur):
                   sentence(comment), "",
                   "; ".join(grants) + ".", "",
                   "Columns: " + ", ".join(f"`{c}` {t}" for c, t in cols) + ".", ""]
-    return lines
+    intro = ["## Tables and views", "",
+             "The tables and views of the extension that an oms role may use, and how."]
+    if granted <= {"SELECT"}:
+        intro.append("No role may change them directly: applications go through the functions.")
+    return intro + [""] + lines
 
 
 def render_types(cur):
@@ -251,7 +253,7 @@ def render_types(cur):
                pg_catalog.array_agg(e.enumlabel ORDER BY e.enumsortorder)
         FROM pg_catalog.pg_type t JOIN pg_catalog.pg_enum e ON e.enumtypid = t.oid
         WHERE t.oid IN ({MEMBERS})
-        GROUP BY t.oid ORDER BY 1
+        GROUP BY t.oid ORDER BY t.oid::pg_catalog.regtype::text COLLATE "C"
     """, ("pg_catalog.pg_type",))
     lines = ["## Types", ""]
     for name, comment, labels in rows:
@@ -337,7 +339,7 @@ def render_settings(cur, text):
     rows = fetch(cur, """
         SELECT name, vartype, context, boot_val, min_val, max_val, enumvals, unit,
                short_desc, extra_desc
-        FROM pg_catalog.pg_settings WHERE name LIKE 'oms.%' ORDER BY name
+        FROM pg_catalog.pg_settings WHERE name LIKE 'oms.%' ORDER BY name COLLATE "C"
     """)
     links = anchors(text)
     lines = [BEGIN, "",
@@ -373,6 +375,8 @@ def main():
     with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
         config = f.read()
     with psycopg.connect() as conn, conn.cursor() as cur:
+        if not fetch(cur, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")[0][0]:
+            sys.exit("reference.py: connect as a superuser (others do not see every setting)")
         page = render_intro(cur) + render_functions(functions(cur)) + render_relations(cur) + render_types(cur)
         config = splice(config, render_settings(cur, config))
         conn.rollback()

@@ -13,6 +13,7 @@ cd "$OMS_ROOT"
 
 db=oms_reference
 out=$(mktemp -d "${TMPDIR:-/tmp}/oms-reference.XXXXXX")
+# shellcheck disable=SC2317 # called by the exit hook, which shellcheck cannot follow
 cleanup() {
 	rm -rf "$out"
 	PGOPTIONS="-c client_min_messages=warning" oms_psql -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
