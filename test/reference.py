@@ -186,9 +186,9 @@ def render_functions(funcs):
             continue
         lines += [f"## {title}", ""]
         if title == HELPERS:
-            lines += ["Not an API: helpers in schema `oms` that views or SECURITY INVOKER functions call",
-                      "with the caller's privileges, so the roles need EXECUTE on them. They may change",
-                      "in any release.", ""]
+            lines += ["Not an API: functions in schema `oms` that the roles need EXECUTE on because views,",
+                      "functions running with the caller's privileges, or pg_cron jobs call them. They may",
+                      "change in any release.", ""]
         for n in names:
             lines += render_function(by_name[n])
     return contents(grouped) + lines
