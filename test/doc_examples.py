@@ -35,7 +35,10 @@ placeholders, so readers see what varies):
     trailing blanks of a line                -> removed
     a LOCATION: line (VERBOSITY verbose)     -> removed
 In a table cell the placeholder keeps the value's width (padded with
-blanks), so psql's aligned output stays aligned.
+blanks), so psql's aligned output stays aligned.  Inside a JSON value it
+cannot: jsonb prints a timestamp without its trailing zeros, so a JSON
+cell holding one changes the column's width from run to run.  Leave such
+keys out of tabular examples (`doc - 'created_at'`) or select them alone.
 
 Usage:
     doc_examples.py FILE.md            check: prints "ok - ..." / "not ok - ..."

@@ -14,7 +14,7 @@ cd "$OMS_ROOT"
 
 PAGES=(README.md docs/api.md docs/drivers.md docs/testing.md)
 # Login roles the pages create (cluster-wide: dropped before and after).
-PAGE_ROLES=(shop_app shop_ops shop_test)
+PAGE_ROLES=(shop_app shop_ops shop_test shop_api shop_guest)
 db=oms_doc_examples
 export PSQL="$OMS_PG_BINDIR/psql"
 mode=()
