@@ -27,6 +27,7 @@ SQL_PARTS   = src/sql/roles.sql \
               src/sql/relay.sql \
               src/sql/worker.sql \
               src/sql/maintenance.sql \
+              src/sql/pg_cron.sql \
               src/sql/metrics.sql \
               src/sql/health.sql \
               src/sql/analytics.sql \
