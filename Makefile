@@ -95,8 +95,9 @@ bench:
 valgrind:
 	bash test/valgrind/run.sh
 
-# Static analysis (cppcheck, scan-build, shellcheck) and the format check;
-# zero findings or the target fails (test/lint.sh).
+# Static analysis (cppcheck, scan-build, shellcheck), the format check and
+# the SQL conventions (docs/architecture.md); zero findings or the target
+# fails (test/lint.sh).
 lint:
 	bash test/lint.sh
 

@@ -471,7 +471,7 @@ BEGIN
 	PERFORM oms._check_identifier('correlation_id', oms_payment_result.correlation_id, 255);
 	PERFORM oms._check_not_null('outcome', oms_payment_result.outcome);
 	IF oms_payment_result.outcome NOT IN ('approved', 'declined', 'failed') THEN
-		RAISE EXCEPTION 'invalid payment outcome "%"', left(oms_payment_result.outcome, 100)
+		RAISE EXCEPTION 'invalid payment outcome "%"', pg_catalog.left(oms_payment_result.outcome, 100)
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The outcome is approved, declined or failed.';
 	END IF;
@@ -487,11 +487,11 @@ BEGIN
 	-- The same result twice is one message: the inbox dedupes it.
 	v_result := oms._apply_payment_reply(
 		'sql:' || oms_payment_result.correlation_id || ':' || oms_payment_result.outcome,
-		jsonb_build_object('correlation_id', oms_payment_result.correlation_id,
-						   'outcome', oms_payment_result.outcome,
-						   'reference', oms_payment_result.details ->> 'reference',
-						   'message', oms_payment_result.details ->> 'message')::text);
-	RETURN jsonb_build_object('correlation_id', oms_payment_result.correlation_id, 'result', v_result);
+		pg_catalog.jsonb_build_object('correlation_id', oms_payment_result.correlation_id,
+									  'outcome', oms_payment_result.outcome,
+									  'reference', oms_payment_result.details ->> 'reference',
+									  'message', oms_payment_result.details ->> 'message')::text);
+	RETURN pg_catalog.jsonb_build_object('correlation_id', oms_payment_result.correlation_id, 'result', v_result);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) IS

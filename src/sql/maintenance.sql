@@ -353,19 +353,19 @@ AS $$
 DECLARE
 	v_tasks text[] := oms._maintenance_task_names();
 	v_task text;
-	v_run_by text := coalesce(nullif(current_setting('application_name'), ''), session_user::text);
+	v_run_by text := coalesce(nullif(pg_catalog.current_setting('application_name'), ''), session_user::text);
 	v_result jsonb := '{}';
 BEGIN
 	IF p_task IS NOT NULL AND NOT p_task = ANY (v_tasks) THEN
-		RAISE EXCEPTION 'unknown maintenance task "%"', left(p_task, 100)
+		RAISE EXCEPTION 'unknown maintenance task "%"', pg_catalog.left(p_task, 100)
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('The tasks are: %s.', array_to_string(v_tasks, ', ')),
+				  DETAIL = pg_catalog.format('The tasks are: %s.', pg_catalog.array_to_string(v_tasks, ', ')),
 				  HINT = 'Pass NULL to run every task.';
 	END IF;
 	FOREACH v_task IN ARRAY v_tasks
 	LOOP
 		CONTINUE WHEN p_task IS NOT NULL AND v_task <> p_task;
-		v_result := v_result || jsonb_build_object(v_task, oms._run_maintenance_task(v_task, v_run_by));
+		v_result := v_result || pg_catalog.jsonb_build_object(v_task, oms._run_maintenance_task(v_task, v_run_by));
 	END LOOP;
 	RETURN v_result;
 END;

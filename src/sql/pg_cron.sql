@@ -72,33 +72,33 @@ DECLARE
 	v_key text;
 BEGIN
 	PERFORM oms._check_not_null('schedules', p_schedules);
-	IF jsonb_typeof(p_schedules) <> 'object' THEN
+	IF pg_catalog.jsonb_typeof(p_schedules) <> 'object' THEN
 		RAISE EXCEPTION 'schedules must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Map task names to pg_cron schedules, e.g. {"prune": "17 * * * *"}; null leaves a task to the worker.';
 	END IF;
-	FOR v_key IN SELECT k FROM jsonb_object_keys(p_schedules) AS k ORDER BY 1
+	FOR v_key IN SELECT k FROM pg_catalog.jsonb_object_keys(p_schedules) AS k ORDER BY 1
 	LOOP
 		IF NOT v_key = ANY (v_tasks) THEN
-			RAISE EXCEPTION 'unknown maintenance task "%"', left(v_key, 100)
+			RAISE EXCEPTION 'unknown maintenance task "%"', pg_catalog.left(v_key, 100)
 				USING ERRCODE = 'invalid_parameter_value',
-					  DETAIL = format('The tasks are: %s.', array_to_string(v_tasks, ', '));
+					  DETAIL = pg_catalog.format('The tasks are: %s.', pg_catalog.array_to_string(v_tasks, ', '));
 		END IF;
-		IF jsonb_typeof(p_schedules -> v_key) NOT IN ('string', 'null') THEN
+		IF pg_catalog.jsonb_typeof(p_schedules -> v_key) NOT IN ('string', 'null') THEN
 			RAISE EXCEPTION 'the schedule of maintenance task "%" must be a string or null', v_key
 				USING ERRCODE = 'invalid_parameter_value';
 		END IF;
 	END LOOP;
 	RETURN QUERY
 		SELECT j.task, j.job_name, j.schedule, j.command,
-			   format('SELECT cron.schedule_in_database(%L, %L, %L, %L);',
-					  j.job_name, j.schedule, j.command, current_database())
+			   pg_catalog.format('SELECT cron.schedule_in_database(%L, %L, %L, %L);',
+								 j.job_name, j.schedule, j.command, pg_catalog.current_database())
 		FROM (SELECT t.task, t.position,
-					 format('oms-%s-%s', current_database(), t.task) AS job_name,
+					 pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), t.task) AS job_name,
 					 CASE WHEN p_schedules ? t.task
 						  THEN p_schedules ->> t.task
 						  ELSE t.default_schedule END AS schedule,
-					 format('SELECT oms._run_maintenance(%L)', t.task) AS command
+					 pg_catalog.format('SELECT oms._run_maintenance(%L)', t.task) AS command
 			  FROM oms.maintenance_tasks AS t) AS j
 		WHERE j.schedule IS NOT NULL
 		ORDER BY j.position;
@@ -152,13 +152,14 @@ BEGIN
 	LOOP
 		SELECT * INTO v_job FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules) AS j
 		WHERE j.task = v_task.task;
-		EXECUTE format('SELECT j.jobid, j.schedule, j.command FROM %I.job AS j WHERE j.jobname = $1 AND j.username = current_user', v_cron)
-			INTO v_old USING format('oms-%s-%s', current_database(), v_task.task);
+		EXECUTE pg_catalog.format('SELECT j.jobid, j.schedule, j.command FROM %I.job AS j '
+								  || 'WHERE j.jobname = $1 AND j.username = current_user', v_cron)
+			INTO v_old USING pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), v_task.task);
 		IF v_job.task IS NULL THEN
 			-- null schedule: this task goes back to the worker.
 			IF v_old.jobid IS NOT NULL THEN
-				EXECUTE format('SELECT %I.unschedule($1)', v_cron) USING v_old.jobid;
-				v_removed := v_removed || jsonb_build_object('task', v_task.task, 'jobid', v_old.jobid);
+				EXECUTE pg_catalog.format('SELECT %I.unschedule($1)', v_cron) USING v_old.jobid;
+				v_removed := v_removed || pg_catalog.jsonb_build_object('task', v_task.task, 'jobid', v_old.jobid);
 			END IF;
 			UPDATE oms.maintenance_tasks AS t
 			SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
@@ -170,19 +171,20 @@ BEGIN
 			v_jobid := v_old.jobid;
 			v_action := 'unchanged';
 		ELSE
-			EXECUTE format('SELECT %I.schedule($1, $2, $3)', v_cron)
+			EXECUTE pg_catalog.format('SELECT %I.schedule($1, $2, $3)', v_cron)
 				INTO v_jobid USING v_job.job_name, v_job.schedule, v_job.command;
 			v_action := CASE WHEN v_old.jobid IS NULL THEN 'created' ELSE 'updated' END;
 		END IF;
 		UPDATE oms.maintenance_tasks AS t
-		SET cron_database = current_database(), cron_job_name = v_job.job_name, cron_jobid = v_jobid,
-			cron_schedule = v_job.schedule, cron_scheduled_at = now()
+		SET cron_database = pg_catalog.current_database(), cron_job_name = v_job.job_name,
+			cron_jobid = v_jobid, cron_schedule = v_job.schedule, cron_scheduled_at = pg_catalog.now()
 		WHERE t.task = v_task.task;
-		v_jobs := v_jobs || jsonb_build_object('task', v_task.task, 'job_name', v_job.job_name, 'jobid', v_jobid,
-											   'schedule', v_job.schedule, 'command', v_job.command,
-											   'action', v_action);
+		v_jobs := v_jobs || pg_catalog.jsonb_build_object('task', v_task.task, 'job_name', v_job.job_name,
+														  'jobid', v_jobid, 'schedule', v_job.schedule,
+														  'command', v_job.command, 'action', v_action);
 	END LOOP;
-	RETURN jsonb_build_object('database', current_database(), 'jobs', v_jobs, 'unscheduled', v_removed);
+	RETURN pg_catalog.jsonb_build_object('database', pg_catalog.current_database(), 'jobs', v_jobs,
+										 'unscheduled', v_removed);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_schedule_maintenance(jsonb) IS
@@ -202,19 +204,21 @@ DECLARE
 BEGIN
 	FOR v_task IN SELECT t.task FROM oms.maintenance_tasks AS t ORDER BY t.position FOR UPDATE
 	LOOP
-		EXECUTE format('SELECT j.jobid FROM %I.job AS j WHERE j.jobname = $1 AND j.username = current_user', v_cron)
-			INTO v_jobid USING format('oms-%s-%s', current_database(), v_task.task);
+		EXECUTE pg_catalog.format('SELECT j.jobid FROM %I.job AS j '
+								  || 'WHERE j.jobname = $1 AND j.username = current_user', v_cron)
+			INTO v_jobid USING pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), v_task.task);
 		IF v_jobid IS NOT NULL THEN
-			EXECUTE format('SELECT %I.unschedule($1)', v_cron) USING v_jobid;
-			v_removed := v_removed || jsonb_build_object('task', v_task.task,
-				'job_name', format('oms-%s-%s', current_database(), v_task.task), 'jobid', v_jobid);
+			EXECUTE pg_catalog.format('SELECT %I.unschedule($1)', v_cron) USING v_jobid;
+			v_removed := v_removed || pg_catalog.jsonb_build_object('task', v_task.task,
+				'job_name', pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), v_task.task),
+				'jobid', v_jobid);
 		END IF;
 		UPDATE oms.maintenance_tasks AS t
 		SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
 			cron_scheduled_at = NULL
 		WHERE t.task = v_task.task;
 	END LOOP;
-	RETURN jsonb_build_object('database', current_database(), 'removed', v_removed);
+	RETURN pg_catalog.jsonb_build_object('database', pg_catalog.current_database(), 'removed', v_removed);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_unschedule_maintenance() IS
