@@ -27,6 +27,7 @@ SQL_PARTS   = src/sql/roles.sql \
               src/sql/relay.sql \
               src/sql/worker.sql \
               src/sql/maintenance.sql \
+              src/sql/pg_cron.sql \
               src/sql/metrics.sql \
               src/sql/health.sql \
               src/sql/analytics.sql \
@@ -94,8 +95,9 @@ bench:
 valgrind:
 	bash test/valgrind/run.sh
 
-# Static analysis (cppcheck, scan-build, shellcheck) and the format check;
-# zero findings or the target fails (test/lint.sh).
+# Static analysis (cppcheck, scan-build, shellcheck), the format check and
+# the SQL conventions (docs/architecture.md); zero findings or the target
+# fails (test/lint.sh).
 lint:
 	bash test/lint.sh
 

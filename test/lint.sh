@@ -4,11 +4,13 @@
 # through scan-build), shellcheck over every shell script of the repository,
 # and the check that src/*.c and src/oms.h are laid out as pgindent lays
 # them out (pg_bsd_indent, PostgreSQL's own indenter, with pgindent's
-# options).  Prints one line per tool, "lint: TOOL: ok" or
+# options), and the SQL conventions of the extension's SQL
+# (test/lint_sql.py: a pinned search_path on every function, every call
+# qualified).  Prints one line per tool, "lint: TOOL: ok" or
 # "lint: TOOL: N findings" after the findings themselves, and exits
 # non-zero on any finding.  Suppressions live next to the code they excuse,
 # each with its reason ("cppcheck-suppress", "shellcheck disable=").
-# Usage: test/lint.sh [cppcheck|scan-build|shellcheck|format ...]  (default: all)
+# Usage: test/lint.sh [cppcheck|scan-build|shellcheck|format|sql ...]  (default: all)
 set -euo pipefail
 shopt -s inherit_errexit nullglob
 
@@ -130,14 +132,31 @@ run_format() {
 	verdict "format (pg_bsd_indent, files to reformat)" "$n"
 }
 
-(($#)) || set -- cppcheck scan-build shellcheck format
+# The fragments of the extension script and the upgrade script to the
+# version under development; released scripts stay as they shipped.
+run_sql() {
+	local out=$LINT_TMP/sql.txt version n files
+	version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" oms.control)
+	files=(src/sql/*.sql src/sql/versions/oms--*--"$version".sql)
+	if python3 test/lint_sql.py "${files[@]}" >"$out" 2>&1; then
+		n=0
+	else
+		n=$(grep -c '^src/' "$out" || true)
+		((n > 0)) || n=1
+	fi
+	cat "$out"
+	verdict "sql (${#files[@]} files)" "$n"
+}
+
+(($#)) || set -- cppcheck scan-build shellcheck format sql
 for tool in "$@"; do
 	case $tool in
 	cppcheck) run_cppcheck ;;
 	scan-build) run_scan_build ;;
 	shellcheck) run_shellcheck ;;
 	format) run_format ;;
-	*) oms_die "unknown tool '$tool' (cppcheck, scan-build, shellcheck, format)" ;;
+	sql) run_sql ;;
+	*) oms_die "unknown tool '$tool' (cppcheck, scan-build, shellcheck, format, sql)" ;;
 	esac
 done
 exit "$FAILED"

@@ -39,10 +39,10 @@ BEGIN
 		PERFORM oms._currency_exponent(p_currency);
 	END IF;
 	PERFORM oms._check_json_argument('metadata', p_metadata,
-									 current_setting('oms.max_metadata_bytes')::integer);
+									 pg_catalog.current_setting('oms.max_metadata_bytes')::integer);
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._check_idempotency_key, which also refuses an empty key.
-		IF length(p_idempotency_key) = 0 THEN
+		IF pg_catalog.length(p_idempotency_key) = 0 THEN
 			PERFORM oms._check_idempotency_key(p_idempotency_key);
 		END IF;
 		PERFORM oms._check_identifier('idempotency_key', p_idempotency_key, 255);
@@ -53,23 +53,23 @@ BEGIN
 
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._request_hash
-		v_hash := sha256(convert_to(jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency,
-													  p_metadata)::text, 'UTF8'));
+		v_hash := pg_catalog.sha256(pg_catalog.convert_to(
+			pg_catalog.jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency, p_metadata)::text, 'UTF8'));
 		-- The claim of oms._idempotency_begin; a key already there (a replay,
 		-- a conflict, a claim of this transaction) is its business.
 		INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
-		VALUES (p_idempotency_key, 'oms_create_order', v_hash, NULL, now(),
-				now() + current_setting('oms.idempotency_ttl')::interval)
+		VALUES (p_idempotency_key, 'oms_create_order', v_hash, NULL, pg_catalog.now(),
+				pg_catalog.now() + pg_catalog.current_setting('oms.idempotency_ttl')::interval)
 		ON CONFLICT (key) DO UPDATE
 			SET function_name = excluded.function_name, request_hash = excluded.request_hash,
 				response = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at
-			WHERE k.expires_at <= now();
+			WHERE k.expires_at <= pg_catalog.now();
 		IF NOT FOUND THEN
 			RETURN oms._idempotency_begin(p_idempotency_key, 'oms_create_order', v_hash);
 		END IF;
 	END IF;
 
-	v_trace := NULLIF(current_setting('oms.traceparent', true), '');
+	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
 	WITH o AS (
 		INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
 		VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
@@ -77,12 +77,12 @@ BEGIN
 	), i AS (
 		INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
 		SELECT o.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
-		FROM o CROSS JOIN jsonb_to_recordset(v_priced -> 'items')
+		FROM o CROSS JOIN pg_catalog.jsonb_to_recordset(v_priced -> 'items')
 			AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint)
 	), d AS (
 		-- oms._order_document(o, v_priced -> 'items')
 		SELECT o.id, o.status, o.total, o.currency,
-			   jsonb_build_object(
+			   pg_catalog.jsonb_build_object(
 				'order_id', o.id,
 				'customer_id', o.customer_id,
 				'status', o.status,
@@ -91,14 +91,14 @@ BEGIN
 				'items', v_priced -> 'items',
 				'version', o.version,
 				'metadata', o.metadata,
-				'created_at', to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-				'updated_at', to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+				'created_at', pg_catalog.to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+				'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
 				AS document
 		FROM o
 	), c AS (
-		SELECT d.*, jsonb_build_object('total', d.total, 'currency', d.currency,
-									   'item_count', jsonb_array_length(v_priced -> 'items'),
-									   'idempotency_key', p_idempotency_key) AS data
+		SELECT d.*, pg_catalog.jsonb_build_object('total', d.total, 'currency', d.currency,
+												  'item_count', pg_catalog.jsonb_array_length(v_priced -> 'items'),
+												  'idempotency_key', p_idempotency_key) AS data
 		FROM d
 	), e AS (
 		INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data, traceparent)
@@ -107,7 +107,7 @@ BEGIN
 	), x AS (
 		INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq, traceparent)
 		SELECT 'order', c.id, 'order.created',
-			   c.data || jsonb_build_object('previous_status', NULL::oms.order_status, 'order', c.document),
+			   c.data || pg_catalog.jsonb_build_object('previous_status', NULL::oms.order_status, 'order', c.document),
 			   1, v_trace
 		FROM c
 	)
@@ -205,15 +205,16 @@ DECLARE
 	v_hash bytea;
 BEGIN
 	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
-	IF oms_cancel_order.reason IS NOT NULL AND length(oms_cancel_order.reason) > 1000 THEN
+	IF oms_cancel_order.reason IS NOT NULL AND pg_catalog.length(oms_cancel_order.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'
 			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = format('reason has at most 1000 characters, got %s.', length(oms_cancel_order.reason));
+				  DETAIL = pg_catalog.format('reason has at most 1000 characters, got %s.',
+											 pg_catalog.length(oms_cancel_order.reason));
 	END IF;
 	PERFORM oms._check_idempotency_key(oms_cancel_order.idempotency_key);
 
 	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
-		v_hash := oms._request_hash(jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
 		v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash);
 		IF v_document IS NOT NULL THEN
 			RETURN v_document;
@@ -224,8 +225,8 @@ BEGIN
 	v_from := v_order.status;
 	IF v_from = 'pending' THEN
 		v_document := oms._change_status(v_order.id, 'canceled', 'order.canceled',
-			jsonb_build_object('reason', oms_cancel_order.reason,
-							   'idempotency_key', oms_cancel_order.idempotency_key));
+			pg_catalog.jsonb_build_object('reason', oms_cancel_order.reason,
+										  'idempotency_key', oms_cancel_order.idempotency_key));
 	ELSIF v_from = 'processing' THEN
 		-- The saga stops at its next step and compensates what it did; the
 		-- order ends canceled then.  Wake it now if it is waiting.  This
@@ -235,15 +236,15 @@ BEGIN
 		-- the step's timeout.  No deadlock: a runner never waits for an
 		-- order, and we hold this one, so no runner runs this saga now.
 		v_document := oms._change_status(v_order.id, 'cancel_requested', 'order.cancel_requested',
-			jsonb_build_object('reason', oms_cancel_order.reason,
-							   'idempotency_key', oms_cancel_order.idempotency_key));
-		UPDATE oms.sagas AS s SET next_run_at = now()
+			pg_catalog.jsonb_build_object('reason', oms_cancel_order.reason,
+										  'idempotency_key', oms_cancel_order.idempotency_key));
+		UPDATE oms.sagas AS s SET next_run_at = pg_catalog.now()
 		WHERE s.order_id = v_order.id AND s.kind = 'fulfilment' AND s.status = 'running';
 		PERFORM oms._notify_worker();
 	ELSE
 		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('The order is %s.', v_from),
+				  DETAIL = pg_catalog.format('The order is %s.', v_from),
 				  HINT = CASE
 					WHEN v_from = 'canceled' THEN 'The order is already canceled.'
 					WHEN v_from = 'cancel_requested' THEN 'A cancel is already in progress.'

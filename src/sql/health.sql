@@ -400,16 +400,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN oms._health(jsonb_build_object(
-		'workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._worker_status() AS w),
-		'saga_workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._saga_worker_status() AS w
-						 WHERE w.database = current_database()),
-		'saga_workers_wanted', current_setting('oms.saga_workers')::integer,
-		'worker_enabled', current_setting('oms.worker_enabled')::boolean,
-		'relay_enabled', current_setting('oms.kafka_brokers') <> '',
-		'relay', (SELECT to_jsonb(r) FROM oms._relay_shmem_status() AS r),
+	RETURN oms._health(pg_catalog.jsonb_build_object(
+		'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w)), '[]')
+					FROM oms._worker_status() AS w),
+		'saga_workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w)), '[]')
+						 FROM oms._saga_worker_status() AS w
+						 WHERE w.database = pg_catalog.current_database()),
+		'saga_workers_wanted', pg_catalog.current_setting('oms.saga_workers')::integer,
+		'worker_enabled', pg_catalog.current_setting('oms.worker_enabled')::boolean,
+		'relay_enabled', pg_catalog.current_setting('oms.kafka_brokers') <> '',
+		'relay', (SELECT pg_catalog.to_jsonb(r) FROM oms._relay_shmem_status() AS r),
 		'inbox', oms._inbox_shmem_status()),
-		clock_timestamp());
+		pg_catalog.clock_timestamp());
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_health() IS

@@ -152,14 +152,245 @@ COMMENT ON FUNCTION oms._reject_reply(text, text, text, text) IS
 	'Records a reply that cannot be applied as a dead letter with the raw message';
 
 /*
+ * A reply's body and the command it answers, or why it cannot be applied
+ * (problem; reply is set when the body is a JSON object, so that the
+ * rejection can name its correlation id).  Checked in one place, in the
+ * order a reader would: JSON at all, an object, the two required keys, a
+ * command oms sent; every later step may then rely on a well-formed reply
+ * to a known command.
+ */
+CREATE FUNCTION oms._read_payment_reply(p_body text, OUT reply jsonb, OUT command oms.payment_commands,
+										OUT problem text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_body jsonb;
+BEGIN
+	BEGIN
+		v_body := p_body::jsonb;
+	EXCEPTION WHEN OTHERS THEN
+		problem := 'malformed reply: ' || SQLERRM;
+		RETURN;
+	END;
+	IF pg_catalog.jsonb_typeof(v_body) IS DISTINCT FROM 'object' THEN
+		problem := 'malformed reply: not a JSON object';
+		RETURN;
+	END IF;
+	reply := v_body;
+	IF reply ->> 'correlation_id' IS NULL OR reply ->> 'outcome' IS NULL
+	   OR reply ->> 'outcome' NOT IN ('approved', 'declined', 'failed') THEN
+		problem := 'malformed reply: correlation_id and outcome (approved, declined, failed) are required';
+		RETURN;
+	END IF;
+	SELECT * INTO command FROM oms.payment_commands AS c WHERE c.correlation_id = reply ->> 'correlation_id';
+	IF NOT FOUND THEN
+		problem := pg_catalog.format('unknown correlation id "%s"',
+									 pg_catalog.left(reply ->> 'correlation_id', 200));
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._read_payment_reply(text) IS
+	'Parses and checks a payment reply: its body and the command it answers, or the problem that makes it a rejected reply';
+
+/*
+ * Whether this answer to the command has already had its effect, under
+ * another message id: an applied reply, or the same late outcome.  The
+ * provider may send an answer twice with different ids (a retry of its
+ * own); the second must change nothing.
+ */
+CREATE FUNCTION oms._reply_had_effect(p_correlation_id text, p_outcome text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN oms._reply_for(p_correlation_id) IS NOT NULL OR
+		   EXISTS (SELECT FROM oms.inbox AS i
+				   WHERE i.correlation_id = p_correlation_id AND i.result = 'late' AND i.outcome = p_outcome);
+END;
+$$;
+COMMENT ON FUNCTION oms._reply_had_effect(text, text) IS
+	'True when a reply to the command already had its effect: one was applied, or the same outcome came late';
+
+/*
+ * What a reply causes belongs to the trace of the saga that sent the
+ * command, not to the consumer's or the webhook caller's: sets
+ * oms.traceparent for the transaction to the saga's (a late refund's
+ * correlation id starts with late:) and says whether it did, so that the
+ * caller's own value can be given back.
+ */
+CREATE FUNCTION oms._adopt_saga_trace(p_correlation_id text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_saga text := pg_catalog.split_part(pg_catalog.regexp_replace(p_correlation_id, '^late:', ''), ':', 1);
+	v_trace text;
+BEGIN
+	IF v_saga ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+		SELECT s.traceparent INTO v_trace FROM oms.sagas AS s WHERE s.id = v_saga::uuid;
+	END IF;
+	IF v_trace IS NULL THEN
+		RETURN false;
+	END IF;
+	PERFORM pg_catalog.set_config('oms.traceparent', v_trace, true);
+	RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION oms._adopt_saga_trace(text) IS
+	'Sets oms.traceparent for the transaction to the trace of the saga that sent a command; true when it did';
+
+/*
+ * The answer to the refund oms sent for a late charge: no saga waits for
+ * it, so it is recorded on the timeline, and a refusal becomes a
+ * late_reply dead letter, because money the customer should get back is
+ * still with the provider and only an operator can settle that.
+ */
+CREATE FUNCTION oms._apply_late_refund_reply(p_message_id text, p_reply jsonb, p_command oms.payment_commands)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_correlation text := p_reply ->> 'correlation_id';
+	v_outcome text := p_reply ->> 'outcome';
+	v_letter bigint;
+BEGIN
+	UPDATE oms.inbox AS i
+	SET correlation_id = v_correlation, outcome = v_outcome, body = p_reply, result = 'applied'
+	WHERE i.message_id = p_message_id;
+	PERFORM oms._timeline(p_command.order_id, 'payment.late_refund',
+		pg_catalog.jsonb_build_object('correlation_id', v_correlation, 'outcome', v_outcome,
+									  'message_id', p_message_id));
+	IF v_outcome <> 'approved' THEN
+		INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
+		VALUES ('late_reply', p_command.order_id, 'refund',
+				pg_catalog.jsonb_build_object('message', 'the refund of a late charge was not approved',
+											  'outcome', v_outcome, 'at', pg_catalog.now()),
+				pg_catalog.jsonb_build_object('message_id', p_message_id, 'reply', p_reply))
+		RETURNING id INTO v_letter;
+		PERFORM oms._log('warning', 'payment_late_refund_refused', 'order_id', p_command.order_id::text,
+						 'correlation_id', v_correlation, 'outcome', v_outcome, 'message_id', p_message_id,
+						 'dead_letter_id', v_letter::text);
+	END IF;
+	RETURN 'applied';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_late_refund_reply(text, jsonb, oms.payment_commands) IS
+	'Records the answer to the refund of a late charge; a refusal becomes a late_reply dead letter';
+
+/*
+ * The saga that sent a command (locked, so that its step cannot move on
+ * while the reply is applied), and whether its current step waits for
+ * exactly this command: the same step, and the same attempt of it (a
+ * compensation's attempts are counted apart, c<n>).  An answer to an
+ * earlier attempt, or after a timeout or a cancel, is late.
+ */
+CREATE FUNCTION oms._saga_waiting_for(p_correlation_id text, OUT saga_id uuid, OUT waiting boolean)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_attempt text := pg_catalog.split_part(p_correlation_id, ':', 3);
+	v_saga oms.sagas;
+	v_step oms.saga_steps;
+BEGIN
+	IF pg_catalog.split_part(p_correlation_id, ':', 1)
+	   ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+		SELECT * INTO v_saga FROM oms.sagas AS s
+		WHERE s.id = pg_catalog.split_part(p_correlation_id, ':', 1)::uuid FOR UPDATE;
+	END IF;
+	SELECT * INTO v_step FROM oms.saga_steps AS t
+	WHERE t.saga_id = v_saga.id AND t.step_no::text = pg_catalog.split_part(p_correlation_id, ':', 2);
+	saga_id := v_saga.id;
+	waiting := v_saga.id IS NOT NULL AND v_step.step_no = v_saga.step_no AND
+		CASE WHEN v_attempt LIKE 'c%'
+			 THEN v_saga.status = 'compensating' AND v_step.compensation_waiting
+				  AND v_step.compensation_attempts::text = pg_catalog.substr(v_attempt, 2)
+			 ELSE v_saga.status = 'running' AND v_step.status = 'waiting' AND v_step.attempts::text = v_attempt
+		END;
+END;
+$$;
+COMMENT ON FUNCTION oms._saga_waiting_for(text) IS
+	'Locks the saga that sent a payment command and says whether its current step waits for exactly that command';
+
+/*
+ * A reply the saga waits for: the saga is due now, and the worker is woken
+ * at commit.  The step itself reads the recorded reply when it runs again
+ * (oms._kafka_provider), so the saga engine applies the outcome, here and
+ * for a webhook alike.
+ */
+CREATE FUNCTION oms._apply_awaited_reply(p_message_id text, p_reply jsonb, p_command oms.payment_commands,
+										 p_saga_id uuid)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE oms.sagas AS s SET next_run_at = pg_catalog.now() WHERE s.id = p_saga_id;
+	PERFORM oms._timeline(p_command.order_id, 'payment.reply',
+		pg_catalog.jsonb_build_object('correlation_id', p_reply ->> 'correlation_id',
+									  'command', p_command.command, 'outcome', p_reply ->> 'outcome',
+									  'message_id', p_message_id));
+	PERFORM oms._notify_worker();
+	RETURN 'applied';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_awaited_reply(text, jsonb, oms.payment_commands, uuid) IS
+	'Applies a reply its saga waits for: makes the saga due and wakes the worker; returns applied';
+
+/*
+ * A reply no saga waits for any more is kept as a late_reply dead letter.
+ * A late approval of a charge means the provider took money oms gave up
+ * on: oms sends a refund for it, once (its correlation id is late:<the
+ * charge's>).
+ */
+CREATE FUNCTION oms._apply_late_reply(p_message_id text, p_reply jsonb, p_command oms.payment_commands,
+									  p_saga_id uuid)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_correlation text := p_reply ->> 'correlation_id';
+	v_outcome text := p_reply ->> 'outcome';
+	v_refund boolean := v_outcome = 'approved' AND p_command.command = 'charge';
+	v_letter bigint;
+BEGIN
+	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error, payload)
+	VALUES ('late_reply', p_saga_id, p_command.order_id, p_command.command,
+			pg_catalog.jsonb_build_object('message', 'reply after the saga stopped waiting for it',
+										  'outcome', v_outcome, 'at', pg_catalog.now()),
+			pg_catalog.jsonb_build_object('message_id', p_message_id, 'reply', p_reply))
+	RETURNING id INTO v_letter;
+	IF v_refund AND NOT EXISTS (SELECT FROM oms.payment_commands AS c
+								WHERE c.correlation_id = 'late:' || v_correlation) THEN
+		PERFORM oms._send_payment_command((SELECT p FROM oms.payments AS p WHERE p.id = p_command.payment_id),
+										  'refund', p_command.amount, 'late:' || v_correlation);
+	END IF;
+	PERFORM oms._timeline(p_command.order_id, 'payment.late_reply',
+		pg_catalog.jsonb_build_object('correlation_id', v_correlation, 'command', p_command.command,
+									  'outcome', v_outcome, 'refund_sent', v_refund));
+	PERFORM oms._log('warning', 'payment_reply_late', 'saga_id', p_saga_id::text,
+					 'order_id', p_command.order_id::text, 'correlation_id', v_correlation,
+					 'command', p_command.command, 'outcome', v_outcome, 'message_id', p_message_id,
+					 'refund_sent', v_refund::text, 'dead_letter_id', v_letter::text);
+	RETURN 'late';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_late_reply(text, jsonb, oms.payment_commands, uuid) IS
+	'Records a reply no saga waits for as a late_reply dead letter, and refunds a late approved charge; returns late';
+
+/*
  * Applies one reply, exactly once per message id.  Returns applied,
  * duplicate, late or rejected; never raises for a bad message (it becomes a
- * dead letter), so a poison message cannot block its partition.
- *
- * A late reply answers a command the saga no longer waits for (it timed
- * out, was retried or canceled).  A late approval of a charge means the
- * provider took money oms gave up on: oms sends a refund for it, and keeps a
- * late_reply dead letter either way.
+ * dead letter), so a poison message cannot block its partition.  The
+ * steps, in order, each in a helper above: claim the message id in the
+ * inbox; read and check the reply; drop an answer that already had its
+ * effect; lock the order; adopt the saga's trace; then apply the answer to
+ * a late refund, or the answer a saga waits for, or record a late one.
  */
 CREATE FUNCTION oms._apply_payment_reply(p_message_id text, p_body text)
 RETURNS text
@@ -167,149 +398,62 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_id text := coalesce(p_message_id, 'md5:' || md5(coalesce(p_body, '')));
-	v_body jsonb;
-	v_correlation text;
-	v_outcome text;
-	v_command oms.payment_commands;
-	v_saga oms.sagas;
-	v_step oms.saga_steps;
-	v_attempt text;
-	v_waiting boolean;
+	v_id text := coalesce(p_message_id, 'md5:' || pg_catalog.md5(coalesce(p_body, '')));
 	v_caller_trace text := pg_catalog.current_setting('oms.traceparent', true);
-	v_trace text;
-	v_letter bigint;
+	v_read record;
+	v_reply jsonb;
+	v_command oms.payment_commands;
+	v_correlation text;
+	v_adopted boolean;
+	v_saga_id uuid;
+	v_waiting boolean;
+	v_result text;
 BEGIN
+	-- A redelivered message finds its row and has no second effect.
 	INSERT INTO oms.inbox (message_id) VALUES (v_id) ON CONFLICT (message_id) DO NOTHING;
 	IF NOT FOUND THEN
 		RETURN 'duplicate';
 	END IF;
 
-	BEGIN
-		v_body := p_body::jsonb;
-	EXCEPTION WHEN OTHERS THEN
-		RETURN oms._reject_reply(v_id, 'malformed reply: ' || SQLERRM, p_body, NULL);
-	END;
-	IF jsonb_typeof(v_body) IS DISTINCT FROM 'object' THEN
-		RETURN oms._reject_reply(v_id, 'malformed reply: not a JSON object', p_body, NULL);
+	SELECT * INTO v_read FROM oms._read_payment_reply(p_body);
+	IF v_read.problem IS NOT NULL THEN
+		RETURN oms._reject_reply(v_id, v_read.problem, p_body, v_read.reply ->> 'correlation_id');
 	END IF;
-	v_correlation := v_body ->> 'correlation_id';
-	v_outcome := v_body ->> 'outcome';
-	IF v_correlation IS NULL OR v_outcome IS NULL OR v_outcome NOT IN ('approved', 'declined', 'failed') THEN
-		RETURN oms._reject_reply(v_id, 'malformed reply: correlation_id and outcome (approved, declined, failed) are required',
-								 p_body, v_correlation);
-	END IF;
-	SELECT * INTO v_command FROM oms.payment_commands AS c WHERE c.correlation_id = v_correlation;
-	IF NOT FOUND THEN
-		RETURN oms._reject_reply(v_id, format('unknown correlation id "%s"', left(v_correlation, 200)),
-								 p_body, v_correlation);
-	END IF;
+	v_reply := v_read.reply;
+	v_command := v_read.command;
+	v_correlation := v_reply ->> 'correlation_id';
 
-	-- The same answer under another message id has no second effect, and
-	-- leaves no row: a redelivery of it is judged again, to the same end, so
-	-- the inbox keeps one row per reply that had an effect.
-	IF oms._reply_for(v_correlation) IS NOT NULL OR
-	   EXISTS (SELECT FROM oms.inbox AS i
-			   WHERE i.correlation_id = v_correlation AND i.result = 'late' AND i.outcome = v_outcome) THEN
+	-- The same answer under another message id leaves no row: a redelivery
+	-- of it is judged again, to the same end, so the inbox keeps one row
+	-- per reply that had an effect.
+	IF oms._reply_had_effect(v_correlation, v_reply ->> 'outcome') THEN
 		DELETE FROM oms.inbox AS i WHERE i.message_id = v_id;
 		RETURN 'duplicate';
 	END IF;
 
 	PERFORM 1 FROM oms.orders AS o WHERE o.id = v_command.order_id FOR NO KEY UPDATE;
+	v_adopted := oms._adopt_saga_trace(v_correlation);
 
-	-- What the reply causes belongs to the trace of the saga that sent the
-	-- command (a late refund's correlation id starts with late:); the
-	-- caller's own value is given back before returning.
-	IF split_part(regexp_replace(v_correlation, '^late:', ''), ':', 1)
-	   ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-		SELECT s.traceparent INTO v_trace FROM oms.sagas AS s
-		WHERE s.id = split_part(regexp_replace(v_correlation, '^late:', ''), ':', 1)::uuid;
-	END IF;
-	IF v_trace IS NOT NULL THEN
-		PERFORM set_config('oms.traceparent', v_trace, true);
-	END IF;
-
-	-- The answer to a refund oms sent for a late charge: no saga waits for
-	-- it; it is recorded, and a refusal needs an operator.
 	IF v_correlation LIKE 'late:%' THEN
+		v_result := oms._apply_late_refund_reply(v_id, v_reply, v_command);
+	ELSE
+		SELECT w.saga_id, w.waiting INTO v_saga_id, v_waiting FROM oms._saga_waiting_for(v_correlation) AS w;
 		UPDATE oms.inbox AS i
-		SET correlation_id = v_correlation, outcome = v_outcome, body = v_body, result = 'applied'
+		SET correlation_id = v_correlation, outcome = v_reply ->> 'outcome', body = v_reply,
+			result = CASE WHEN v_waiting THEN 'applied' ELSE 'late' END
 		WHERE i.message_id = v_id;
-		PERFORM oms._timeline(v_command.order_id, 'payment.late_refund',
-			jsonb_build_object('correlation_id', v_correlation, 'outcome', v_outcome, 'message_id', v_id));
-		IF v_outcome <> 'approved' THEN
-			INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
-			VALUES ('late_reply', v_command.order_id, 'refund',
-					jsonb_build_object('message', 'the refund of a late charge was not approved',
-									   'outcome', v_outcome, 'at', now()),
-					jsonb_build_object('message_id', v_id, 'reply', v_body))
-			RETURNING id INTO v_letter;
-			PERFORM oms._log('warning', 'payment_late_refund_refused', 'order_id', v_command.order_id::text,
-							 'correlation_id', v_correlation, 'outcome', v_outcome, 'message_id', v_id,
-							 'dead_letter_id', v_letter::text);
+		IF v_waiting THEN
+			v_result := oms._apply_awaited_reply(v_id, v_reply, v_command, v_saga_id);
+		ELSE
+			v_result := oms._apply_late_reply(v_id, v_reply, v_command, v_saga_id);
 		END IF;
-		IF v_trace IS NOT NULL THEN
-			PERFORM set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
-		END IF;
-		RETURN 'applied';
 	END IF;
 
-	-- Is a saga step waiting for exactly this command?
-	v_attempt := split_part(v_correlation, ':', 3);
-	IF split_part(v_correlation, ':', 1) ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-		SELECT * INTO v_saga FROM oms.sagas AS s
-		WHERE s.id = split_part(v_correlation, ':', 1)::uuid FOR UPDATE;
+	-- The caller's own trace context is given back.
+	IF v_adopted THEN
+		PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
 	END IF;
-	SELECT * INTO v_step FROM oms.saga_steps AS t
-	WHERE t.saga_id = v_saga.id AND t.step_no::text = split_part(v_correlation, ':', 2);
-	v_waiting := v_saga.id IS NOT NULL AND v_step.step_no = v_saga.step_no AND
-		CASE WHEN v_attempt LIKE 'c%'
-			 THEN v_saga.status = 'compensating' AND v_step.compensation_waiting
-				  AND v_step.compensation_attempts::text = substr(v_attempt, 2)
-			 ELSE v_saga.status = 'running' AND v_step.status = 'waiting' AND v_step.attempts::text = v_attempt
-		END;
-
-	UPDATE oms.inbox AS i
-	SET correlation_id = v_correlation, outcome = v_outcome, body = v_body,
-		result = CASE WHEN v_waiting THEN 'applied' ELSE 'late' END
-	WHERE i.message_id = v_id;
-
-	IF v_waiting THEN
-		UPDATE oms.sagas AS s SET next_run_at = now() WHERE s.id = v_saga.id;
-		PERFORM oms._timeline(v_command.order_id, 'payment.reply',
-			jsonb_build_object('correlation_id', v_correlation, 'command', v_command.command,
-							   'outcome', v_outcome, 'message_id', v_id));
-		PERFORM oms._notify_worker();
-		IF v_trace IS NOT NULL THEN
-			PERFORM set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
-		END IF;
-		RETURN 'applied';
-	END IF;
-
-	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error, payload)
-	VALUES ('late_reply', v_saga.id, v_command.order_id, v_command.command,
-			jsonb_build_object('message', 'reply after the saga stopped waiting for it', 'outcome', v_outcome,
-							   'at', now()),
-			jsonb_build_object('message_id', v_id, 'reply', v_body))
-	RETURNING id INTO v_letter;
-	IF v_outcome = 'approved' AND v_command.command = 'charge'
-	   AND NOT EXISTS (SELECT FROM oms.payment_commands AS c WHERE c.correlation_id = 'late:' || v_correlation) THEN
-		-- The provider charged after oms gave up: give the money back.
-		PERFORM oms._send_payment_command((SELECT p FROM oms.payments AS p WHERE p.id = v_command.payment_id),
-										  'refund', v_command.amount, 'late:' || v_correlation);
-	END IF;
-	PERFORM oms._timeline(v_command.order_id, 'payment.late_reply',
-		jsonb_build_object('correlation_id', v_correlation, 'command', v_command.command, 'outcome', v_outcome,
-						   'refund_sent', v_outcome = 'approved' AND v_command.command = 'charge'));
-	PERFORM oms._log('warning', 'payment_reply_late', 'saga_id', v_saga.id::text,
-					 'order_id', v_command.order_id::text, 'correlation_id', v_correlation,
-					 'command', v_command.command, 'outcome', v_outcome, 'message_id', v_id,
-					 'refund_sent', (v_outcome = 'approved' AND v_command.command = 'charge')::text,
-					 'dead_letter_id', v_letter::text);
-	IF v_trace IS NOT NULL THEN
-		PERFORM set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
-	END IF;
-	RETURN 'late';
+	RETURN v_result;
 END;
 $$;
 COMMENT ON FUNCTION oms._apply_payment_reply(text, text) IS
@@ -327,7 +471,7 @@ BEGIN
 	PERFORM oms._check_identifier('correlation_id', oms_payment_result.correlation_id, 255);
 	PERFORM oms._check_not_null('outcome', oms_payment_result.outcome);
 	IF oms_payment_result.outcome NOT IN ('approved', 'declined', 'failed') THEN
-		RAISE EXCEPTION 'invalid payment outcome "%"', left(oms_payment_result.outcome, 100)
+		RAISE EXCEPTION 'invalid payment outcome "%"', pg_catalog.left(oms_payment_result.outcome, 100)
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The outcome is approved, declined or failed.';
 	END IF;
@@ -343,11 +487,11 @@ BEGIN
 	-- The same result twice is one message: the inbox dedupes it.
 	v_result := oms._apply_payment_reply(
 		'sql:' || oms_payment_result.correlation_id || ':' || oms_payment_result.outcome,
-		jsonb_build_object('correlation_id', oms_payment_result.correlation_id,
-						   'outcome', oms_payment_result.outcome,
-						   'reference', oms_payment_result.details ->> 'reference',
-						   'message', oms_payment_result.details ->> 'message')::text);
-	RETURN jsonb_build_object('correlation_id', oms_payment_result.correlation_id, 'result', v_result);
+		pg_catalog.jsonb_build_object('correlation_id', oms_payment_result.correlation_id,
+									  'outcome', oms_payment_result.outcome,
+									  'reference', oms_payment_result.details ->> 'reference',
+									  'message', oms_payment_result.details ->> 'message')::text);
+	RETURN pg_catalog.jsonb_build_object('correlation_id', oms_payment_result.correlation_id, 'result', v_result);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) IS
@@ -358,6 +502,13 @@ COMMENT ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) IS
 GRANT SELECT ON oms.payment_commands, oms.inbox TO oms_reader;
 REVOKE ALL ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._apply_payment_reply(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._read_payment_reply(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reply_had_effect(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._adopt_saga_trace(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._apply_late_refund_reply(text, jsonb, oms.payment_commands) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._saga_waiting_for(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._apply_awaited_reply(text, jsonb, oms.payment_commands, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._apply_late_reply(text, jsonb, oms.payment_commands, uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._kafka_provider(oms.payments, text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._reject_reply(text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._reply_for(text) FROM PUBLIC;

@@ -446,10 +446,10 @@ BEGIN
 	ON CONFLICT ON CONSTRAINT stock_pkey DO NOTHING;
 	PERFORM 1 FROM oms.stock AS s WHERE s.sku = oms_set_stock.sku FOR UPDATE;
 	PERFORM oms._check_stock_change(oms_set_stock.sku, oms_set_stock.on_hand);
-	UPDATE oms.stock AS s SET on_hand = oms_set_stock.on_hand, updated_at = now()
+	UPDATE oms.stock AS s SET on_hand = oms_set_stock.on_hand, updated_at = pg_catalog.now()
 	WHERE s.sku = oms_set_stock.sku
 	RETURNING * INTO v_row;
-	RETURN (SELECT to_jsonb(l) FROM oms.stock_levels AS l WHERE l.sku = v_row.sku);
+	RETURN (SELECT pg_catalog.to_jsonb(l) FROM oms.stock_levels AS l WHERE l.sku = v_row.sku);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_set_stock(text, bigint) IS
@@ -477,9 +477,9 @@ BEGIN
 			USING ERRCODE = 'numeric_value_out_of_range';
 	END IF;
 	PERFORM oms._check_stock_change(oms_adjust_stock.sku, v_row.on_hand + oms_adjust_stock.delta);
-	UPDATE oms.stock AS s SET on_hand = s.on_hand + oms_adjust_stock.delta, updated_at = now()
+	UPDATE oms.stock AS s SET on_hand = s.on_hand + oms_adjust_stock.delta, updated_at = pg_catalog.now()
 	WHERE s.sku = oms_adjust_stock.sku;
-	RETURN (SELECT to_jsonb(l) FROM oms.stock_levels AS l WHERE l.sku = oms_adjust_stock.sku);
+	RETURN (SELECT pg_catalog.to_jsonb(l) FROM oms.stock_levels AS l WHERE l.sku = oms_adjust_stock.sku);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_adjust_stock(text, bigint) IS

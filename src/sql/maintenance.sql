@@ -1,4 +1,4 @@
--- maintenance.sql: the housekeeping tasks, who runs them, and pg_cron.
+-- maintenance.sql: the housekeeping tasks and who runs them.
 --
 -- Five tasks, each a function that is idempotent, safe to run in several
 -- sessions at once (rows are claimed with SKIP LOCKED, a task takes a
@@ -16,8 +16,8 @@
 -- oms._maintenance_tick() is what the worker calls every
 -- oms.maintenance_interval (src/worker.c).  oms.maintenance_tasks records,
 -- per task, the last run and whether pg_cron runs it; the worker leaves the
--- tasks pg_cron runs alone.  pg_cron is optional: nothing here refers to
--- its schema except through dynamic SQL, after checking it is installed.
+-- tasks pg_cron runs alone.  Scheduling the tasks with pg_cron, and
+-- finding out whether pg_cron still runs one, is pg_cron.sql's.
 --
 -- requires: schema saga inbox
 
@@ -353,19 +353,19 @@ AS $$
 DECLARE
 	v_tasks text[] := oms._maintenance_task_names();
 	v_task text;
-	v_run_by text := coalesce(nullif(current_setting('application_name'), ''), session_user::text);
+	v_run_by text := coalesce(nullif(pg_catalog.current_setting('application_name'), ''), session_user::text);
 	v_result jsonb := '{}';
 BEGIN
 	IF p_task IS NOT NULL AND NOT p_task = ANY (v_tasks) THEN
-		RAISE EXCEPTION 'unknown maintenance task "%"', left(p_task, 100)
+		RAISE EXCEPTION 'unknown maintenance task "%"', pg_catalog.left(p_task, 100)
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('The tasks are: %s.', array_to_string(v_tasks, ', ')),
+				  DETAIL = pg_catalog.format('The tasks are: %s.', pg_catalog.array_to_string(v_tasks, ', ')),
 				  HINT = 'Pass NULL to run every task.';
 	END IF;
 	FOREACH v_task IN ARRAY v_tasks
 	LOOP
 		CONTINUE WHEN p_task IS NOT NULL AND v_task <> p_task;
-		v_result := v_result || jsonb_build_object(v_task, oms._run_maintenance_task(v_task, v_run_by));
+		v_result := v_result || pg_catalog.jsonb_build_object(v_task, oms._run_maintenance_task(v_task, v_run_by));
 	END LOOP;
 	RETURN v_result;
 END;
@@ -385,247 +385,6 @@ END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_run_maintenance(text) IS
 	'Runs one maintenance task by name, or all of them (NULL), records each run in oms.maintenance_tasks and returns what each did';
-
-/*
- * The schema of pg_cron's objects when the extension is installed in this
- * database, else NULL.  pg_cron always creates them in schema cron (the
- * extension itself is registered in the schema it was created from).
- * pg_cron is optional: its objects are only ever reached through dynamic
- * SQL built from this.
- */
-CREATE FUNCTION oms._cron_schema()
-RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT 'cron' FROM pg_catalog.pg_extension AS e
-	WHERE e.extname = 'pg_cron' AND pg_catalog.to_regclass('cron.job') IS NOT NULL;
-$$;
-COMMENT ON FUNCTION oms._cron_schema() IS 'The schema of the pg_cron extension in this database, or NULL';
-
--- 55000 with a hint when pg_cron is not usable from this database.
-CREATE FUNCTION oms._require_cron()
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_schema text := oms._cron_schema();
-	v_cron_db text := pg_catalog.current_setting('cron.database_name', true);
-BEGIN
-	IF v_schema IS NOT NULL THEN
-		RETURN v_schema;
-	END IF;
-	IF v_cron_db IS NOT NULL AND v_cron_db <> pg_catalog.current_database() THEN
-		RAISE EXCEPTION 'pg_cron runs in database "%", not in this one', v_cron_db
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = pg_catalog.format('pg_cron reads its jobs from cron.database_name (%s) only, and oms schedules its jobs through the pg_cron extension of the current database (%s).',
-											 v_cron_db, pg_catalog.current_database()),
-				  HINT = pg_catalog.format('In database %s, run the statements of the schedule_sql column of oms_maintenance_jobs(), or leave maintenance to the oms worker (oms.maintenance_interval).',
-										   v_cron_db);
-	END IF;
-	RAISE EXCEPTION 'pg_cron is not installed in this database'
-		USING ERRCODE = 'object_not_in_prerequisite_state',
-			  HINT = pg_catalog.format('Add pg_cron to shared_preload_libraries, set cron.database_name = ''%s'', restart, then CREATE EXTENSION pg_cron; or leave maintenance to the oms worker (oms.maintenance_interval).',
-									   pg_catalog.current_database());
-END;
-$$;
-COMMENT ON FUNCTION oms._require_cron() IS
-	'Returns the pg_cron schema, or raises 55000 saying why pg_cron cannot be used from this database';
-
-CREATE FUNCTION oms._maintenance_jobs(p_schedules jsonb)
-RETURNS TABLE (task text, job_name text, schedule text, command text, schedule_sql text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_tasks text[] := oms._maintenance_task_names();
-	v_key text;
-BEGIN
-	PERFORM oms._check_not_null('schedules', p_schedules);
-	IF jsonb_typeof(p_schedules) <> 'object' THEN
-		RAISE EXCEPTION 'schedules must be a JSON object'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Map task names to pg_cron schedules, e.g. {"prune": "17 * * * *"}; null leaves a task to the worker.';
-	END IF;
-	FOR v_key IN SELECT k FROM jsonb_object_keys(p_schedules) AS k ORDER BY 1
-	LOOP
-		IF NOT v_key = ANY (v_tasks) THEN
-			RAISE EXCEPTION 'unknown maintenance task "%"', left(v_key, 100)
-				USING ERRCODE = 'invalid_parameter_value',
-					  DETAIL = format('The tasks are: %s.', array_to_string(v_tasks, ', '));
-		END IF;
-		IF jsonb_typeof(p_schedules -> v_key) NOT IN ('string', 'null') THEN
-			RAISE EXCEPTION 'the schedule of maintenance task "%" must be a string or null', v_key
-				USING ERRCODE = 'invalid_parameter_value';
-		END IF;
-	END LOOP;
-	RETURN QUERY
-		SELECT j.task, j.job_name, j.schedule, j.command,
-			   format('SELECT cron.schedule_in_database(%L, %L, %L, %L);',
-					  j.job_name, j.schedule, j.command, current_database())
-		FROM (SELECT t.task, t.position,
-					 format('oms-%s-%s', current_database(), t.task) AS job_name,
-					 CASE WHEN p_schedules ? t.task
-						  THEN p_schedules ->> t.task
-						  ELSE t.default_schedule END AS schedule,
-					 format('SELECT oms._run_maintenance(%L)', t.task) AS command
-			  FROM oms.maintenance_tasks AS t) AS j
-		WHERE j.schedule IS NOT NULL
-		ORDER BY j.position;
-END;
-$$;
-COMMENT ON FUNCTION oms._maintenance_jobs(jsonb) IS
-	'The pg_cron jobs of the maintenance tasks for a schedules map: oms_maintenance_jobs for oms''s own code';
-
-CREATE FUNCTION @extschema@.oms_maintenance_jobs(schedules jsonb DEFAULT '{}')
-RETURNS TABLE (task text, job_name text, schedule text, command text, schedule_sql text)
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RETURN QUERY SELECT * FROM oms._maintenance_jobs(oms_maintenance_jobs.schedules);
-END;
-$$;
-COMMENT ON FUNCTION @extschema@.oms_maintenance_jobs(jsonb) IS
-	'The pg_cron jobs oms_schedule_maintenance() registers: name, schedule and command per task, and the cron.schedule_in_database() call for a pg_cron that runs in another database';
-
-/*
- * Registers one pg_cron job per task, named oms-<database>-<task>, and
- * records it in oms.maintenance_tasks so the worker leaves the task alone.
- * pg_cron's cron.schedule(name, ...) replaces a job of the same name and
- * user, so running this again updates the jobs instead of adding more.
- * The jobs belong to (and run as) the owner of this function, the
- * extension's owner.
- */
-CREATE FUNCTION @extschema@.oms_schedule_maintenance(schedules jsonb DEFAULT '{}')
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_cron text;
-	v_job record;
-	v_task record;
-	v_old record;
-	v_jobid bigint;
-	v_action text;
-	v_jobs jsonb := '[]';
-	v_removed jsonb := '[]';
-BEGIN
-	-- Arguments first: a bad schedules map fails the same with or without pg_cron.
-	PERFORM 1 FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules);
-	v_cron := oms._require_cron();
-
-	FOR v_task IN SELECT t.task, t.position FROM oms.maintenance_tasks AS t ORDER BY t.position FOR UPDATE
-	LOOP
-		SELECT * INTO v_job FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules) AS j
-		WHERE j.task = v_task.task;
-		EXECUTE format('SELECT j.jobid, j.schedule, j.command FROM %I.job AS j WHERE j.jobname = $1 AND j.username = current_user', v_cron)
-			INTO v_old USING format('oms-%s-%s', current_database(), v_task.task);
-		IF v_job.task IS NULL THEN
-			-- null schedule: this task goes back to the worker.
-			IF v_old.jobid IS NOT NULL THEN
-				EXECUTE format('SELECT %I.unschedule($1)', v_cron) USING v_old.jobid;
-				v_removed := v_removed || jsonb_build_object('task', v_task.task, 'jobid', v_old.jobid);
-			END IF;
-			UPDATE oms.maintenance_tasks AS t
-			SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
-				cron_scheduled_at = NULL
-			WHERE t.task = v_task.task;
-			CONTINUE;
-		END IF;
-		IF v_old.jobid IS NOT NULL AND v_old.schedule = v_job.schedule AND v_old.command = v_job.command THEN
-			v_jobid := v_old.jobid;
-			v_action := 'unchanged';
-		ELSE
-			EXECUTE format('SELECT %I.schedule($1, $2, $3)', v_cron)
-				INTO v_jobid USING v_job.job_name, v_job.schedule, v_job.command;
-			v_action := CASE WHEN v_old.jobid IS NULL THEN 'created' ELSE 'updated' END;
-		END IF;
-		UPDATE oms.maintenance_tasks AS t
-		SET cron_database = current_database(), cron_job_name = v_job.job_name, cron_jobid = v_jobid,
-			cron_schedule = v_job.schedule, cron_scheduled_at = now()
-		WHERE t.task = v_task.task;
-		v_jobs := v_jobs || jsonb_build_object('task', v_task.task, 'job_name', v_job.job_name, 'jobid', v_jobid,
-											   'schedule', v_job.schedule, 'command', v_job.command,
-											   'action', v_action);
-	END LOOP;
-	RETURN jsonb_build_object('database', current_database(), 'jobs', v_jobs, 'unscheduled', v_removed);
-END;
-$$;
-COMMENT ON FUNCTION @extschema@.oms_schedule_maintenance(jsonb) IS
-	'Registers (or updates) one pg_cron job per maintenance task, oms-<database>-<task>; the worker then leaves those tasks to pg_cron';
-
-CREATE FUNCTION @extschema@.oms_unschedule_maintenance()
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_cron text := oms._require_cron();
-	v_task record;
-	v_jobid bigint;
-	v_removed jsonb := '[]';
-BEGIN
-	FOR v_task IN SELECT t.task FROM oms.maintenance_tasks AS t ORDER BY t.position FOR UPDATE
-	LOOP
-		EXECUTE format('SELECT j.jobid FROM %I.job AS j WHERE j.jobname = $1 AND j.username = current_user', v_cron)
-			INTO v_jobid USING format('oms-%s-%s', current_database(), v_task.task);
-		IF v_jobid IS NOT NULL THEN
-			EXECUTE format('SELECT %I.unschedule($1)', v_cron) USING v_jobid;
-			v_removed := v_removed || jsonb_build_object('task', v_task.task,
-				'job_name', format('oms-%s-%s', current_database(), v_task.task), 'jobid', v_jobid);
-		END IF;
-		UPDATE oms.maintenance_tasks AS t
-		SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
-			cron_scheduled_at = NULL
-		WHERE t.task = v_task.task;
-	END LOOP;
-	RETURN jsonb_build_object('database', current_database(), 'removed', v_removed);
-END;
-$$;
-COMMENT ON FUNCTION @extschema@.oms_unschedule_maintenance() IS
-	'Removes the pg_cron jobs of oms_schedule_maintenance(); the worker runs maintenance again';
-
-/*
- * Whether pg_cron runs a task: recorded by oms_schedule_maintenance(), and
- * the job still exists and is active.  A job removed behind our back (by
- * cron.unschedule, or DROP EXTENSION pg_cron) hands the task back to the
- * worker, and the stale record is cleared.
- */
-CREATE FUNCTION oms._cron_runs_task(p_task oms.maintenance_tasks)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_cron text;
-	v_active boolean;
-BEGIN
-	IF p_task.cron_jobid IS NULL THEN
-		RETURN false;
-	END IF;
-	v_cron := oms._cron_schema();
-	IF v_cron IS NOT NULL THEN
-		EXECUTE pg_catalog.format('SELECT j.active FROM %I.job AS j WHERE j.jobid = $1', v_cron)
-			INTO v_active USING p_task.cron_jobid;
-		IF v_active THEN
-			RETURN true;
-		END IF;
-	END IF;
-	UPDATE oms.maintenance_tasks AS t
-	SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
-		cron_scheduled_at = NULL
-	WHERE t.task = p_task.task;
-	RETURN false;
-END;
-$$;
-COMMENT ON FUNCTION oms._cron_runs_task(oms.maintenance_tasks) IS
-	'True when the pg_cron job recorded for a task exists and is active; otherwise clears the record';
 
 -- What the worker calls every oms.maintenance_interval (src/worker.c).
 CREATE FUNCTION oms._maintenance_tick()
@@ -686,23 +445,13 @@ REVOKE ALL ON FUNCTION
 	oms._maintenance_prune(integer),
 	oms._maintenance_task_names(),
 	oms._run_maintenance_task(text, text),
-	oms._cron_schema(),
-	oms._require_cron(),
-	oms._cron_runs_task(oms.maintenance_tasks),
 	oms._maintenance_tick(),
 	oms._run_maintenance(text),
-	oms._maintenance_jobs(jsonb),
-	@extschema@.oms_run_maintenance(text),
-	@extschema@.oms_maintenance_jobs(jsonb),
-	@extschema@.oms_schedule_maintenance(jsonb),
-	@extschema@.oms_unschedule_maintenance()
+	@extschema@.oms_run_maintenance(text)
 FROM PUBLIC;
 -- oms_admin may run the tasks the way a pg_cron job does (a job scheduled
 -- from pg_cron's own database runs as the role that scheduled it).
 GRANT EXECUTE ON FUNCTION
 	oms._run_maintenance(text),
-	@extschema@.oms_run_maintenance(text),
-	@extschema@.oms_maintenance_jobs(jsonb),
-	@extschema@.oms_schedule_maintenance(jsonb),
-	@extschema@.oms_unschedule_maintenance()
+	@extschema@.oms_run_maintenance(text)
 TO oms_admin;

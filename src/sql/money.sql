@@ -223,7 +223,7 @@ BEGIN
 	IF amount IS NULL THEN
 		RETURN NULL;
 	END IF;
-	RETURN round(amount::numeric / (10::numeric ^ v_exponent), v_exponent)::text || ' ' || currency;
+	RETURN pg_catalog.round(amount::numeric / (10::numeric ^ v_exponent), v_exponent)::text || ' ' || currency;
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_format_money(bigint, text) IS

@@ -23,7 +23,7 @@ BEGIN
 	PERFORM oms._check_idempotency_key(oms_pay_order.idempotency_key);
 
 	IF oms_pay_order.idempotency_key IS NOT NULL THEN
-		v_hash := oms._request_hash(jsonb_build_array(oms_pay_order.order_id, oms_pay_order.payment_method));
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_pay_order.order_id, oms_pay_order.payment_method));
 		v_document := oms._idempotency_begin(oms_pay_order.idempotency_key, 'oms_pay_order', v_hash);
 		IF v_document IS NOT NULL THEN
 			RETURN v_document;
@@ -34,15 +34,15 @@ BEGIN
 	IF v_order.status <> 'pending' THEN
 		RAISE EXCEPTION 'order "%" cannot be paid', v_order.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('The order is %s.', v_order.status),
+				  DETAIL = pg_catalog.format('The order is %s.', v_order.status),
 				  HINT = 'Only pending orders can be paid.';
 	END IF;
 
 	INSERT INTO oms.payments (order_id, method, currency, amount)
 	VALUES (v_order.id, oms_pay_order.payment_method, v_order.currency, v_order.total);
 	v_document := oms._change_status(v_order.id, 'processing', 'order.processing',
-		jsonb_build_object('payment_method', oms_pay_order.payment_method,
-						   'idempotency_key', oms_pay_order.idempotency_key));
+		pg_catalog.jsonb_build_object('payment_method', oms_pay_order.payment_method,
+									  'idempotency_key', oms_pay_order.idempotency_key));
 	v_saga := oms._start_saga(v_order.id, 'fulfilment', NULL);
 	PERFORM oms._notify_worker();
 
@@ -80,16 +80,17 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass NULL to refund everything that is left.';
 	END IF;
-	IF length(oms_refund_order.reason) > 1000 THEN
+	IF pg_catalog.length(oms_refund_order.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'
 			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = format('reason has at most 1000 characters, got %s.', length(oms_refund_order.reason));
+				  DETAIL = pg_catalog.format('reason has at most 1000 characters, got %s.',
+											 pg_catalog.length(oms_refund_order.reason));
 	END IF;
 	PERFORM oms._check_idempotency_key(oms_refund_order.idempotency_key);
 
 	IF oms_refund_order.idempotency_key IS NOT NULL THEN
-		v_hash := oms._request_hash(jsonb_build_array(oms_refund_order.order_id, oms_refund_order.amount,
-													  oms_refund_order.reason));
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_refund_order.order_id, oms_refund_order.amount,
+																 oms_refund_order.reason));
 		v_document := oms._idempotency_begin(oms_refund_order.idempotency_key, 'oms_refund_order', v_hash);
 		IF v_document IS NOT NULL THEN
 			RETURN v_document;
@@ -100,7 +101,7 @@ BEGIN
 	IF v_order.status NOT IN ('confirmed', 'partially_refunded') THEN
 		RAISE EXCEPTION 'order "%" cannot be refunded', v_order.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('The order is %s.', v_order.status),
+				  DETAIL = pg_catalog.format('The order is %s.', v_order.status),
 				  HINT = CASE WHEN v_order.status IN ('pending', 'processing')
 							  THEN 'Cancel the order instead with oms_cancel_order().'
 							  ELSE 'Only confirmed or partially refunded orders can be refunded.' END;
@@ -110,20 +111,20 @@ BEGIN
 	-- payment row and the second sees the first.
 	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = v_order.id FOR UPDATE;
 	v_refundable := v_payment.captured - v_payment.refunded
-		- (SELECT coalesce(sum(r.amount), 0) FROM oms.refunds AS r
+		- (SELECT coalesce(pg_catalog.sum(r.amount), 0) FROM oms.refunds AS r
 		   WHERE r.payment_id = v_payment.id AND r.status = 'pending');
 	IF v_refundable = 0 THEN
 		RAISE EXCEPTION 'order "%" has nothing left to refund', v_order.id
 			USING ERRCODE = 'OM002',
-				  DETAIL = format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
-								  v_payment.refunded, v_payment.captured - v_payment.refunded);
+				  DETAIL = pg_catalog.format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
+											 v_payment.refunded, v_payment.captured - v_payment.refunded);
 	END IF;
 	v_amount := coalesce(oms_refund_order.amount, v_refundable);
 	IF v_amount > v_refundable OR v_amount <= 0 THEN
 		RAISE EXCEPTION 'refund of % exceeds the refundable amount of %', v_amount, v_refundable
 			USING ERRCODE = 'OM002',
-				  DETAIL = format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
-								  v_payment.refunded, v_payment.captured - v_payment.refunded - v_refundable),
+				  DETAIL = pg_catalog.format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
+											 v_payment.refunded, v_payment.captured - v_payment.refunded - v_refundable),
 				  HINT = 'Refund at most the refundable amount.';
 	END IF;
 
@@ -131,15 +132,15 @@ BEGIN
 	VALUES (v_order.id, v_payment.id, v_amount, oms_refund_order.reason)
 	RETURNING id INTO v_refund;
 	PERFORM oms._timeline(v_order.id, 'refund.requested',
-		jsonb_build_object('refund_id', v_refund, 'amount', v_amount, 'reason', oms_refund_order.reason,
-						   'idempotency_key', oms_refund_order.idempotency_key));
+		pg_catalog.jsonb_build_object('refund_id', v_refund, 'amount', v_amount, 'reason', oms_refund_order.reason,
+									  'idempotency_key', oms_refund_order.idempotency_key));
 	PERFORM oms._start_saga(v_order.id, 'refund', v_refund);
 	PERFORM oms._notify_worker();
 
 	v_document := oms._order_document((SELECT o FROM oms.orders AS o WHERE o.id = v_order.id),
 									  oms._order_items_json(v_order.id))
-				  || jsonb_build_object('refund', jsonb_build_object('refund_id', v_refund, 'amount', v_amount,
-																	 'status', 'pending'));
+				  || pg_catalog.jsonb_build_object('refund', pg_catalog.jsonb_build_object(
+						'refund_id', v_refund, 'amount', v_amount, 'status', 'pending'));
 	IF oms_refund_order.idempotency_key IS NOT NULL THEN
 		PERFORM oms._idempotency_finish(oms_refund_order.idempotency_key, 'oms_refund_order', v_hash, v_document);
 	END IF;
@@ -161,7 +162,7 @@ BEGIN
 		RAISE EXCEPTION 'max_steps must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	RETURN oms._run_sagas(max_steps, clock_timestamp());
+	RETURN oms._run_sagas(max_steps, pg_catalog.clock_timestamp());
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_run_sagas(integer) IS
@@ -194,11 +195,11 @@ BEGIN
 			   (v_letter.payload ->> 'aggregateid')::uuid, v_letter.payload ->> 'type',
 			   v_letter.payload -> 'payload', (v_letter.payload ->> 'seq')::bigint,
 			   (v_letter.payload ->> 'created_at')::timestamptz, v_letter.payload ->> 'traceparent';
-		UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = now() WHERE d.id = v_letter.id;
+		UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = pg_catalog.now() WHERE d.id = v_letter.id;
 		PERFORM oms._log('log', 'dead_letter_replayed', 'dead_letter_id', v_letter.id::text, 'kind', v_letter.kind,
 						 'event_id', v_letter.payload ->> 'id', 'type', v_letter.payload ->> 'type');
 		PERFORM oms._notify_worker();
-		RETURN (SELECT to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
+		RETURN (SELECT pg_catalog.to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
 	END IF;
 	IF v_letter.kind IN ('reply', 'late_reply') THEN
 		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
@@ -218,15 +219,15 @@ BEGIN
 	UPDATE oms.saga_steps AS t SET replays = t.replays + 1
 	FROM oms.sagas AS s
 	WHERE s.id = v_letter.saga_id AND t.saga_id = s.id AND t.step_no = s.step_no;
-	UPDATE oms.sagas AS s SET status = 'compensating', next_run_at = now(), updated_at = now()
+	UPDATE oms.sagas AS s SET status = 'compensating', next_run_at = pg_catalog.now(), updated_at = pg_catalog.now()
 	WHERE s.id = v_letter.saga_id AND s.status = 'stuck';
-	UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = now() WHERE d.id = v_letter.id;
+	UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = pg_catalog.now() WHERE d.id = v_letter.id;
 	PERFORM oms._timeline(v_letter.order_id, 'saga.replayed',
-		jsonb_build_object('saga_id', v_letter.saga_id, 'dead_letter_id', v_letter.id));
+		pg_catalog.jsonb_build_object('saga_id', v_letter.saga_id, 'dead_letter_id', v_letter.id));
 	PERFORM oms._log('log', 'dead_letter_replayed', 'dead_letter_id', v_letter.id::text, 'kind', v_letter.kind,
 					 'saga_id', v_letter.saga_id::text, 'order_id', v_letter.order_id::text);
 	PERFORM oms._notify_worker();
-	RETURN (SELECT to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
+	RETURN (SELECT pg_catalog.to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_retry_dead_letter(bigint) IS
@@ -234,22 +235,22 @@ COMMENT ON FUNCTION @extschema@.oms_retry_dead_letter(bigint) IS
 
 CREATE VIEW oms.saga_metrics AS
 	SELECT
-		count(*) FILTER (WHERE s.kind = 'fulfilment') AS started,
-		count(*) FILTER (WHERE s.kind = 'fulfilment' AND s.status = 'completed') AS completed,
-		count(*) FILTER (WHERE s.kind = 'fulfilment' AND s.status = 'compensated' AND s.outcome = 'failed') AS failed,
-		count(*) FILTER (WHERE s.kind = 'fulfilment' AND s.status = 'compensated' AND s.outcome = 'canceled') AS canceled,
-		count(*) FILTER (WHERE s.kind = 'refund' AND s.status = 'completed') AS refunded,
-		count(*) FILTER (WHERE s.status IN ('running', 'compensating')) AS in_flight,
-		count(*) FILTER (WHERE s.status = 'stuck') AS stuck
+		pg_catalog.count(*) FILTER (WHERE s.kind = 'fulfilment') AS started,
+		pg_catalog.count(*) FILTER (WHERE s.kind = 'fulfilment' AND s.status = 'completed') AS completed,
+		pg_catalog.count(*) FILTER (WHERE s.kind = 'fulfilment' AND s.status = 'compensated' AND s.outcome = 'failed') AS failed,
+		pg_catalog.count(*) FILTER (WHERE s.kind = 'fulfilment' AND s.status = 'compensated' AND s.outcome = 'canceled') AS canceled,
+		pg_catalog.count(*) FILTER (WHERE s.kind = 'refund' AND s.status = 'completed') AS refunded,
+		pg_catalog.count(*) FILTER (WHERE s.status IN ('running', 'compensating')) AS in_flight,
+		pg_catalog.count(*) FILTER (WHERE s.status = 'stuck') AS stuck
 	FROM oms.sagas AS s;
 COMMENT ON VIEW oms.saga_metrics IS
 	'Saga counts: fulfilment sagas started, completed, failed, canceled; refunds completed; in flight; stuck';
 
 CREATE VIEW oms.saga_step_latency AS
-	SELECT s.kind, t.name AS step, count(*) AS steps,
-		   percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM t.completed_at - t.first_started_at) * 1000) AS p50_ms,
-		   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM t.completed_at - t.first_started_at) * 1000) AS p95_ms,
-		   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM t.completed_at - t.first_started_at) * 1000) AS p99_ms
+	SELECT s.kind, t.name AS step, pg_catalog.count(*) AS steps,
+		   pg_catalog.percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM t.completed_at - t.first_started_at) * 1000) AS p50_ms,
+		   pg_catalog.percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM t.completed_at - t.first_started_at) * 1000) AS p95_ms,
+		   pg_catalog.percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM t.completed_at - t.first_started_at) * 1000) AS p99_ms
 	FROM oms.saga_steps AS t JOIN oms.sagas AS s ON s.id = t.saga_id
 	WHERE t.status = 'done'
 	GROUP BY s.kind, t.name;

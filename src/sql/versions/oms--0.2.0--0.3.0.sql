@@ -644,10 +644,10 @@ BEGIN
 		PERFORM oms._currency_exponent(p_currency);
 	END IF;
 	PERFORM oms._check_json_argument('metadata', p_metadata,
-									 current_setting('oms.max_metadata_bytes')::integer);
+									 pg_catalog.current_setting('oms.max_metadata_bytes')::integer);
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._check_idempotency_key, which also refuses an empty key.
-		IF length(p_idempotency_key) = 0 THEN
+		IF pg_catalog.length(p_idempotency_key) = 0 THEN
 			PERFORM oms._check_idempotency_key(p_idempotency_key);
 		END IF;
 		PERFORM oms._check_identifier('idempotency_key', p_idempotency_key, 255);
@@ -658,23 +658,23 @@ BEGIN
 
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._request_hash
-		v_hash := sha256(convert_to(jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency,
-													  p_metadata)::text, 'UTF8'));
+		v_hash := pg_catalog.sha256(pg_catalog.convert_to(
+			pg_catalog.jsonb_build_array(p_customer_id, v_priced -> 'items', p_currency, p_metadata)::text, 'UTF8'));
 		-- The claim of oms._idempotency_begin; a key already there (a replay,
 		-- a conflict, a claim of this transaction) is its business.
 		INSERT INTO oms.idempotency_keys AS k (key, function_name, request_hash, response, created_at, expires_at)
-		VALUES (p_idempotency_key, 'oms_create_order', v_hash, NULL, now(),
-				now() + current_setting('oms.idempotency_ttl')::interval)
+		VALUES (p_idempotency_key, 'oms_create_order', v_hash, NULL, pg_catalog.now(),
+				pg_catalog.now() + pg_catalog.current_setting('oms.idempotency_ttl')::interval)
 		ON CONFLICT (key) DO UPDATE
 			SET function_name = excluded.function_name, request_hash = excluded.request_hash,
 				response = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at
-			WHERE k.expires_at <= now();
+			WHERE k.expires_at <= pg_catalog.now();
 		IF NOT FOUND THEN
 			RETURN oms._idempotency_begin(p_idempotency_key, 'oms_create_order', v_hash);
 		END IF;
 	END IF;
 
-	v_trace := NULLIF(current_setting('oms.traceparent', true), '');
+	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
 	WITH o AS (
 		INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
 		VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
@@ -682,12 +682,12 @@ BEGIN
 	), i AS (
 		INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
 		SELECT o.id, i.line_no, i.sku, i.quantity, i.unit_price, i.line_total
-		FROM o CROSS JOIN jsonb_to_recordset(v_priced -> 'items')
+		FROM o CROSS JOIN pg_catalog.jsonb_to_recordset(v_priced -> 'items')
 			AS i(line_no integer, sku text, quantity integer, unit_price bigint, line_total bigint)
 	), d AS (
 		-- oms._order_document(o, v_priced -> 'items')
 		SELECT o.id, o.status, o.total, o.currency,
-			   jsonb_build_object(
+			   pg_catalog.jsonb_build_object(
 				'order_id', o.id,
 				'customer_id', o.customer_id,
 				'status', o.status,
@@ -696,14 +696,14 @@ BEGIN
 				'items', v_priced -> 'items',
 				'version', o.version,
 				'metadata', o.metadata,
-				'created_at', to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-				'updated_at', to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+				'created_at', pg_catalog.to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+				'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
 				AS document
 		FROM o
 	), c AS (
-		SELECT d.*, jsonb_build_object('total', d.total, 'currency', d.currency,
-									   'item_count', jsonb_array_length(v_priced -> 'items'),
-									   'idempotency_key', p_idempotency_key) AS data
+		SELECT d.*, pg_catalog.jsonb_build_object('total', d.total, 'currency', d.currency,
+												  'item_count', pg_catalog.jsonb_array_length(v_priced -> 'items'),
+												  'idempotency_key', p_idempotency_key) AS data
 		FROM d
 	), e AS (
 		INSERT INTO oms.order_events (order_id, seq, event_type, from_status, to_status, data, traceparent)
@@ -712,7 +712,7 @@ BEGIN
 	), x AS (
 		INSERT INTO oms.outbox (aggregatetype, aggregateid, type, payload, seq, traceparent)
 		SELECT 'order', c.id, 'order.created',
-			   c.data || jsonb_build_object('previous_status', NULL::oms.order_status, 'order', c.document),
+			   c.data || pg_catalog.jsonb_build_object('previous_status', NULL::oms.order_status, 'order', c.document),
 			   1, v_trace
 		FROM c
 	)
@@ -1065,7 +1065,7 @@ BEGIN
 		RAISE EXCEPTION 'max_steps must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	RETURN oms._run_sagas(max_steps, clock_timestamp());
+	RETURN oms._run_sagas(max_steps, pg_catalog.clock_timestamp());
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_run_sagas(integer) IS
@@ -1088,15 +1088,16 @@ DECLARE
 	v_hash bytea;
 BEGIN
 	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
-	IF oms_cancel_order.reason IS NOT NULL AND length(oms_cancel_order.reason) > 1000 THEN
+	IF oms_cancel_order.reason IS NOT NULL AND pg_catalog.length(oms_cancel_order.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'
 			USING ERRCODE = 'string_data_right_truncation',
-				  DETAIL = format('reason has at most 1000 characters, got %s.', length(oms_cancel_order.reason));
+				  DETAIL = pg_catalog.format('reason has at most 1000 characters, got %s.',
+											 pg_catalog.length(oms_cancel_order.reason));
 	END IF;
 	PERFORM oms._check_idempotency_key(oms_cancel_order.idempotency_key);
 
 	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
-		v_hash := oms._request_hash(jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
 		v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash);
 		IF v_document IS NOT NULL THEN
 			RETURN v_document;
@@ -1107,8 +1108,8 @@ BEGIN
 	v_from := v_order.status;
 	IF v_from = 'pending' THEN
 		v_document := oms._change_status(v_order.id, 'canceled', 'order.canceled',
-			jsonb_build_object('reason', oms_cancel_order.reason,
-							   'idempotency_key', oms_cancel_order.idempotency_key));
+			pg_catalog.jsonb_build_object('reason', oms_cancel_order.reason,
+										  'idempotency_key', oms_cancel_order.idempotency_key));
 	ELSIF v_from = 'processing' THEN
 		-- The saga stops at its next step and compensates what it did; the
 		-- order ends canceled then.  Wake it now if it is waiting.  This
@@ -1118,15 +1119,15 @@ BEGIN
 		-- the step's timeout.  No deadlock: a runner never waits for an
 		-- order, and we hold this one, so no runner runs this saga now.
 		v_document := oms._change_status(v_order.id, 'cancel_requested', 'order.cancel_requested',
-			jsonb_build_object('reason', oms_cancel_order.reason,
-							   'idempotency_key', oms_cancel_order.idempotency_key));
-		UPDATE oms.sagas AS s SET next_run_at = now()
+			pg_catalog.jsonb_build_object('reason', oms_cancel_order.reason,
+										  'idempotency_key', oms_cancel_order.idempotency_key));
+		UPDATE oms.sagas AS s SET next_run_at = pg_catalog.now()
 		WHERE s.order_id = v_order.id AND s.kind = 'fulfilment' AND s.status = 'running';
 		PERFORM oms._notify_worker();
 	ELSE
 		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  DETAIL = format('The order is %s.', v_from),
+				  DETAIL = pg_catalog.format('The order is %s.', v_from),
 				  HINT = CASE
 					WHEN v_from = 'canceled' THEN 'The order is already canceled.'
 					WHEN v_from = 'cancel_requested' THEN 'A cancel is already in progress.'
@@ -1490,16 +1491,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RETURN oms._health(jsonb_build_object(
-		'workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._worker_status() AS w),
-		'saga_workers', (SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]') FROM oms._saga_worker_status() AS w
-						 WHERE w.database = current_database()),
-		'saga_workers_wanted', current_setting('oms.saga_workers')::integer,
-		'worker_enabled', current_setting('oms.worker_enabled')::boolean,
-		'relay_enabled', current_setting('oms.kafka_brokers') <> '',
-		'relay', (SELECT to_jsonb(r) FROM oms._relay_shmem_status() AS r),
+	RETURN oms._health(pg_catalog.jsonb_build_object(
+		'workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w)), '[]')
+					FROM oms._worker_status() AS w),
+		'saga_workers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w)), '[]')
+						 FROM oms._saga_worker_status() AS w
+						 WHERE w.database = pg_catalog.current_database()),
+		'saga_workers_wanted', pg_catalog.current_setting('oms.saga_workers')::integer,
+		'worker_enabled', pg_catalog.current_setting('oms.worker_enabled')::boolean,
+		'relay_enabled', pg_catalog.current_setting('oms.kafka_brokers') <> '',
+		'relay', (SELECT pg_catalog.to_jsonb(r) FROM oms._relay_shmem_status() AS r),
 		'inbox', oms._inbox_shmem_status()),
-		clock_timestamp());
+		pg_catalog.clock_timestamp());
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_health() IS
@@ -1835,6 +1838,778 @@ BEGIN
 END;
 $$;
 -- (relay: end)
+
+--
+-- The payment reply inbox: one reply-application path.
+--
+
+-- oms._apply_payment_reply reads top to bottom: each of its steps is a
+-- helper of its own (src/sql/inbox.sql).  Same results, rows, timeline
+-- entries, dead letters and log lines as before.
+
+CREATE FUNCTION oms._read_payment_reply(p_body text, OUT reply jsonb, OUT command oms.payment_commands,
+										OUT problem text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_body jsonb;
+BEGIN
+	BEGIN
+		v_body := p_body::jsonb;
+	EXCEPTION WHEN OTHERS THEN
+		problem := 'malformed reply: ' || SQLERRM;
+		RETURN;
+	END;
+	IF pg_catalog.jsonb_typeof(v_body) IS DISTINCT FROM 'object' THEN
+		problem := 'malformed reply: not a JSON object';
+		RETURN;
+	END IF;
+	reply := v_body;
+	IF reply ->> 'correlation_id' IS NULL OR reply ->> 'outcome' IS NULL
+	   OR reply ->> 'outcome' NOT IN ('approved', 'declined', 'failed') THEN
+		problem := 'malformed reply: correlation_id and outcome (approved, declined, failed) are required';
+		RETURN;
+	END IF;
+	SELECT * INTO command FROM oms.payment_commands AS c WHERE c.correlation_id = reply ->> 'correlation_id';
+	IF NOT FOUND THEN
+		problem := pg_catalog.format('unknown correlation id "%s"',
+									 pg_catalog.left(reply ->> 'correlation_id', 200));
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._read_payment_reply(text) IS
+	'Parses and checks a payment reply: its body and the command it answers, or the problem that makes it a rejected reply';
+REVOKE ALL ON FUNCTION oms._read_payment_reply(text) FROM PUBLIC;
+
+CREATE FUNCTION oms._reply_had_effect(p_correlation_id text, p_outcome text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN oms._reply_for(p_correlation_id) IS NOT NULL OR
+		   EXISTS (SELECT FROM oms.inbox AS i
+				   WHERE i.correlation_id = p_correlation_id AND i.result = 'late' AND i.outcome = p_outcome);
+END;
+$$;
+COMMENT ON FUNCTION oms._reply_had_effect(text, text) IS
+	'True when a reply to the command already had its effect: one was applied, or the same outcome came late';
+REVOKE ALL ON FUNCTION oms._reply_had_effect(text, text) FROM PUBLIC;
+
+CREATE FUNCTION oms._adopt_saga_trace(p_correlation_id text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_saga text := pg_catalog.split_part(pg_catalog.regexp_replace(p_correlation_id, '^late:', ''), ':', 1);
+	v_trace text;
+BEGIN
+	IF v_saga ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+		SELECT s.traceparent INTO v_trace FROM oms.sagas AS s WHERE s.id = v_saga::uuid;
+	END IF;
+	IF v_trace IS NULL THEN
+		RETURN false;
+	END IF;
+	PERFORM pg_catalog.set_config('oms.traceparent', v_trace, true);
+	RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION oms._adopt_saga_trace(text) IS
+	'Sets oms.traceparent for the transaction to the trace of the saga that sent a command; true when it did';
+REVOKE ALL ON FUNCTION oms._adopt_saga_trace(text) FROM PUBLIC;
+
+CREATE FUNCTION oms._apply_late_refund_reply(p_message_id text, p_reply jsonb, p_command oms.payment_commands)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_correlation text := p_reply ->> 'correlation_id';
+	v_outcome text := p_reply ->> 'outcome';
+	v_letter bigint;
+BEGIN
+	UPDATE oms.inbox AS i
+	SET correlation_id = v_correlation, outcome = v_outcome, body = p_reply, result = 'applied'
+	WHERE i.message_id = p_message_id;
+	PERFORM oms._timeline(p_command.order_id, 'payment.late_refund',
+		pg_catalog.jsonb_build_object('correlation_id', v_correlation, 'outcome', v_outcome,
+									  'message_id', p_message_id));
+	IF v_outcome <> 'approved' THEN
+		INSERT INTO oms.dead_letters (kind, order_id, step, error, payload)
+		VALUES ('late_reply', p_command.order_id, 'refund',
+				pg_catalog.jsonb_build_object('message', 'the refund of a late charge was not approved',
+											  'outcome', v_outcome, 'at', pg_catalog.now()),
+				pg_catalog.jsonb_build_object('message_id', p_message_id, 'reply', p_reply))
+		RETURNING id INTO v_letter;
+		PERFORM oms._log('warning', 'payment_late_refund_refused', 'order_id', p_command.order_id::text,
+						 'correlation_id', v_correlation, 'outcome', v_outcome, 'message_id', p_message_id,
+						 'dead_letter_id', v_letter::text);
+	END IF;
+	RETURN 'applied';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_late_refund_reply(text, jsonb, oms.payment_commands) IS
+	'Records the answer to the refund of a late charge; a refusal becomes a late_reply dead letter';
+REVOKE ALL ON FUNCTION oms._apply_late_refund_reply(text, jsonb, oms.payment_commands) FROM PUBLIC;
+
+CREATE FUNCTION oms._saga_waiting_for(p_correlation_id text, OUT saga_id uuid, OUT waiting boolean)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_attempt text := pg_catalog.split_part(p_correlation_id, ':', 3);
+	v_saga oms.sagas;
+	v_step oms.saga_steps;
+BEGIN
+	IF pg_catalog.split_part(p_correlation_id, ':', 1)
+	   ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+		SELECT * INTO v_saga FROM oms.sagas AS s
+		WHERE s.id = pg_catalog.split_part(p_correlation_id, ':', 1)::uuid FOR UPDATE;
+	END IF;
+	SELECT * INTO v_step FROM oms.saga_steps AS t
+	WHERE t.saga_id = v_saga.id AND t.step_no::text = pg_catalog.split_part(p_correlation_id, ':', 2);
+	saga_id := v_saga.id;
+	waiting := v_saga.id IS NOT NULL AND v_step.step_no = v_saga.step_no AND
+		CASE WHEN v_attempt LIKE 'c%'
+			 THEN v_saga.status = 'compensating' AND v_step.compensation_waiting
+				  AND v_step.compensation_attempts::text = pg_catalog.substr(v_attempt, 2)
+			 ELSE v_saga.status = 'running' AND v_step.status = 'waiting' AND v_step.attempts::text = v_attempt
+		END;
+END;
+$$;
+COMMENT ON FUNCTION oms._saga_waiting_for(text) IS
+	'Locks the saga that sent a payment command and says whether its current step waits for exactly that command';
+REVOKE ALL ON FUNCTION oms._saga_waiting_for(text) FROM PUBLIC;
+
+CREATE FUNCTION oms._apply_awaited_reply(p_message_id text, p_reply jsonb, p_command oms.payment_commands,
+										 p_saga_id uuid)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE oms.sagas AS s SET next_run_at = pg_catalog.now() WHERE s.id = p_saga_id;
+	PERFORM oms._timeline(p_command.order_id, 'payment.reply',
+		pg_catalog.jsonb_build_object('correlation_id', p_reply ->> 'correlation_id',
+									  'command', p_command.command, 'outcome', p_reply ->> 'outcome',
+									  'message_id', p_message_id));
+	PERFORM oms._notify_worker();
+	RETURN 'applied';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_awaited_reply(text, jsonb, oms.payment_commands, uuid) IS
+	'Applies a reply its saga waits for: makes the saga due and wakes the worker; returns applied';
+REVOKE ALL ON FUNCTION oms._apply_awaited_reply(text, jsonb, oms.payment_commands, uuid) FROM PUBLIC;
+
+CREATE FUNCTION oms._apply_late_reply(p_message_id text, p_reply jsonb, p_command oms.payment_commands,
+									  p_saga_id uuid)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_correlation text := p_reply ->> 'correlation_id';
+	v_outcome text := p_reply ->> 'outcome';
+	v_refund boolean := v_outcome = 'approved' AND p_command.command = 'charge';
+	v_letter bigint;
+BEGIN
+	INSERT INTO oms.dead_letters (kind, saga_id, order_id, step, error, payload)
+	VALUES ('late_reply', p_saga_id, p_command.order_id, p_command.command,
+			pg_catalog.jsonb_build_object('message', 'reply after the saga stopped waiting for it',
+										  'outcome', v_outcome, 'at', pg_catalog.now()),
+			pg_catalog.jsonb_build_object('message_id', p_message_id, 'reply', p_reply))
+	RETURNING id INTO v_letter;
+	IF v_refund AND NOT EXISTS (SELECT FROM oms.payment_commands AS c
+								WHERE c.correlation_id = 'late:' || v_correlation) THEN
+		PERFORM oms._send_payment_command((SELECT p FROM oms.payments AS p WHERE p.id = p_command.payment_id),
+										  'refund', p_command.amount, 'late:' || v_correlation);
+	END IF;
+	PERFORM oms._timeline(p_command.order_id, 'payment.late_reply',
+		pg_catalog.jsonb_build_object('correlation_id', v_correlation, 'command', p_command.command,
+									  'outcome', v_outcome, 'refund_sent', v_refund));
+	PERFORM oms._log('warning', 'payment_reply_late', 'saga_id', p_saga_id::text,
+					 'order_id', p_command.order_id::text, 'correlation_id', v_correlation,
+					 'command', p_command.command, 'outcome', v_outcome, 'message_id', p_message_id,
+					 'refund_sent', v_refund::text, 'dead_letter_id', v_letter::text);
+	RETURN 'late';
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_late_reply(text, jsonb, oms.payment_commands, uuid) IS
+	'Records a reply no saga waits for as a late_reply dead letter, and refunds a late approved charge; returns late';
+REVOKE ALL ON FUNCTION oms._apply_late_reply(text, jsonb, oms.payment_commands, uuid) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION oms._apply_payment_reply(p_message_id text, p_body text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id text := coalesce(p_message_id, 'md5:' || pg_catalog.md5(coalesce(p_body, '')));
+	v_caller_trace text := pg_catalog.current_setting('oms.traceparent', true);
+	v_read record;
+	v_reply jsonb;
+	v_command oms.payment_commands;
+	v_correlation text;
+	v_adopted boolean;
+	v_saga_id uuid;
+	v_waiting boolean;
+	v_result text;
+BEGIN
+	-- A redelivered message finds its row and has no second effect.
+	INSERT INTO oms.inbox (message_id) VALUES (v_id) ON CONFLICT (message_id) DO NOTHING;
+	IF NOT FOUND THEN
+		RETURN 'duplicate';
+	END IF;
+
+	SELECT * INTO v_read FROM oms._read_payment_reply(p_body);
+	IF v_read.problem IS NOT NULL THEN
+		RETURN oms._reject_reply(v_id, v_read.problem, p_body, v_read.reply ->> 'correlation_id');
+	END IF;
+	v_reply := v_read.reply;
+	v_command := v_read.command;
+	v_correlation := v_reply ->> 'correlation_id';
+
+	-- The same answer under another message id leaves no row: a redelivery
+	-- of it is judged again, to the same end, so the inbox keeps one row
+	-- per reply that had an effect.
+	IF oms._reply_had_effect(v_correlation, v_reply ->> 'outcome') THEN
+		DELETE FROM oms.inbox AS i WHERE i.message_id = v_id;
+		RETURN 'duplicate';
+	END IF;
+
+	PERFORM 1 FROM oms.orders AS o WHERE o.id = v_command.order_id FOR NO KEY UPDATE;
+	v_adopted := oms._adopt_saga_trace(v_correlation);
+
+	IF v_correlation LIKE 'late:%' THEN
+		v_result := oms._apply_late_refund_reply(v_id, v_reply, v_command);
+	ELSE
+		SELECT w.saga_id, w.waiting INTO v_saga_id, v_waiting FROM oms._saga_waiting_for(v_correlation) AS w;
+		UPDATE oms.inbox AS i
+		SET correlation_id = v_correlation, outcome = v_reply ->> 'outcome', body = v_reply,
+			result = CASE WHEN v_waiting THEN 'applied' ELSE 'late' END
+		WHERE i.message_id = v_id;
+		IF v_waiting THEN
+			v_result := oms._apply_awaited_reply(v_id, v_reply, v_command, v_saga_id);
+		ELSE
+			v_result := oms._apply_late_reply(v_id, v_reply, v_command, v_saga_id);
+		END IF;
+	END IF;
+
+	-- The caller's own trace context is given back.
+	IF v_adopted THEN
+		PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_caller_trace, ''), true);
+	END IF;
+	RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION oms._apply_payment_reply(text, text) IS
+	'Applies a payment reply once per message id: applied, duplicate, late (dead letter, refund of a late charge) or rejected';
+-- (inbox: end)
+
+--
+-- SQL conventions: every call qualified.
+--
+
+-- The functions below called built-ins by their bare names; they now name
+-- them pg_catalog.x, as the rest of oms does (docs/architecture.md, "SQL
+-- conventions"; test/lint.sh sql).  Same behavior: their search_path was
+-- and is pinned to pg_catalog, pg_temp.
+
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_format_money(amount bigint, currency text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_exponent smallint := oms._currency_exponent(currency);
+BEGIN
+	IF amount IS NULL THEN
+		RETURN NULL;
+	END IF;
+	RETURN pg_catalog.round(amount::numeric / (10::numeric ^ v_exponent), v_exponent)::text || ' ' || currency;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_format_money(bigint, text) IS
+	'Formats an amount in minor units for people, e.g. 1999 USD as 19.99 USD and 1999 JPY as 1999 JPY';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_set_stock(sku text, on_hand bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_row oms.stock;
+BEGIN
+	PERFORM oms._check_identifier('sku', oms_set_stock.sku, 100);
+	PERFORM oms._check_not_null('on_hand', oms_set_stock.on_hand);
+	-- Lock the SKU (or the slot it will take) before checking reservations.
+	INSERT INTO oms.stock AS s (sku, on_hand) VALUES (oms_set_stock.sku, 0)
+	ON CONFLICT ON CONSTRAINT stock_pkey DO NOTHING;
+	PERFORM 1 FROM oms.stock AS s WHERE s.sku = oms_set_stock.sku FOR UPDATE;
+	PERFORM oms._check_stock_change(oms_set_stock.sku, oms_set_stock.on_hand);
+	UPDATE oms.stock AS s SET on_hand = oms_set_stock.on_hand, updated_at = pg_catalog.now()
+	WHERE s.sku = oms_set_stock.sku
+	RETURNING * INTO v_row;
+	RETURN (SELECT pg_catalog.to_jsonb(l) FROM oms.stock_levels AS l WHERE l.sku = v_row.sku);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_set_stock(text, bigint) IS
+	'Sets the units on hand of a SKU (creating it) and returns its stock level';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_adjust_stock(sku text, delta bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_row oms.stock;
+BEGIN
+	PERFORM oms._check_identifier('sku', oms_adjust_stock.sku, 100);
+	PERFORM oms._check_not_null('delta', oms_adjust_stock.delta);
+	SELECT * INTO v_row FROM oms.stock AS s WHERE s.sku = oms_adjust_stock.sku FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'SKU "%" does not exist', oms_adjust_stock.sku
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Create it with oms_set_stock().';
+	END IF;
+	IF oms_adjust_stock.delta > 0 AND v_row.on_hand > 9223372036854775807 - oms_adjust_stock.delta THEN
+		RAISE EXCEPTION 'stock of SKU "%" is out of range', oms_adjust_stock.sku
+			USING ERRCODE = 'numeric_value_out_of_range';
+	END IF;
+	PERFORM oms._check_stock_change(oms_adjust_stock.sku, v_row.on_hand + oms_adjust_stock.delta);
+	UPDATE oms.stock AS s SET on_hand = s.on_hand + oms_adjust_stock.delta, updated_at = pg_catalog.now()
+	WHERE s.sku = oms_adjust_stock.sku;
+	RETURN (SELECT pg_catalog.to_jsonb(l) FROM oms.stock_levels AS l WHERE l.sku = oms_adjust_stock.sku);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_adjust_stock(text, bigint) IS
+	'Adds delta (negative to remove) to the units on hand of a SKU and returns its stock level';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_pay_order(
+	order_id uuid,
+	payment_method text,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_document jsonb;
+	v_hash bytea;
+	v_saga uuid;
+BEGIN
+	PERFORM oms._check_not_null('order_id', oms_pay_order.order_id);
+	PERFORM oms._check_payment_method(oms_pay_order.payment_method);
+	PERFORM oms._check_idempotency_key(oms_pay_order.idempotency_key);
+
+	IF oms_pay_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_pay_order.order_id, oms_pay_order.payment_method));
+		v_document := oms._idempotency_begin(oms_pay_order.idempotency_key, 'oms_pay_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	v_order := oms._lock_order(oms_pay_order.order_id);
+	IF v_order.status <> 'pending' THEN
+		RAISE EXCEPTION 'order "%" cannot be paid', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = pg_catalog.format('The order is %s.', v_order.status),
+				  HINT = 'Only pending orders can be paid.';
+	END IF;
+
+	INSERT INTO oms.payments (order_id, method, currency, amount)
+	VALUES (v_order.id, oms_pay_order.payment_method, v_order.currency, v_order.total);
+	v_document := oms._change_status(v_order.id, 'processing', 'order.processing',
+		pg_catalog.jsonb_build_object('payment_method', oms_pay_order.payment_method,
+									  'idempotency_key', oms_pay_order.idempotency_key));
+	v_saga := oms._start_saga(v_order.id, 'fulfilment', NULL);
+	PERFORM oms._notify_worker();
+
+	IF oms_pay_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_pay_order.idempotency_key, 'oms_pay_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_pay_order(uuid, text, text) IS
+	'Pays a pending order: it becomes processing and the fulfilment saga (reserve, pay, confirm) starts';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_refund_order(
+	order_id uuid,
+	amount bigint DEFAULT NULL,
+	reason text DEFAULT NULL,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_payment oms.payments;
+	v_refundable bigint;
+	v_amount bigint;
+	v_refund uuid;
+	v_document jsonb;
+	v_hash bytea;
+BEGIN
+	PERFORM oms._check_not_null('order_id', oms_refund_order.order_id);
+	IF oms_refund_order.amount IS NOT NULL AND oms_refund_order.amount <= 0 THEN
+		RAISE EXCEPTION 'refund amount must be greater than zero'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL to refund everything that is left.';
+	END IF;
+	IF pg_catalog.length(oms_refund_order.reason) > 1000 THEN
+		RAISE EXCEPTION 'reason is too long'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = pg_catalog.format('reason has at most 1000 characters, got %s.',
+											 pg_catalog.length(oms_refund_order.reason));
+	END IF;
+	PERFORM oms._check_idempotency_key(oms_refund_order.idempotency_key);
+
+	IF oms_refund_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_refund_order.order_id, oms_refund_order.amount,
+																 oms_refund_order.reason));
+		v_document := oms._idempotency_begin(oms_refund_order.idempotency_key, 'oms_refund_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	v_order := oms._lock_order(oms_refund_order.order_id);
+	IF v_order.status NOT IN ('confirmed', 'partially_refunded') THEN
+		RAISE EXCEPTION 'order "%" cannot be refunded', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = pg_catalog.format('The order is %s.', v_order.status),
+				  HINT = CASE WHEN v_order.status IN ('pending', 'processing')
+							  THEN 'Cancel the order instead with oms_cancel_order().'
+							  ELSE 'Only confirmed or partially refunded orders can be refunded.' END;
+	END IF;
+
+	-- Pending refunds count: two concurrent refunds serialise on the
+	-- payment row and the second sees the first.
+	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = v_order.id FOR UPDATE;
+	v_refundable := v_payment.captured - v_payment.refunded
+		- (SELECT coalesce(pg_catalog.sum(r.amount), 0) FROM oms.refunds AS r
+		   WHERE r.payment_id = v_payment.id AND r.status = 'pending');
+	IF v_refundable = 0 THEN
+		RAISE EXCEPTION 'order "%" has nothing left to refund', v_order.id
+			USING ERRCODE = 'OM002',
+				  DETAIL = pg_catalog.format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
+											 v_payment.refunded, v_payment.captured - v_payment.refunded);
+	END IF;
+	v_amount := coalesce(oms_refund_order.amount, v_refundable);
+	IF v_amount > v_refundable OR v_amount <= 0 THEN
+		RAISE EXCEPTION 'refund of % exceeds the refundable amount of %', v_amount, v_refundable
+			USING ERRCODE = 'OM002',
+				  DETAIL = pg_catalog.format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
+											 v_payment.refunded, v_payment.captured - v_payment.refunded - v_refundable),
+				  HINT = 'Refund at most the refundable amount.';
+	END IF;
+
+	INSERT INTO oms.refunds (order_id, payment_id, amount, reason)
+	VALUES (v_order.id, v_payment.id, v_amount, oms_refund_order.reason)
+	RETURNING id INTO v_refund;
+	PERFORM oms._timeline(v_order.id, 'refund.requested',
+		pg_catalog.jsonb_build_object('refund_id', v_refund, 'amount', v_amount, 'reason', oms_refund_order.reason,
+									  'idempotency_key', oms_refund_order.idempotency_key));
+	PERFORM oms._start_saga(v_order.id, 'refund', v_refund);
+	PERFORM oms._notify_worker();
+
+	v_document := oms._order_document((SELECT o FROM oms.orders AS o WHERE o.id = v_order.id),
+									  oms._order_items_json(v_order.id))
+				  || pg_catalog.jsonb_build_object('refund', pg_catalog.jsonb_build_object(
+						'refund_id', v_refund, 'amount', v_amount, 'status', 'pending'));
+	IF oms_refund_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_refund_order.idempotency_key, 'oms_refund_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_refund_order(uuid, bigint, text, text) IS
+	'Refunds a confirmed order in full (amount NULL) or in part; runs as a refund saga';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_retry_dead_letter(id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_letter oms.dead_letters;
+BEGIN
+	PERFORM oms._check_not_null('id', oms_retry_dead_letter.id);
+	SELECT * INTO v_letter FROM oms.dead_letters AS d WHERE d.id = oms_retry_dead_letter.id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'dead letter % does not exist', oms_retry_dead_letter.id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	IF v_letter.status <> 'open' THEN
+		RAISE EXCEPTION 'dead letter % was already replayed', v_letter.id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	IF v_letter.kind = 'publish' THEN
+		-- Back into the outbox under its own id, so consumers can dedupe.
+		-- With its own trace context, not the operator's.
+		INSERT INTO oms.outbox (id, aggregatetype, aggregateid, type, payload, seq, created_at, traceparent)
+		SELECT (v_letter.payload ->> 'id')::uuid, v_letter.payload ->> 'aggregatetype',
+			   (v_letter.payload ->> 'aggregateid')::uuid, v_letter.payload ->> 'type',
+			   v_letter.payload -> 'payload', (v_letter.payload ->> 'seq')::bigint,
+			   (v_letter.payload ->> 'created_at')::timestamptz, v_letter.payload ->> 'traceparent';
+		UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = pg_catalog.now() WHERE d.id = v_letter.id;
+		PERFORM oms._log('log', 'dead_letter_replayed', 'dead_letter_id', v_letter.id::text, 'kind', v_letter.kind,
+						 'event_id', v_letter.payload ->> 'id', 'type', v_letter.payload ->> 'type');
+		PERFORM oms._notify_worker();
+		RETURN (SELECT pg_catalog.to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
+	END IF;
+	IF v_letter.kind IN ('reply', 'late_reply') THEN
+		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'A payment reply that could not be applied is kept as a record; the provider must send a valid one.';
+	END IF;
+	IF v_letter.kind = 'saga_failed' THEN
+		RAISE EXCEPTION 'dead letter % cannot be replayed', v_letter.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'A failed saga is compensated, not retried; this letter is a record of why it failed.',
+				  HINT = 'Create a new order for the customer.';
+	END IF;
+
+	-- compensation_stuck: resume compensating the same step with a fresh
+	-- set of oms.max_attempts attempts.
+	PERFORM 1 FROM oms.orders AS o WHERE o.id = v_letter.order_id FOR NO KEY UPDATE;
+	UPDATE oms.saga_steps AS t SET replays = t.replays + 1
+	FROM oms.sagas AS s
+	WHERE s.id = v_letter.saga_id AND t.saga_id = s.id AND t.step_no = s.step_no;
+	UPDATE oms.sagas AS s SET status = 'compensating', next_run_at = pg_catalog.now(), updated_at = pg_catalog.now()
+	WHERE s.id = v_letter.saga_id AND s.status = 'stuck';
+	UPDATE oms.dead_letters AS d SET status = 'replayed', replayed_at = pg_catalog.now() WHERE d.id = v_letter.id;
+	PERFORM oms._timeline(v_letter.order_id, 'saga.replayed',
+		pg_catalog.jsonb_build_object('saga_id', v_letter.saga_id, 'dead_letter_id', v_letter.id));
+	PERFORM oms._log('log', 'dead_letter_replayed', 'dead_letter_id', v_letter.id::text, 'kind', v_letter.kind,
+					 'saga_id', v_letter.saga_id::text, 'order_id', v_letter.order_id::text);
+	PERFORM oms._notify_worker();
+	RETURN (SELECT pg_catalog.to_jsonb(d) FROM oms.dead_letters AS d WHERE d.id = v_letter.id);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_retry_dead_letter(bigint) IS
+	'Replays a dead letter: a stuck compensation resumes with fresh attempts; an undelivered event goes back to the outbox';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_payment_result(correlation_id text, outcome text, details jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_result text;
+BEGIN
+	PERFORM oms._check_identifier('correlation_id', oms_payment_result.correlation_id, 255);
+	PERFORM oms._check_not_null('outcome', oms_payment_result.outcome);
+	IF oms_payment_result.outcome NOT IN ('approved', 'declined', 'failed') THEN
+		RAISE EXCEPTION 'invalid payment outcome "%"', pg_catalog.left(oms_payment_result.outcome, 100)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The outcome is approved, declined or failed.';
+	END IF;
+	PERFORM oms._check_json_argument('details', oms_payment_result.details, 4096);
+	-- Only answers to commands oms sent: anything else would leave a row
+	-- per call, and any caller could grow the tables without bound.
+	IF NOT EXISTS (SELECT FROM oms.payment_commands AS c
+				   WHERE c.correlation_id = oms_payment_result.correlation_id) THEN
+		RAISE EXCEPTION 'payment command "%" does not exist', oms_payment_result.correlation_id
+			USING ERRCODE = 'no_data_found',
+				  DETAIL = 'No payment command was sent with this correlation id, or it was pruned.';
+	END IF;
+	-- The same result twice is one message: the inbox dedupes it.
+	v_result := oms._apply_payment_reply(
+		'sql:' || oms_payment_result.correlation_id || ':' || oms_payment_result.outcome,
+		pg_catalog.jsonb_build_object('correlation_id', oms_payment_result.correlation_id,
+									  'outcome', oms_payment_result.outcome,
+									  'reference', oms_payment_result.details ->> 'reference',
+									  'message', oms_payment_result.details ->> 'message')::text);
+	RETURN pg_catalog.jsonb_build_object('correlation_id', oms_payment_result.correlation_id, 'result', v_result);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_payment_result(text, text, jsonb) IS
+	'Applies a payment provider result from SQL (webhooks) through the same inbox as Kafka replies';
+
+CREATE OR REPLACE FUNCTION oms._run_maintenance(p_task text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tasks text[] := oms._maintenance_task_names();
+	v_task text;
+	v_run_by text := coalesce(nullif(pg_catalog.current_setting('application_name'), ''), session_user::text);
+	v_result jsonb := '{}';
+BEGIN
+	IF p_task IS NOT NULL AND NOT p_task = ANY (v_tasks) THEN
+		RAISE EXCEPTION 'unknown maintenance task "%"', pg_catalog.left(p_task, 100)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = pg_catalog.format('The tasks are: %s.', pg_catalog.array_to_string(v_tasks, ', ')),
+				  HINT = 'Pass NULL to run every task.';
+	END IF;
+	FOREACH v_task IN ARRAY v_tasks
+	LOOP
+		CONTINUE WHEN p_task IS NOT NULL AND v_task <> p_task;
+		v_result := v_result || pg_catalog.jsonb_build_object(v_task, oms._run_maintenance_task(v_task, v_run_by));
+	END LOOP;
+	RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION oms._run_maintenance(text) IS
+	'Runs one maintenance task by name, or all of them (NULL): oms_run_maintenance and the pg_cron jobs call it';
+
+CREATE OR REPLACE FUNCTION oms._maintenance_jobs(p_schedules jsonb)
+RETURNS TABLE (task text, job_name text, schedule text, command text, schedule_sql text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_tasks text[] := oms._maintenance_task_names();
+	v_key text;
+BEGIN
+	PERFORM oms._check_not_null('schedules', p_schedules);
+	IF pg_catalog.jsonb_typeof(p_schedules) <> 'object' THEN
+		RAISE EXCEPTION 'schedules must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Map task names to pg_cron schedules, e.g. {"prune": "17 * * * *"}; null leaves a task to the worker.';
+	END IF;
+	FOR v_key IN SELECT k FROM pg_catalog.jsonb_object_keys(p_schedules) AS k ORDER BY 1
+	LOOP
+		IF NOT v_key = ANY (v_tasks) THEN
+			RAISE EXCEPTION 'unknown maintenance task "%"', pg_catalog.left(v_key, 100)
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = pg_catalog.format('The tasks are: %s.', pg_catalog.array_to_string(v_tasks, ', '));
+		END IF;
+		IF pg_catalog.jsonb_typeof(p_schedules -> v_key) NOT IN ('string', 'null') THEN
+			RAISE EXCEPTION 'the schedule of maintenance task "%" must be a string or null', v_key
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+	END LOOP;
+	RETURN QUERY
+		SELECT j.task, j.job_name, j.schedule, j.command,
+			   pg_catalog.format('SELECT cron.schedule_in_database(%L, %L, %L, %L);',
+								 j.job_name, j.schedule, j.command, pg_catalog.current_database())
+		FROM (SELECT t.task, t.position,
+					 pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), t.task) AS job_name,
+					 CASE WHEN p_schedules ? t.task
+						  THEN p_schedules ->> t.task
+						  ELSE t.default_schedule END AS schedule,
+					 pg_catalog.format('SELECT oms._run_maintenance(%L)', t.task) AS command
+			  FROM oms.maintenance_tasks AS t) AS j
+		WHERE j.schedule IS NOT NULL
+		ORDER BY j.position;
+END;
+$$;
+COMMENT ON FUNCTION oms._maintenance_jobs(jsonb) IS
+	'The pg_cron jobs of the maintenance tasks for a schedules map: oms_maintenance_jobs for oms''s own code';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_schedule_maintenance(schedules jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_cron text;
+	v_job record;
+	v_task record;
+	v_old record;
+	v_jobid bigint;
+	v_action text;
+	v_jobs jsonb := '[]';
+	v_removed jsonb := '[]';
+BEGIN
+	-- Arguments first: a bad schedules map fails the same with or without pg_cron.
+	PERFORM 1 FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules);
+	v_cron := oms._require_cron();
+
+	FOR v_task IN SELECT t.task, t.position FROM oms.maintenance_tasks AS t ORDER BY t.position FOR UPDATE
+	LOOP
+		SELECT * INTO v_job FROM oms._maintenance_jobs(oms_schedule_maintenance.schedules) AS j
+		WHERE j.task = v_task.task;
+		EXECUTE pg_catalog.format('SELECT j.jobid, j.schedule, j.command FROM %I.job AS j '
+								  || 'WHERE j.jobname = $1 AND j.username = current_user', v_cron)
+			INTO v_old USING pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), v_task.task);
+		IF v_job.task IS NULL THEN
+			-- null schedule: this task goes back to the worker.
+			IF v_old.jobid IS NOT NULL THEN
+				EXECUTE pg_catalog.format('SELECT %I.unschedule($1)', v_cron) USING v_old.jobid;
+				v_removed := v_removed || pg_catalog.jsonb_build_object('task', v_task.task, 'jobid', v_old.jobid);
+			END IF;
+			UPDATE oms.maintenance_tasks AS t
+			SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
+				cron_scheduled_at = NULL
+			WHERE t.task = v_task.task;
+			CONTINUE;
+		END IF;
+		IF v_old.jobid IS NOT NULL AND v_old.schedule = v_job.schedule AND v_old.command = v_job.command THEN
+			v_jobid := v_old.jobid;
+			v_action := 'unchanged';
+		ELSE
+			EXECUTE pg_catalog.format('SELECT %I.schedule($1, $2, $3)', v_cron)
+				INTO v_jobid USING v_job.job_name, v_job.schedule, v_job.command;
+			v_action := CASE WHEN v_old.jobid IS NULL THEN 'created' ELSE 'updated' END;
+		END IF;
+		UPDATE oms.maintenance_tasks AS t
+		SET cron_database = pg_catalog.current_database(), cron_job_name = v_job.job_name,
+			cron_jobid = v_jobid, cron_schedule = v_job.schedule, cron_scheduled_at = pg_catalog.now()
+		WHERE t.task = v_task.task;
+		v_jobs := v_jobs || pg_catalog.jsonb_build_object('task', v_task.task, 'job_name', v_job.job_name,
+														  'jobid', v_jobid, 'schedule', v_job.schedule,
+														  'command', v_job.command, 'action', v_action);
+	END LOOP;
+	RETURN pg_catalog.jsonb_build_object('database', pg_catalog.current_database(), 'jobs', v_jobs,
+										 'unscheduled', v_removed);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_schedule_maintenance(jsonb) IS
+	'Registers (or updates) one pg_cron job per maintenance task, oms-<database>-<task>; the worker then leaves those tasks to pg_cron';
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_unschedule_maintenance()
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_cron text := oms._require_cron();
+	v_task record;
+	v_jobid bigint;
+	v_removed jsonb := '[]';
+BEGIN
+	FOR v_task IN SELECT t.task FROM oms.maintenance_tasks AS t ORDER BY t.position FOR UPDATE
+	LOOP
+		EXECUTE pg_catalog.format('SELECT j.jobid FROM %I.job AS j '
+								  || 'WHERE j.jobname = $1 AND j.username = current_user', v_cron)
+			INTO v_jobid USING pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), v_task.task);
+		IF v_jobid IS NOT NULL THEN
+			EXECUTE pg_catalog.format('SELECT %I.unschedule($1)', v_cron) USING v_jobid;
+			v_removed := v_removed || pg_catalog.jsonb_build_object('task', v_task.task,
+				'job_name', pg_catalog.format('oms-%s-%s', pg_catalog.current_database(), v_task.task),
+				'jobid', v_jobid);
+		END IF;
+		UPDATE oms.maintenance_tasks AS t
+		SET cron_database = NULL, cron_job_name = NULL, cron_jobid = NULL, cron_schedule = NULL,
+			cron_scheduled_at = NULL
+		WHERE t.task = v_task.task;
+	END LOOP;
+	RETURN pg_catalog.jsonb_build_object('database', pg_catalog.current_database(), 'removed', v_removed);
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_unschedule_maintenance() IS
+	'Removes the pg_cron jobs of oms_schedule_maintenance(); the worker runs maintenance again';
+-- (SQL conventions: end)
 
 --
 -- The safety net of the fresh script (src/sql/checks.sql).
