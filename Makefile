@@ -41,6 +41,13 @@ REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
+# Process-level tests (crash, restart, broker outage) with PostgreSQL's
+# own TAP modules.  "make installcheck" runs them as a normal user; as root
+# (initdb refuses root) test/tap.sh runs them as the postgres user.
+TAP_TESTS    = 1
+PROVE_TESTS  = test/t/*.pl
+PROVE_FLAGS  = -I ./test/perl
+
 SHLIB_LINK  = -lrdkafka
 
 PG_CONFIG  ?= pg_config
