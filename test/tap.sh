@@ -42,6 +42,7 @@ run_one() {
 		PG_REGRESS="$PGXS_SRC/test/regress/pg_regress" \
 		PG_CONFIG="$PG_CONFIG" \
 		OMS_ROOT="$OMS_ROOT" \
+		${OMS_POSTGRES:+OMS_POSTGRES="$OMS_POSTGRES"} \
 		${PG_TEST_NOCLEAN:+PG_TEST_NOCLEAN=1} \
 		perl -I "$PGXS_SRC/test/perl" -I "$OMS_ROOT/test/perl" "$script") || rc=$?
 	mkdir -p "$OMS_LOG_DIR/tap"

@@ -24,7 +24,7 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
-  oms_root oms_node oms_fresh_db oms_sql oms_sql_quiet oms_sql_true
+  oms_root oms_node oms_start oms_fresh_db oms_sql oms_sql_quiet oms_sql_true
   oms_wait_until oms_set_sighup oms_worker_pid oms_worker_status
   oms_setup_stock oms_create_orders oms_pay_script oms_in_flight
   oms_sagas_done oms_check_invariants oms_log_errors_of oms_log_since
@@ -60,8 +60,29 @@ sub oms_node
 			"log_line_prefix = '%m [%p] %b: '",
 			"max_connections = 50",
 			@conf));
-	$node->start;
+	oms_start($node);
 	return $node;
+}
+
+# Starts NODE.  OMS_POSTGRES names a program for pg_ctl to start in place of
+# postgres (it must exec postgres with its arguments): test/valgrind/run.sh
+# runs the server under valgrind that way.  A later $node->restart starts
+# plain postgres again.
+sub oms_start
+{
+	my ($node) = @_;
+	if (!$ENV{OMS_POSTGRES})
+	{
+		$node->start;
+		return;
+	}
+	PostgreSQL::Test::Utils::system_or_bail(
+		'pg_ctl', '-w', '-t', $ENV{OMS_PG_CTL_TIMEOUT} // 600,
+		'-D', $node->data_dir, '-l', $node->logfile,
+		'-p', $ENV{OMS_POSTGRES}, 'start');
+	# Cluster.pm reads the pid file itself; its stop and kill9 need it.
+	$node->_update_pid(1);
+	return;
 }
 
 # C.UTF-8 sorts byte-wise but takes UTF-8 text; glibc 2.35+ has it built in.
