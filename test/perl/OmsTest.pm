@@ -28,7 +28,7 @@ our @EXPORT = qw(
   oms_wait_until oms_set_sighup oms_worker_pid oms_worker_status
   oms_setup_stock oms_create_orders oms_pay_script oms_in_flight
   oms_sagas_done oms_check_invariants oms_log_errors_of oms_log_since
-  oms_server_ready
+  oms_server_ready oms_no_worker_errors
 );
 
 # The repository root: two levels above this file.
@@ -288,6 +288,19 @@ sub oms_log_errors_of
 	return join("\n",
 		grep { /($pattern)/ && /(ERROR|FATAL|PANIC|WARNING):/ }
 		  split /\n/, oms_log_since($node));
+}
+
+# The check that closes most worker tests: no oms worker logged an ERROR
+# or PANIC, and no saga failed to advance.
+sub oms_no_worker_errors
+{
+	my ($node) = @_;
+	my @errors =
+	  grep { /oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)/ }
+	  split /\n/, oms_log_since($node);
+	ok(!@errors, 'no oms worker logged an ERROR and no saga failed to advance')
+	  or diag(join("\n", @errors[ 0 .. ($#errors < 19 ? $#errors : 19) ]));
+	return;
 }
 
 1;

@@ -185,10 +185,7 @@ if (ok(caught_busy(), 'caught the worker busy with the backlog before pg_ctl sto
 	oms_check_invariants($node, $db, $backlog, 'after fast shutdown mid-run');
 }
 
-my @errors = grep { /oms (saga )?worker: (ERROR|PANIC):|event=(saga_error|worker_batch_failed)/ }
-  split /\n/, oms_log_since($node);
-ok(!@errors, 'no oms worker logged an ERROR and no saga failed to advance')
-  or diag(join("\n", @errors[ 0 .. ($#errors < 19 ? $#errors : 19) ]));
+oms_no_worker_errors($node);
 
 # ------------------------------------------------------- smart shutdown
 # Smart waits for client sessions only: the launcher and workers must not
