@@ -42,6 +42,13 @@ REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
+# Process-level tests (crash, restart, broker outage) with PostgreSQL's
+# own TAP modules (docs/development.md).  "make installcheck" runs them as
+# a normal user; as root (initdb refuses root) test/tap.sh runs them as the
+# postgres user.
+TAP_TESTS    = 1
+PROVE_TESTS  = test/t/*.pl
+
 SHLIB_LINK  = -lrdkafka
 
 PG_CONFIG  ?= pg_config
@@ -59,6 +66,10 @@ endif
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The TAP tests' own modules (OmsTest, OmsKafka); PGXS resets PROVE_FLAGS,
+# which stays free for the user's flags.
+PG_PROVE_FLAGS += -I ./test/perl
 
 # glibc's _FORTIFY_SOURCE wants an optimizing build; -O0 would warn.
 ifeq ($(COVERAGE),1)

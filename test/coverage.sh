@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test/coverage.sh: the runner behind "make coverage".
 # Owns: a gcov build of the extension (make COVERAGE=1: -O0 --coverage),
-# installed and run through test/run.sh (regress, isolation and the suites
-# by default; arguments choose other parts, as for run.sh), then line and
+# installed and run through test/run.sh (regress, isolation, the suites and
+# the TAP tests by default; arguments choose other parts, as for run.sh), then line and
 # branch coverage of src/*.c with gcovr: one line per file and a total on
 # stdout, an HTML report in log/coverage/index.html.
 #
@@ -10,7 +10,9 @@
 # objects; GCOV_PREFIX sends each process's counters (written when it
 # exits normally, so a cleanly stopped cluster flushes its workers too) to a
 # scratch directory, copied back next to the .gcno files afterwards.
-# Processes killed on purpose (kill -9, immediate shutdown) flush nothing.
+# Processes killed on purpose (kill -9, immediate shutdown) flush nothing;
+# TAP nodes are stopped with -m fast at exit (test/perl/OmsTest.pm), so
+# only the processes a test kills on purpose are missing.
 #
 # The suite "build" is left out: it rebuilds every object (make -B), which
 # would replace the .gcno files the counters belong to.  The next plain
@@ -45,7 +47,7 @@ if [[ -z "${OMS_SUITES:-}" ]]; then
 	done
 	export OMS_SUITES
 fi
-((${#@})) || set -- regress isolation suites
+((${#@})) || set -- regress isolation suites tap
 
 # test/run.sh builds and installs the instrumented extension (COVERAGE=1
 # reaches make through the environment).  A failing test still leaves

@@ -5,9 +5,12 @@
 #   isolation  pg_isolation_regress, ISOLATION list (test/specs, test/expected)
 #   client     every test/client/*.py with Debian's /usr/bin/python3
 #   suites     every executable test/suites/*.sh
+#   tap        every test/t/*.pl (PostgreSQL::Test::Cluster, own nodes;
+#              run by test/tap.sh as an unprivileged user)
 # Every individual test is counted; the last line is "N passed, N failed".
-# Usage: test/run.sh [regress|isolation|client|suites ...]   (default: all)
-# OMS_REGRESS, OMS_ISOLATION and OMS_SUITES narrow a part to the tests listed.
+# Usage: test/run.sh [regress|isolation|client|suites|tap ...]   (default: all)
+# OMS_REGRESS, OMS_ISOLATION, OMS_SUITES and OMS_TAP narrow a part to the
+# tests listed.
 set -euo pipefail
 # Let failures inside $(...) stop the script too.
 shopt -s inherit_errexit
@@ -268,14 +271,37 @@ run_suites() {
 	suite_end suites
 }
 
+# Each TAP test starts its own nodes, so the shared cluster is not involved.
+run_tap() {
+	local scripts=() s name
+	shopt -s nullglob
+	scripts=("$OMS_ROOT"/test/t/*.pl)
+	shopt -u nullglob
+	if ((${#scripts[@]} == 0)); then
+		oms_say "skipping tap: no test/t/*.pl"
+		return 0
+	fi
+	suite_begin "tap: ${#scripts[@]} tests (test/t, PostgreSQL::Test::Cluster)"
+	for s in "${scripts[@]}"; do
+		name=$(basename "$s" .pl)
+		# OMS_TAP="010_worker_wake" runs that test only.
+		if [[ -n "${OMS_TAP:-}" && " $OMS_TAP " != *" $name "* ]]; then
+			continue
+		fi
+		printf -- '-- %s\n' "${s#"$OMS_ROOT"/}"
+		run_tap_program "tap/$name" bash "$OMS_ROOT/test/tap.sh" "$s"
+	done
+	suite_end tap
+}
+
 # -------------------------------------------------------------------- main
 main() {
 	local suites=("$@") s
-	((${#suites[@]})) || suites=(regress isolation client suites)
+	((${#suites[@]})) || suites=(regress isolation client suites tap)
 	for s in "${suites[@]}"; do
 		case $s in
-		regress | isolation | client | suites) ;;
-		*) oms_die "unknown suite '$s' (regress, isolation, client, suites)" ;;
+		regress | isolation | client | suites | tap) ;;
+		*) oms_die "unknown suite '$s' (regress, isolation, client, suites, tap)" ;;
 		esac
 	done
 	oms_on_exit print_summary
