@@ -1,7 +1,7 @@
 -- kafka_config: oms.kafka_config refuses secret-bearing librdkafka
 -- properties (they go in oms.kafka_config_file), with an error that does
 -- not quote the value, and ALTER SYSTEM then writes nothing.  The file
--- itself is read by the worker only: test/suites/kafka_secrets.sh.
+-- itself is read by the worker only: test/t/023_kafka_secrets.pl.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
 

@@ -36,6 +36,21 @@ run_one() {
 	work=$(mktemp -d "${TMPDIR:-/tmp}/oms-tap.XXXXXX")
 	chmod 755 "$work"
 	((EUID != 0)) || chown "$TAP_USER": "$work"
+	# A test that needs files only root can make (owned by root or by another
+	# user) has NAME.root.sh next to it: run here as root, it writes them
+	# into the directory it is given, which the test finds in
+	# OMS_TAP_ROOT_DIR.  Not root (make installcheck): no such directory,
+	# and the test skips what needs it.
+	local root_setup=${script%.pl}.root.sh root_dir=""
+	if [[ -f "$root_setup" ]] && ((EUID == 0)); then
+		root_dir="$work/root"
+		mkdir -m 755 "$root_dir"
+		if ! bash "$root_setup" "$root_dir" "$TAP_USER"; then
+			oms_warn "$name: ${root_setup#"$OMS_ROOT"/} failed"
+			rm -rf "$work"
+			return 1
+		fi
+	fi
 	(cd "$work" && as_tap_user env \
 		TESTDIR="$work" \
 		PATH="$BINDIR:$PATH" \
@@ -43,6 +58,7 @@ run_one() {
 		PG_CONFIG="$PG_CONFIG" \
 		OMS_ROOT="$OMS_ROOT" \
 		${OMS_POSTGRES:+OMS_POSTGRES="$OMS_POSTGRES"} \
+		${root_dir:+OMS_TAP_ROOT_DIR="$root_dir"} \
 		${PG_TEST_NOCLEAN:+PG_TEST_NOCLEAN=1} \
 		perl -I "$PGXS_SRC/test/perl" -I "$OMS_ROOT/test/perl" "$script") || rc=$?
 	mkdir -p "$OMS_LOG_DIR/tap"

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """test/relay/analyse.py: compares what the oms relay published with what
-the database produced, for the relay suites (test/suites/relay_*.sh).
+the database produced, for the relay's TAP tests (test/t/020_relay_e2e.pl and
+021_relay_faults.pl, through test/perl/OmsRelay.pm).
 
 Inputs (JSON lines):
   --consumed FILE    records as "kcat -C -J" prints them: topic, partition,

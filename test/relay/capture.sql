@@ -1,6 +1,6 @@
 -- test/relay/capture.sql: records every event the run writes to oms.outbox,
 -- because the relay deletes each row once Kafka acknowledged it.  Installed
--- by the relay suites in their own test database only (never by the
+-- by the relay's tests in their own test database only (never by the
 -- extension): an AFTER INSERT trigger copies each new outbox row (a replay
 -- of a dead letter re-inserts the same id, counted in "inserts").
 CREATE TABLE public.rl_produced (
