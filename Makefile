@@ -79,9 +79,12 @@ endif
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
-# OMS_VERSION comes from the control file; every object sees the header.
-$(OBJS): src/oms.h $(EXTENSION).control
-src/kafka.o src/kafka_producer.o src/kafka_consumer.o: src/kafka_int.h
+# Every object depends on every header of src/ (one per module, see
+# src/oms.h): a simple rule that is never wrong, at the price of a full
+# rebuild when a header changes.  OMS_VERSION comes from the control file.
+# The bitcode files (for JIT inlining) are built from the same sources.
+OMS_HEADERS = $(wildcard src/*.h)
+$(OBJS) $(OBJS:.o=.bc): $(OMS_HEADERS) $(EXTENSION).control
 
 # The objects depend on the build flags in effect: switching COVERAGE on or
 # off rebuilds everything, so a normal build after "make coverage" (and the

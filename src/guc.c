@@ -22,12 +22,14 @@
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "kafka_config.h"
+#include "trace.h"
 
 static void define_ops_gucs(void);
 
 /* How long an idempotency key replays its response, in seconds. */
-int			oms_idempotency_ttl = 24 * 60 * 60;
+static int	oms_idempotency_ttl = 24 * 60 * 60;
 
 /* Saga engine: see docs/configuration.md.  Read from SQL with current_setting(). */
 static int	oms_reservation_ttl = 15 * 60;
@@ -101,14 +103,19 @@ int			oms_saga_workers = 2;
  * by hand with other values; the rest only matter to the worker and are
  * PGC_SIGHUP.  docs/configuration.md describes each.
  */
+#define OMS_TOPIC_SINGLE 0
+#define OMS_TOPIC_PER_AGGREGATE 1
+/* Ceiling of oms.kafka_max_message_bytes, below librdkafka's own. */
+#define OMS_KAFKA_MAX_MESSAGE_LIMIT 900000000
+
 char	   *oms_kafka_brokers = NULL;
-char	   *oms_kafka_topic = NULL;
-int			oms_kafka_topic_mode = OMS_TOPIC_SINGLE;
+static char *oms_kafka_topic = NULL;
+static int	oms_kafka_topic_mode = OMS_TOPIC_SINGLE;
 char	   *oms_kafka_config = NULL;
 char	   *oms_kafka_config_file = NULL;
 int			oms_relay_batch_size = 5000;
 int			oms_relay_ack_timeout = 10000;
-int			oms_publish_max_attempts = 10;
+static int	oms_publish_max_attempts = 10;
 int			oms_kafka_max_message_bytes = 1000000;
 int			oms_relay_breaker_failures = 5;
 int			oms_relay_breaker_cooldown = 5000;
@@ -605,7 +612,7 @@ define_relay_gucs(void)
 
 
 /* The caller's W3C trace context; empty when the caller sends none. */
-char	   *oms_traceparent = NULL;
+static char *oms_traceparent = NULL;
 
 /* Health thresholds, read by oms_health(). */
 static int	oms_health_worker_timeout = 30 * 1000;

@@ -3,7 +3,9 @@
  * inbox.c
  *	  The inbox loop: payment replies consumed from Kafka are applied once
  *	  each, by oms._apply_payment_reply(), and their offsets committed only
- *	  after the transaction that applied them.
+ *	  after the transaction that applied them; and
+ *	  oms._inbox_shmem_status(), the reply consumer's figures in shared
+ *	  memory.
  *
  * When oms.kafka_brokers is set, oms.payment_provider is kafka and the
  * extension (with oms._apply_payment_reply) is installed here, the worker
@@ -41,9 +43,11 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -51,10 +55,19 @@
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "inbox.h"
+#include "kafka.h"
+#include "kafka_consumer.h"
+#include "log.h"
+#include "shmem.h"
+#include "xact.h"
+
+PG_FUNCTION_INFO_V1(oms_inbox_shmem_status);
 
 #define APPLY_QUERY "SELECT oms._apply_payment_reply($1::text, $2::text)"
 
@@ -533,4 +546,110 @@ oms_inbox_sleep_limit(long naptime)
 	if (now >= hold_until)
 		return naptime;
 	return Max(1, Min(naptime, TimestampDifferenceMilliseconds(now, hold_until)));
+}
+
+/*
+ * The reply consumer's status is a row, as the relay's is
+ * (oms._relay_shmem_status()); SQL has it as the jsonb object that
+ * to_jsonb() makes of the row, under these keys.
+ */
+typedef struct InboxStatusColumn
+{
+	const char *name;
+	Oid			type;
+} InboxStatusColumn;
+
+static const InboxStatusColumn inbox_status_columns[] = {
+	{"worker_running", BOOLOID},
+	{"consumer", TEXTOID},
+	{"applied", INT8OID},
+	{"duplicates", INT8OID},
+	{"late", INT8OID},
+	{"rejected", INT8OID},
+	{"other", INT8OID},
+	{"failures", INT8OID},
+	{"last_reply_at", TIMESTAMPTZOID},
+	{"partitions", INT4OID},
+	{"lag", INT8OID},
+	{"lag_at", TIMESTAMPTZOID},
+	{"last_error", TEXTOID},
+	{"last_error_at", TIMESTAMPTZOID},
+};
+
+#define INBOX_STATUS_NCOLUMNS ((int) lengthof(inbox_status_columns))
+
+/* The status row from a copy of the shared figures. */
+static void
+inbox_status_values(OmsInboxShared *inbox, bool running, Datum *values, bool *nulls)
+{
+	static const char *const state_names[] = {"off", "running", "bad_config"};
+
+	/* A stopped worker leaves the state of its consumer behind: stale. */
+	bool		ready = running && inbox->state == OMS_KAFKA_READY;
+
+	memset(nulls, 0, sizeof(bool) * INBOX_STATUS_NCOLUMNS);
+	values[0] = BoolGetDatum(running);
+	values[1] = CStringGetTextDatum(state_names[running ? inbox->state : OMS_KAFKA_OFF]);
+	values[2] = Int64GetDatum(inbox->applied);
+	values[3] = Int64GetDatum(inbox->duplicates);
+	values[4] = Int64GetDatum(inbox->late);
+	values[5] = Int64GetDatum(inbox->rejected);
+	values[6] = Int64GetDatum(inbox->other);
+	values[7] = Int64GetDatum(inbox->failures);
+	values[8] = TimestampTzGetDatum(inbox->last_reply_at);
+	nulls[8] = (inbox->last_reply_at == 0);
+	values[9] = Int32GetDatum(inbox->partitions);
+	nulls[9] = !ready;
+	values[10] = Int64GetDatum(inbox->lag);
+	nulls[10] = !ready || inbox->lag < 0;
+	values[11] = TimestampTzGetDatum(inbox->lag_at);
+	nulls[11] = !ready || inbox->lag_at == 0;
+	values[12] = CStringGetTextDatum(inbox->last_error);
+	nulls[12] = (inbox->last_error_at == 0);
+	values[13] = TimestampTzGetDatum(inbox->last_error_at);
+	nulls[13] = (inbox->last_error_at == 0);
+}
+
+/* The status row as jsonb, by SQL's own to_jsonb(). */
+static Datum
+inbox_status_jsonb(Datum *values, bool *nulls)
+{
+	TupleDesc	tupdesc = CreateTemplateTupleDesc(INBOX_STATUS_NCOLUMNS);
+	FmgrInfo	to_jsonb_fn;
+	FuncExpr   *call;
+
+	for (int i = 0; i < INBOX_STATUS_NCOLUMNS; i++)
+		TupleDescInitEntry(tupdesc, i + 1, inbox_status_columns[i].name,
+						   inbox_status_columns[i].type, -1, 0);
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	/* to_jsonb(anyelement) learns its argument's type from the call. */
+	call = makeFuncExpr(F_TO_JSONB, JSONBOID,
+						list_make1(makeNullConst(RECORDOID, -1, InvalidOid)),
+						InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+	fmgr_info(F_TO_JSONB, &to_jsonb_fn);
+	fmgr_info_set_expr((Node *) call, &to_jsonb_fn);
+	return FunctionCall1(&to_jsonb_fn,
+						 HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * oms._inbox_shmem_status(): the reply consumer of the current database's
+ * slot as jsonb; null when oms.database_name does not list the database.
+ */
+Datum
+oms_inbox_shmem_status(PG_FUNCTION_ARGS)
+{
+	OmsInboxShared inbox;
+	bool		running;
+	int			slotno;
+	Datum		values[INBOX_STATUS_NCOLUMNS];
+	bool		nulls[INBOX_STATUS_NCOLUMNS];
+
+	slotno = oms_shmem_status_my_slot();
+	if (slotno < 0)
+		PG_RETURN_NULL();
+	oms_shmem_copy_inbox(slotno, &inbox, &running);
+	inbox_status_values(&inbox, running, values, nulls);
+	PG_RETURN_DATUM(inbox_status_jsonb(values, nulls));
 }

@@ -33,7 +33,8 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "input.h"
 
 PG_FUNCTION_INFO_V1(oms_check_identifier);
 PG_FUNCTION_INFO_V1(oms_check_json_argument);

@@ -46,6 +46,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "guc.h"
+#include "log.h"
 #include "kafka_int.h"
 
 /*

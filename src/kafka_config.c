@@ -39,7 +39,8 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "kafka_config.h"
 
 /* Largest oms.kafka_config_file accepted (a PEM key or two fit easily). */
 #define KAFKA_FILE_MAX_BYTES (1024 * 1024)

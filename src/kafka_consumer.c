@@ -20,6 +20,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "guc.h"
+#include "kafka_consumer.h"
+#include "log.h"
 #include "kafka_int.h"
 
 static void kafka_consumer_destroy(void);

@@ -13,7 +13,8 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "oms.h"
+#include "kafka.h"
+#include "kafka_config.h"
 
 /*
  * Longest wait, when a client is destroyed, for the reports of its purged

@@ -20,6 +20,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "guc.h"
+#include "kafka_producer.h"
 #include "kafka_int.h"
 
 /* Room in message.max.bytes above oms.kafka_max_message_bytes for record overhead. */
@@ -153,30 +155,17 @@ producer_exit(int code, Datum arg)
 }
 
 /*
- * Builds a producer from the current settings.  On failure returns false
- * with the reason in errbuf and leaves no producer behind.
+ * The producer's own properties: ours first, then oms.kafka_config may
+ * override all but the reserved ones.  False with the reason in errbuf.
  */
 static bool
-create_producer(char *errbuf, size_t errlen)
+set_producer_properties(rd_kafka_conf_t *conf, char *errbuf, size_t errlen)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	OmsKafkaFile *file = NULL;
 	char		num[32];
 	int64		max_bytes;
-	rd_kafka_t *rk;
-	char		reason[512];
-	static bool exit_hook = false;
 
-	if (!exit_hook)
-	{
-		before_shmem_exit(producer_exit, (Datum) 0);
-		exit_hook = true;
-	}
-	snprintf(client_id, sizeof(client_id), "oms-relay-%s", kafka_dbname);
 	max_bytes = Min((int64) oms_kafka_max_message_bytes + KAFKA_MESSAGE_HEADROOM,
 					(int64) KAFKA_MESSAGE_MAX_BYTES);
-
-	/* Ours first; oms.kafka_config may override all but the reserved ones. */
 	if (!kafka_set_property(conf, "client.id", client_id, errbuf, errlen) ||
 		!kafka_set_property(conf, "bootstrap.servers", oms_kafka_brokers, errbuf, errlen) ||
 		!kafka_set_property(conf, "enable.idempotence", "true", errbuf, errlen) ||
@@ -203,15 +192,62 @@ create_producer(char *errbuf, size_t errlen)
 		!kafka_set_property(conf, "log.connection.close", "false", errbuf, errlen) ||
 	/* Java's partitioner: the same key lands where Java clients put it. */
 		!kafka_set_property(conf, "partitioner", "murmur2_random", errbuf, errlen))
-		goto fail;
+		return false;
 	snprintf(num, sizeof(num), "%d", oms_relay_ack_timeout);
 	if (!kafka_set_property(conf, "message.timeout.ms", num, errbuf, errlen))
-		goto fail;
+		return false;
 	snprintf(num, sizeof(num), INT64_FORMAT, max_bytes);
 	if (!kafka_set_property(conf, "message.max.bytes", num, errbuf, errlen))
-		goto fail;
+		return false;
+	return kafka_apply_user_properties(conf, oms_kafka_config, reserved_properties, errbuf, errlen);
+}
 
-	if (!kafka_apply_user_properties(conf, oms_kafka_config, reserved_properties, errbuf, errlen))
+/*
+ * Takes a new client: its queues, served on the worker's thread and
+ * written to the wake-up pipe.  False (and no producer) when the log
+ * queue cannot be set.
+ */
+static bool
+start_producer(rd_kafka_t *rk, OmsKafkaFile *file, char *errbuf, size_t errlen)
+{
+	producer = rk;
+	producer_file = file;
+	main_queue = rd_kafka_queue_get_main(rk);
+	log_queue = rd_kafka_queue_new(rk);
+	if (rd_kafka_set_log_queue(rk, log_queue) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		snprintf(errbuf, errlen, "could not set the librdkafka log queue");
+		kafka_producer_destroy();
+		return false;
+	}
+	rd_kafka_queue_io_event_enable(main_queue, kafka_wake_pipe[1], "1", 1);
+	rd_kafka_queue_io_event_enable(log_queue, kafka_wake_pipe[1], "1", 1);
+	transport_error_at = 0;
+	acked_at = 0;
+	return true;
+}
+
+/*
+ * Builds a producer from the current settings.  On failure returns false
+ * with the reason in errbuf and leaves no producer behind.
+ */
+static bool
+create_producer(char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	OmsKafkaFile *file = NULL;
+	rd_kafka_t *rk;
+	char		reason[512];
+	static bool exit_hook = false;
+
+	if (!exit_hook)
+	{
+		before_shmem_exit(producer_exit, (Datum) 0);
+		exit_hook = true;
+	}
+	snprintf(client_id, sizeof(client_id), "oms-relay-%s", kafka_dbname);
+
+	if (!set_producer_properties(conf, errbuf, errlen))
 		goto fail;
 	file = kafka_apply_file_properties(conf, reserved_properties, errbuf, errlen);
 	if (file == NULL)
@@ -228,22 +264,7 @@ create_producer(char *errbuf, size_t errlen)
 		goto fail;
 	}
 	/* conf belongs to rk now. */
-
-	producer = rk;
-	producer_file = file;
-	main_queue = rd_kafka_queue_get_main(rk);
-	log_queue = rd_kafka_queue_new(rk);
-	if (rd_kafka_set_log_queue(rk, log_queue) != RD_KAFKA_RESP_ERR_NO_ERROR)
-	{
-		snprintf(errbuf, errlen, "could not set the librdkafka log queue");
-		kafka_producer_destroy();
-		return false;
-	}
-	rd_kafka_queue_io_event_enable(main_queue, kafka_wake_pipe[1], "1", 1);
-	rd_kafka_queue_io_event_enable(log_queue, kafka_wake_pipe[1], "1", 1);
-	transport_error_at = 0;
-	acked_at = 0;
-	return true;
+	return start_producer(rk, file, errbuf, errlen);
 
 fail:
 	rd_kafka_conf_destroy(conf);

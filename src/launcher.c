@@ -47,7 +47,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "launcher.h"
+#include "log.h"
+#include "shmem.h"
+#include "worker.h"
 
 /* Seconds the postmaster waits before restarting a launcher that died. */
 #define OMS_LAUNCHER_RESTART_SECS 5

@@ -41,7 +41,8 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "log.h"
 
 PG_FUNCTION_INFO_V1(oms_log_sql);
 

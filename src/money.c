@@ -27,7 +27,8 @@
 #include "utils/jsonfuncs.h"
 #include "utils/numeric.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "input.h"
 
 typedef struct PricedItem
 {

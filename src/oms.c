@@ -19,6 +19,9 @@
 #include "miscadmin.h"
 
 #include "oms.h"
+#include "guc.h"
+#include "launcher.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -31,7 +34,7 @@ _PG_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("oms must be loaded via shared_preload_libraries"),
-				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
+				 errhint(OMS_PRELOAD_HINT)));
 
 	oms_define_gucs();
 	oms_shmem_init();

@@ -2,7 +2,8 @@
  *
  * relay.c
  *	  The outbox relay: publishes oms.outbox events to Kafka, one batch per
- *	  worker loop, and removes each event only after its acknowledgement.
+ *	  worker loop, and removes each event only after its acknowledgement;
+ *	  and oms._relay_shmem_status(), its figures in shared memory.
  *
  * A batch is two short transactions with the Kafka work between them, so
  * no transaction stays open while a broker is slow:
@@ -62,9 +63,16 @@
 #include "utils/uuid.h"
 #include "utils/wait_event.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "kafka.h"
+#include "kafka_producer.h"
+#include "log.h"
+#include "relay.h"
+#include "shmem.h"
+#include "xact.h"
 
 PG_FUNCTION_INFO_V1(oms_relay_claim_sql);
+PG_FUNCTION_INFO_V1(oms_relay_shmem_status);
 
 /* What pg_stat_activity shows while the relay claims (see CLAIM_SQL). */
 #define CLAIM_ACTIVITY "oms relay: claim a batch of outbox events"
@@ -1346,4 +1354,46 @@ oms_relay_sleep_limit(long naptime)
 		return naptime;
 
 	return Max(1, Min(naptime, TimestampDifferenceMilliseconds(now, until)));
+}
+
+/*
+ * oms._relay_shmem_status(): the relay figures of the current database's
+ * slot, one row; null when oms.database_name does not list the database.
+ */
+Datum
+oms_relay_shmem_status(PG_FUNCTION_ARGS)
+{
+	static const char *const breaker_names[] = {"closed", "open", "half_open"};
+	TupleDesc	tupdesc;
+	OmsRelayShared relay;
+	bool		running;
+	int			slotno;
+	Datum		values[10];
+	bool		nulls[10];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	slotno = oms_shmem_status_my_slot();
+	if (slotno < 0)
+		PG_RETURN_NULL();
+	oms_shmem_copy_relay(slotno, &relay, &running);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = BoolGetDatum(running);
+	values[1] = Int64GetDatum(relay.published);
+	values[2] = Int64GetDatum(relay.failed);
+	values[3] = Int64GetDatum(relay.batches);
+	values[4] = CStringGetTextDatum(breaker_names[relay.breaker]);
+	values[5] = TimestampTzGetDatum(relay.breaker_opened_at);
+	nulls[5] = (relay.breaker == OMS_BREAKER_CLOSED || relay.breaker_opened_at == 0);
+	values[6] = CStringGetTextDatum(relay.last_error);
+	nulls[6] = (relay.last_error_at == 0);
+	values[7] = TimestampTzGetDatum(relay.last_error_at);
+	nulls[7] = (relay.last_error_at == 0);
+	values[8] = TimestampTzGetDatum(relay.last_publish_at);
+	nulls[8] = (relay.last_publish_at == 0);
+	values[9] = Float8GetDatum(relay.ack_latency_ms);
+	nulls[9] = (relay.last_publish_at == 0);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -2,8 +2,9 @@
  *
  * shmem.c
  *	  The shared memory of oms: one slot per database in oms.database_name,
- *	  and oms_worker_status(), oms._relay_shmem_status() and
- *	  oms._inbox_shmem_status(), which report them.
+ *	  with its worker processes, its relay's and its reply consumer's
+ *	  figures, and the copies of them that the status functions report
+ *	  (worker.c, relay.c, inbox.c).
  *
  * The launcher, the workers, the DROP DATABASE hook and every committing
  * backend that woke a worker meet here.  The struct is small and each
@@ -21,11 +22,7 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
-#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -33,30 +30,10 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
-#include "utils/builtins.h"
-#include "utils/datetime.h"
-#include "utils/json.h"
-#include "utils/jsonb.h"
-#include "utils/timestamp.h"
-#include "utils/tuplestore.h"
 
 #include "oms.h"
-
-/*
- * One process serving a database: process 0 is the main worker (sagas,
- * relay, inbox, maintenance), the others are saga workers (sagas only).
- */
-typedef struct OmsProcSlot
-{
-	pid_t		pid;			/* 0 when no process runs */
-	int			pgprocno;		/* its PGPROC, for its latch */
-	bool		idle;			/* asleep with nothing due: wake it for sagas */
-	TimestampTz last_loop;
-	int64		loops;
-	int64		units;
-	char		last_error[OMS_ERROR_LEN];
-	TimestampTz last_error_at;
-} OmsProcSlot;
+#include "guc.h"
+#include "shmem.h"
 
 typedef struct OmsWorkerSlot
 {
@@ -72,37 +49,8 @@ typedef struct OmsWorkerSlot
 	Oid			drop_oid;
 	TimestampTz drop_until;
 
-	/*
-	 * The outbox relay of this database (src/relay.c).  Counters run from
-	 * server start; the breaker and the errors are the current worker's.
-	 */
-	int64		relay_published;	/* events acknowledged */
-	int64		relay_failed;	/* failed publish attempts */
-	int64		relay_batches;	/* batches that produced something */
-	OmsBreakerState relay_breaker;
-	TimestampTz relay_breaker_opened_at;
-	char		relay_last_error[OMS_ERROR_LEN];
-	TimestampTz relay_last_error_at;
-	TimestampTz relay_last_publish_at;
-	double		relay_ack_latency_ms;	/* mean of the last batch */
-
-	/*
-	 * The reply consumer of this database (src/inbox.c).  Counters run from
-	 * server start; the state, lag and errors are the current worker's.
-	 */
-	OmsKafkaState inbox_state;
-	int64		inbox_applied;
-	int64		inbox_duplicates;
-	int64		inbox_late;
-	int64		inbox_rejected;
-	int64		inbox_other;	/* unexpected result words */
-	int64		inbox_failures; /* transactions that failed: retried */
-	TimestampTz inbox_last_reply_at;
-	int			inbox_partitions;	/* assigned to this worker */
-	int64		inbox_lag;		/* -1 when unknown */
-	TimestampTz inbox_lag_at;
-	char		inbox_last_error[OMS_ERROR_LEN];
-	TimestampTz inbox_last_error_at;
+	OmsRelayShared relay;		/* src/relay.c */
+	OmsInboxShared inbox;		/* src/inbox.c */
 } OmsWorkerSlot;
 
 typedef struct OmsShared
@@ -120,11 +68,6 @@ static int	my_proc = 0;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-PG_FUNCTION_INFO_V1(oms_worker_status);
-PG_FUNCTION_INFO_V1(oms_relay_shmem_status);
-PG_FUNCTION_INFO_V1(oms_inbox_shmem_status);
-PG_FUNCTION_INFO_V1(oms_saga_worker_status);
 
 static void
 oms_shmem_request(void)
@@ -373,8 +316,8 @@ oms_shmem_relay_reset(int slotno)
 	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->relay_breaker = OMS_BREAKER_CLOSED;
-	slot->relay_breaker_opened_at = 0;
+	slot->relay.breaker = OMS_BREAKER_CLOSED;
+	slot->relay.breaker_opened_at = 0;
 	SpinLockRelease(&oms_shared->mutex);
 }
 
@@ -386,13 +329,13 @@ oms_shmem_relay_note_batch(int slotno, int64 published, int64 failed,
 	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->relay_batches++;
-	slot->relay_published += published;
-	slot->relay_failed += failed;
+	slot->relay.batches++;
+	slot->relay.published += published;
+	slot->relay.failed += failed;
 	if (published > 0)
 	{
-		slot->relay_last_publish_at = now;
-		slot->relay_ack_latency_ms = ack_latency_ms;
+		slot->relay.last_publish_at = now;
+		slot->relay.ack_latency_ms = ack_latency_ms;
 	}
 	SpinLockRelease(&oms_shared->mutex);
 }
@@ -403,8 +346,8 @@ oms_shmem_relay_set_breaker(int slotno, OmsBreakerState state, TimestampTz opene
 	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->relay_breaker = state;
-	slot->relay_breaker_opened_at = opened_at;
+	slot->relay.breaker = state;
+	slot->relay.breaker_opened_at = opened_at;
 	SpinLockRelease(&oms_shared->mutex);
 }
 
@@ -413,7 +356,7 @@ oms_shmem_relay_note_error(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
 
-	store_error(slot->relay_last_error, &slot->relay_last_error_at, NULL, message);
+	store_error(slot->relay.last_error, &slot->relay.last_error_at, NULL, message);
 }
 
 /* A starting worker's inbox: no consumer yet, nothing assigned. */
@@ -423,10 +366,10 @@ oms_shmem_inbox_reset(int slotno)
 	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->inbox_state = OMS_KAFKA_OFF;
-	slot->inbox_partitions = 0;
-	slot->inbox_lag = -1;
-	slot->inbox_lag_at = 0;
+	slot->inbox.state = OMS_KAFKA_OFF;
+	slot->inbox.partitions = 0;
+	slot->inbox.lag = -1;
+	slot->inbox.lag_at = 0;
 	SpinLockRelease(&oms_shared->mutex);
 }
 
@@ -436,12 +379,12 @@ oms_shmem_inbox_set_state(int slotno, OmsKafkaState state)
 	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->inbox_state = state;
+	slot->inbox.state = state;
 	if (state != OMS_KAFKA_READY)
 	{
-		slot->inbox_partitions = 0;
-		slot->inbox_lag = -1;
-		slot->inbox_lag_at = 0;
+		slot->inbox.partitions = 0;
+		slot->inbox.lag = -1;
+		slot->inbox.lag_at = 0;
 	}
 	SpinLockRelease(&oms_shared->mutex);
 }
@@ -456,22 +399,22 @@ oms_shmem_inbox_note_reply(int slotno, OmsInboxOutcome outcome, TimestampTz now)
 	switch (outcome)
 	{
 		case OMS_INBOX_APPLIED:
-			slot->inbox_applied++;
+			slot->inbox.applied++;
 			break;
 		case OMS_INBOX_DUPLICATE:
-			slot->inbox_duplicates++;
+			slot->inbox.duplicates++;
 			break;
 		case OMS_INBOX_LATE:
-			slot->inbox_late++;
+			slot->inbox.late++;
 			break;
 		case OMS_INBOX_REJECTED:
-			slot->inbox_rejected++;
+			slot->inbox.rejected++;
 			break;
 		case OMS_INBOX_OTHER:
-			slot->inbox_other++;
+			slot->inbox.other++;
 			break;
 	}
-	slot->inbox_last_reply_at = now;
+	slot->inbox.last_reply_at = now;
 	SpinLockRelease(&oms_shared->mutex);
 }
 
@@ -481,7 +424,7 @@ oms_shmem_inbox_note_failure(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
 
-	store_error(slot->inbox_last_error, &slot->inbox_last_error_at, &slot->inbox_failures, message);
+	store_error(slot->inbox.last_error, &slot->inbox.last_error_at, &slot->inbox.failures, message);
 }
 
 /* A consumer-side error: Kafka client, offsets, refused settings. */
@@ -490,7 +433,7 @@ oms_shmem_inbox_note_error(int slotno, const char *message)
 {
 	OmsWorkerSlot *slot = get_slot(slotno);
 
-	store_error(slot->inbox_last_error, &slot->inbox_last_error_at, NULL, message);
+	store_error(slot->inbox.last_error, &slot->inbox.last_error_at, NULL, message);
 }
 
 void
@@ -499,9 +442,9 @@ oms_shmem_inbox_set_lag(int slotno, int partitions, int64 lag, TimestampTz now)
 	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	slot->inbox_partitions = partitions;
-	slot->inbox_lag = lag;
-	slot->inbox_lag_at = now;
+	slot->inbox.partitions = partitions;
+	slot->inbox.lag = lag;
+	slot->inbox.lag_at = now;
 	SpinLockRelease(&oms_shared->mutex);
 }
 
@@ -621,265 +564,67 @@ oms_shmem_wake_saga_worker(int slotno)
 	set_proc_latch(pgprocno);
 }
 
-/* Copies every slot under the lock; returns how many there are. */
-static int
-copy_slots(OmsWorkerSlot *copy)
-{
-	int			nslots;
-
-	if (oms_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("oms shared memory is not initialized"),
-				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
-
-	SpinLockAcquire(&oms_shared->mutex);
-	nslots = oms_shared->nslots;
-	memcpy(copy, oms_shared->slots, sizeof(OmsWorkerSlot) * nslots);
-	SpinLockRelease(&oms_shared->mutex);
-	return nslots;
-}
-
-/* Fills values[0..6] (pid to last_error_at) from one process slot. */
+/* Refuses to report on shared memory that was never set up. */
 static void
-proc_values(OmsProcSlot *ps, Datum *values, bool *nulls)
+require_shared(void)
 {
-	values[0] = Int32GetDatum((int32) ps->pid);
-	nulls[0] = (ps->pid == 0);
-	values[1] = BoolGetDatum(ps->pid != 0);
-	values[2] = TimestampTzGetDatum(ps->last_loop);
-	nulls[2] = (ps->last_loop == 0);
-	values[3] = Int64GetDatum(ps->loops);
-	values[4] = Int64GetDatum(ps->units);
-	if (ps->last_error_at != 0)
-	{
-		values[5] = CStringGetTextDatum(ps->last_error);
-		values[6] = TimestampTzGetDatum(ps->last_error_at);
-	}
-	else
-	{
-		nulls[5] = true;
-		nulls[6] = true;
-	}
-}
-
-/*
- * oms_worker_status(): one row per database in oms.database_name, about
- * its main worker, with how many of its saga workers are wanted and run;
- * copied from shared memory under the lock, returned after it is released.
- */
-Datum
-oms_worker_status(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	OmsWorkerSlot copy[OMS_MAX_DATABASES];
-	int			nslots;
-
-	InitMaterializedSRF(fcinfo, 0);
-	nslots = copy_slots(copy);
-
-	for (int i = 0; i < nslots; i++)
-	{
-		OmsWorkerSlot *slot = &copy[i];
-		Datum		values[10];
-		bool		nulls[10];
-		NameData	dbname;
-		int			alive = 0;
-
-		memset(nulls, 0, sizeof(nulls));
-		namestrcpy(&dbname, slot->dbname);
-		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
-			alive += (slot->procs[p].pid != 0);
-
-		values[0] = NameGetDatum(&dbname);
-		proc_values(&slot->procs[0], &values[1], &nulls[1]);
-		values[8] = Int32GetDatum(oms_saga_workers);
-		values[9] = Int32GetDatum(alive);
-
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-
-	return (Datum) 0;
-}
-
-/*
- * oms_saga_worker_status(): one row per process that serves, or should
- * serve, a database: the oms.saga_workers wanted, and any still running
- * beyond them (a reload lowered the setting and it has yet to stop).
- */
-Datum
-oms_saga_worker_status(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	OmsWorkerSlot copy[OMS_MAX_DATABASES];
-	int			nslots;
-
-	InitMaterializedSRF(fcinfo, 0);
-	nslots = copy_slots(copy);
-
-	for (int i = 0; i < nslots; i++)
-	{
-		NameData	dbname;
-
-		namestrcpy(&dbname, copy[i].dbname);
-		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
-		{
-			OmsProcSlot *ps = &copy[i].procs[p];
-			Datum		values[11];
-			bool		nulls[11];
-
-			if (p >= oms_saga_workers && ps->pid == 0)
-				continue;
-			memset(nulls, 0, sizeof(nulls));
-			values[0] = NameGetDatum(&dbname);
-			values[1] = Int32GetDatum(p);
-			values[2] = CStringGetTextDatum(p == 0 ? "main" : "saga");
-			proc_values(ps, &values[3], &nulls[3]);
-			/* values[3..9]: pid .. last_error_at; idle last */
-			values[10] = BoolGetDatum(ps->pid != 0 && ps->idle);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
-	}
-
-	return (Datum) 0;
-}
-
-/*
- * oms._relay_shmem_status(): the relay counters of the current database's
- * slot, one row; no row when oms.database_name does not list it.
- */
-Datum
-oms_relay_shmem_status(PG_FUNCTION_ARGS)
-{
-	TupleDesc	tupdesc;
-	OmsWorkerSlot copy;
-	char	   *dbname;
-	int			slotno;
-	Datum		values[10];
-	bool		nulls[10];
-	static const char *const breaker_names[] = {"closed", "open", "half_open"};
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
 	if (oms_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("oms shared memory is not initialized"),
-				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
-
-	dbname = get_database_name(MyDatabaseId);
-	slotno = dbname ? oms_shmem_slot_by_name(dbname) : -1;
-	if (slotno < 0)
-		PG_RETURN_NULL();
-
-	SpinLockAcquire(&oms_shared->mutex);
-	memcpy(&copy, &oms_shared->slots[slotno], sizeof(OmsWorkerSlot));
-	SpinLockRelease(&oms_shared->mutex);
-
-	memset(nulls, 0, sizeof(nulls));
-	values[0] = BoolGetDatum(copy.procs[0].pid != 0);
-	values[1] = Int64GetDatum(copy.relay_published);
-	values[2] = Int64GetDatum(copy.relay_failed);
-	values[3] = Int64GetDatum(copy.relay_batches);
-	values[4] = CStringGetTextDatum(breaker_names[copy.relay_breaker]);
-	values[5] = TimestampTzGetDatum(copy.relay_breaker_opened_at);
-	nulls[5] = (copy.relay_breaker == OMS_BREAKER_CLOSED || copy.relay_breaker_opened_at == 0);
-	if (copy.relay_last_error_at != 0)
-	{
-		values[6] = CStringGetTextDatum(copy.relay_last_error);
-		values[7] = TimestampTzGetDatum(copy.relay_last_error_at);
-	}
-	else
-	{
-		nulls[6] = true;
-		nulls[7] = true;
-	}
-	values[8] = TimestampTzGetDatum(copy.relay_last_publish_at);
-	nulls[8] = (copy.relay_last_publish_at == 0);
-	values[9] = Float8GetDatum(copy.relay_ack_latency_ms);
-	nulls[9] = (copy.relay_last_publish_at == 0);
-
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+				 errhint(OMS_PRELOAD_HINT)));
 }
 
-/* Appends "key": value-as-JSON-timestamp-or-null to a JSON object under construction. */
-static void
-json_add_timestamp(StringInfo buf, const char *key, TimestampTz ts)
+/* How many slots a status function reports on. */
+int
+oms_shmem_status_slot_count(void)
 {
-	appendStringInfo(buf, ", \"%s\": ", key);
-	if (ts == 0)
-		appendStringInfoString(buf, "null");
-	else
-	{
-		char		tsbuf[MAXDATELEN + 1];
-
-		appendStringInfo(buf, "\"%s\"",
-						 JsonEncodeDateTime(tsbuf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL));
-	}
+	require_shared();
+	return oms_shared->nslots;
 }
 
-/*
- * oms._inbox_shmem_status(): the reply consumer of the current database's
- * slot as jsonb; null when oms.database_name does not list the database.
- */
-Datum
-oms_inbox_shmem_status(PG_FUNCTION_ARGS)
+/* The slot serving the current database, or -1 when none does. */
+int
+oms_shmem_status_my_slot(void)
 {
-	OmsWorkerSlot copy;
 	char	   *dbname;
-	int			slotno;
-	StringInfoData buf;
-	static const char *const state_names[] = {"off", "running", "bad_config"};
 
-	if (oms_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("oms shared memory is not initialized"),
-				 errhint("Add oms to shared_preload_libraries in postgresql.conf and restart the server.")));
-
+	require_shared();
 	dbname = get_database_name(MyDatabaseId);
-	slotno = dbname ? oms_shmem_slot_by_name(dbname) : -1;
-	if (slotno < 0)
-		PG_RETURN_NULL();
+	return dbname ? oms_shmem_slot_by_name(dbname) : -1;
+}
+
+/* Copies the OMS_MAX_SAGA_WORKERS process slots of a database. */
+void
+oms_shmem_copy_procs(int slotno, OmsProcSlot *procs)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
 
 	SpinLockAcquire(&oms_shared->mutex);
-	memcpy(&copy, &oms_shared->slots[slotno], sizeof(OmsWorkerSlot));
+	memcpy(procs, slot->procs, sizeof(slot->procs));
 	SpinLockRelease(&oms_shared->mutex);
+}
 
-	/*
-	 * A consumer belongs to a running worker; a stopped one leaves stale
-	 * state.
-	 */
-	if (copy.procs[0].pid == 0)
-		copy.inbox_state = OMS_KAFKA_OFF;
+/* Copies a database's relay figures, and whether its main worker runs. */
+void
+oms_shmem_copy_relay(int slotno, OmsRelayShared *relay, bool *worker_running)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
 
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"worker_running\": %s", copy.procs[0].pid != 0 ? "true" : "false");
-	appendStringInfo(&buf, ", \"consumer\": \"%s\"", state_names[copy.inbox_state]);
-	appendStringInfo(&buf, ", \"applied\": " INT64_FORMAT, copy.inbox_applied);
-	appendStringInfo(&buf, ", \"duplicates\": " INT64_FORMAT, copy.inbox_duplicates);
-	appendStringInfo(&buf, ", \"late\": " INT64_FORMAT, copy.inbox_late);
-	appendStringInfo(&buf, ", \"rejected\": " INT64_FORMAT, copy.inbox_rejected);
-	appendStringInfo(&buf, ", \"other\": " INT64_FORMAT, copy.inbox_other);
-	appendStringInfo(&buf, ", \"failures\": " INT64_FORMAT, copy.inbox_failures);
-	json_add_timestamp(&buf, "last_reply_at", copy.inbox_last_reply_at);
-	if (copy.inbox_state == OMS_KAFKA_READY)
-		appendStringInfo(&buf, ", \"partitions\": %d", copy.inbox_partitions);
-	else
-		appendStringInfoString(&buf, ", \"partitions\": null");
-	if (copy.inbox_state == OMS_KAFKA_READY && copy.inbox_lag >= 0)
-		appendStringInfo(&buf, ", \"lag\": " INT64_FORMAT, copy.inbox_lag);
-	else
-		appendStringInfoString(&buf, ", \"lag\": null");
-	json_add_timestamp(&buf, "lag_at", copy.inbox_state == OMS_KAFKA_READY ? copy.inbox_lag_at : 0);
-	appendStringInfoString(&buf, ", \"last_error\": ");
-	if (copy.inbox_last_error_at != 0)
-		escape_json(&buf, copy.inbox_last_error);
-	else
-		appendStringInfoString(&buf, "null");
-	json_add_timestamp(&buf, "last_error_at", copy.inbox_last_error_at);
-	appendStringInfoChar(&buf, '}');
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(relay, &slot->relay, sizeof(OmsRelayShared));
+	*worker_running = (slot->procs[0].pid != 0);
+	SpinLockRelease(&oms_shared->mutex);
+}
 
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+/* Copies a database's reply consumer figures, and whether its main worker runs. */
+void
+oms_shmem_copy_inbox(int slotno, OmsInboxShared *inbox, bool *worker_running)
+{
+	OmsWorkerSlot *slot = get_slot(slotno);
+
+	SpinLockAcquire(&oms_shared->mutex);
+	memcpy(inbox, &slot->inbox, sizeof(OmsInboxShared));
+	*worker_running = (slot->procs[0].pid != 0);
+	SpinLockRelease(&oms_shared->mutex);
 }

@@ -26,7 +26,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
-#include "oms.h"
+#include "guc.h"
 
 typedef struct OrderState
 {

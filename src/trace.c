@@ -15,7 +15,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
-#include "oms.h"
+#include "trace.h"
 
 PG_FUNCTION_INFO_V1(oms_traceparent_problem_sql);
 

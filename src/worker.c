@@ -2,8 +2,9 @@
  *
  * worker.c
  *	  The oms worker: one per served database, running oms._worker_tick()
- *	  in batches; and oms._notify_worker(), which wakes it when work is
- *	  committed.
+ *	  in batches; oms._notify_worker(), which wakes it when work is
+ *	  committed; and oms_worker_status() and oms_saga_worker_status(),
+ *	  which show its processes.
  *
  * The worker is a dynamic background worker started by the launcher with
  * its shared memory slot in bgw_main_arg and its database OID in
@@ -29,6 +30,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -38,13 +40,25 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
-#include "oms.h"
+#include "guc.h"
+#include "inbox.h"
+#include "kafka.h"
+#include "kafka_config.h"
+#include "log.h"
+#include "relay.h"
+#include "shmem.h"
+#include "worker.h"
+#include "xact.h"
 
 PG_FUNCTION_INFO_V1(oms_notify_worker);
+PG_FUNCTION_INFO_V1(oms_worker_status);
+PG_FUNCTION_INFO_V1(oms_saga_worker_status);
 
 #define WORKER_TICK_QUERY "SELECT oms._worker_tick($1)"
 #define NEXT_DUE_QUERY "SELECT oms._next_saga_due()"
@@ -292,6 +306,8 @@ static void
 run_maintenance_if_due(int slotno, MemoryContext loop_cxt)
 {
 	static TimestampTz last_round = 0;
+
+	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	int			ignored;
 
@@ -642,4 +658,108 @@ oms_notify_worker(PG_FUNCTION_ARGS)
 	}
 	wake_pending = true;
 	PG_RETURN_VOID();
+}
+
+/* Fills values[0..6] (pid to last_error_at) from one process slot. */
+static void
+proc_values(OmsProcSlot *ps, Datum *values, bool *nulls)
+{
+	values[0] = Int32GetDatum((int32) ps->pid);
+	nulls[0] = (ps->pid == 0);
+	values[1] = BoolGetDatum(ps->pid != 0);
+	values[2] = TimestampTzGetDatum(ps->last_loop);
+	nulls[2] = (ps->last_loop == 0);
+	values[3] = Int64GetDatum(ps->loops);
+	values[4] = Int64GetDatum(ps->units);
+	if (ps->last_error_at != 0)
+	{
+		values[5] = CStringGetTextDatum(ps->last_error);
+		values[6] = TimestampTzGetDatum(ps->last_error_at);
+	}
+	else
+	{
+		nulls[5] = true;
+		nulls[6] = true;
+	}
+}
+
+/*
+ * oms_worker_status(): one row per database in oms.database_name, about
+ * its main worker, with how many of its saga workers are wanted and run.
+ */
+Datum
+oms_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			nslots;
+
+	InitMaterializedSRF(fcinfo, 0);
+	nslots = oms_shmem_status_slot_count();
+
+	for (int i = 0; i < nslots; i++)
+	{
+		OmsProcSlot procs[OMS_MAX_SAGA_WORKERS];
+		Datum		values[10];
+		bool		nulls[10];
+		NameData	dbname;
+		int			alive = 0;
+
+		oms_shmem_copy_procs(i, procs);
+		memset(nulls, 0, sizeof(nulls));
+		namestrcpy(&dbname, oms_shmem_slot_name(i));
+		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+			alive += (procs[p].pid != 0);
+
+		values[0] = NameGetDatum(&dbname);
+		proc_values(&procs[0], &values[1], &nulls[1]);
+		values[8] = Int32GetDatum(oms_saga_workers);
+		values[9] = Int32GetDatum(alive);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	return (Datum) 0;
+}
+
+/*
+ * oms_saga_worker_status(): one row per process that serves, or should
+ * serve, a database: the oms.saga_workers wanted, and any still running
+ * beyond them (a reload lowered the setting and it has yet to stop).
+ */
+Datum
+oms_saga_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			nslots;
+
+	InitMaterializedSRF(fcinfo, 0);
+	nslots = oms_shmem_status_slot_count();
+
+	for (int i = 0; i < nslots; i++)
+	{
+		OmsProcSlot procs[OMS_MAX_SAGA_WORKERS];
+		NameData	dbname;
+
+		oms_shmem_copy_procs(i, procs);
+		namestrcpy(&dbname, oms_shmem_slot_name(i));
+		for (int p = 0; p < OMS_MAX_SAGA_WORKERS; p++)
+		{
+			OmsProcSlot *ps = &procs[p];
+			Datum		values[11];
+			bool		nulls[11];
+
+			if (p >= oms_saga_workers && ps->pid == 0)
+				continue;
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = NameGetDatum(&dbname);
+			values[1] = Int32GetDatum(p);
+			values[2] = CStringGetTextDatum(p == 0 ? "main" : "saga");
+			proc_values(ps, &values[3], &nulls[3]);
+			/* values[3..9]: pid .. last_error_at; idle last */
+			values[10] = BoolGetDatum(ps->pid != 0 && ps->idle);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+
+	return (Datum) 0;
 }

@@ -31,7 +31,9 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "oms.h"
+#include "log.h"
+#include "shmem.h"
+#include "xact.h"
 
 /* The worker this process is (oms_xact_init): its slot and process number. */
 static int	xact_slotno = -1;

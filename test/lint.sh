@@ -2,7 +2,7 @@
 # test/lint.sh: the runner behind "make lint" and "make format-check".
 # Owns: static analysis of src/*.c (cppcheck; the clang static analyzer
 # through scan-build), shellcheck over every shell script of the repository,
-# and the check that src/*.c and src/oms.h are laid out as pgindent lays
+# and the check that src/*.c and src/*.h are laid out as pgindent lays
 # them out (pg_bsd_indent, PostgreSQL's own indenter, with pgindent's
 # options), and the SQL conventions of the extension's SQL
 # (test/lint_sql.py: a pinned search_path on every function, every call
