@@ -844,7 +844,7 @@ class Tap:
 def reproduce_command(seed):
     calls = os.environ.get("OMS_FUZZ_CALLS")
     prefix = f"OMS_FUZZ_SEED={seed}" + (f" OMS_FUZZ_CALLS={calls}" if calls else "")
-    return f"{prefix} OMS_SUITES=api_fuzz bash test/run.sh suites"
+    return f"{prefix} OMS_TAP=043_api_fuzz bash test/run.sh tap"
 
 
 class Stats:

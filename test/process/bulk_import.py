@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A bulk import in one transaction, with duplicates arriving meanwhile.
 
-Run by test/suites/bulk_import.sh (PGHOST, PGPORT, PGUSER, PGDATABASE name a
+Run by test/t/042_bulk_import.pl (PGHOST, PGPORT, PGUSER, PGDATABASE name a
 database with oms installed; OMS_BULK_KEYS sets the size, default 100000).
 
 One session imports OMS_BULK_KEYS orders, each with its own idempotency key,

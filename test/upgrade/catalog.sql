@@ -3,7 +3,7 @@
 -- Prints one line (or, for definitions, one block) per property of every
 -- object of the extension and of what hangs off it (columns, constraints,
 -- indexes, triggers, policies, rules, comments, privileges), sorted, so that
--- two databases can be compared with diff: test/suites/upgrade.sh compares a
+-- two databases can be compared with diff: test/t/040_upgrade.pl compares a
 -- fresh CREATE EXTENSION with CREATE EXTENSION ... VERSION '<old>' followed
 -- by ALTER EXTENSION ... UPDATE.  Run it with psql -X -At.
 --

@@ -1,6 +1,6 @@
 -- test/upgrade/delivery.sql: did every event reach Kafka after the update?
 -- Run with psql -f, the topic as read by "kcat -C -J" (one JSON record a
--- line) on standard input, in the database test/suites/upgrade.sh updated,
+-- line) on standard input, in the database test/t/040_upgrade.pl updated,
 -- once the outbox is empty.  Uses public.upgrade_pending
 -- (the outbox just before the update).  The expected events of an order are
 -- its timeline's status changes: the outbox numbers them per order from 1,

@@ -1,11 +1,11 @@
 -- test/upgrade/fill.sql: orders in every status, sagas in flight and
 -- events in the outbox, made with the API of the OLDEST frozen version
--- (0.1.0), for test/suites/upgrade.sh to update under.
+-- (0.1.0), for test/t/040_upgrade.pl to update under.
 --
 -- The worker of this database waits while the SQL is older than its
 -- library, so the sagas are driven here with oms_run_sagas().  Each call is
 -- its own transaction, as a client's would be.  Needs oms.retry_base and
--- oms.step_timeout of a few seconds (the suite's cluster sets them): the
+-- oms.step_timeout of a few seconds (the test's node sets them): the
 -- in-flight sagas must still be in flight when the fill ends, and finish soon
 -- after the update.
 --

@@ -1,5 +1,5 @@
 -- test/upgrade/snapshot.sql: row checksums of every table and sequence of
--- extension oms, so test/suites/upgrade.sh can prove that an update lost or
+-- extension oms, so test/t/040_upgrade.pl can prove that an update lost or
 -- changed no row.  Creates, in the test database (outside the extension):
 --
 --   public.upgrade_snapshot  (label, relation, columns, row_count, checksum)

@@ -1,7 +1,7 @@
 -- oms upgrade script 0.2.0 -> 0.3.0: sagas at the speed of the database
 -- (parallel saga workers, a lean step path, availability in O(1), a
 -- faster relay).  Frozen once 0.3.0 is released; later changes go into the
--- next script.  test/suites/upgrade.sh proves that a database updated with
+-- next script.  test/t/040_upgrade.pl proves that a database updated with
 -- this script has the same catalog as a fresh install of 0.3.0.
 
 \echo Use "ALTER EXTENSION oms UPDATE TO '0.3.0'" to load this file. \quit
