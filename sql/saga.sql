@@ -2,6 +2,8 @@
 -- oms._run_sagas(n, at) runs up to n due steps as of time "at": the same
 -- code the worker runs, with the clock in the test's hands.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 SELECT oms_set_stock('SG-A', 10) ->> 'available' AS a, oms_set_stock('SG-B', 3) ->> 'available' AS b;
 
