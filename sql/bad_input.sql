@@ -1,6 +1,8 @@
 -- bad_input: every argument of every function is validated; each mistake
 -- gets its documented SQLSTATE and nothing is written.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 CREATE TEMP VIEW effects AS
 	SELECT (SELECT count(*) FROM oms.orders) AS orders,

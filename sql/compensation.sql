@@ -6,6 +6,8 @@
 -- no attempt, no timeline entry.  Times are passed to oms._run_sagas(), so
 -- every backoff has passed when the next round runs.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 SET oms.payment_provider = 'kafka';
 SET oms.max_attempts = 3;
 SET oms.retry_base = '1s';

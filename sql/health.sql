@@ -8,6 +8,8 @@
 -- 2030-01-01 12:00 UTC, and whatever a test overrides.  Everything runs in
 -- one transaction on emptied tables and is rolled back at the end.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 -- The real thing: this database has no worker.  (Earlier suites' dead
 -- letters may add reasons after the first.)

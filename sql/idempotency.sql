@@ -1,5 +1,7 @@
 -- idempotency: one key, one request, one effect.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 CREATE TEMP VIEW effects AS
 	SELECT (SELECT count(*) FROM oms.orders) AS orders,

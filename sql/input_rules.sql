@@ -2,6 +2,8 @@
 -- takes one (docs/api.md, "Identifiers" and "Free-form JSON"), and
 -- nothing written when an argument is refused.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 SELECT count(*) AS orders_before FROM oms.orders \gset
 SELECT count(*) AS stock_before FROM oms.stock \gset
 

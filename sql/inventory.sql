@@ -2,6 +2,8 @@
 -- all-or-nothing baskets, the stock API's checks, and the reserved counter
 -- (oms.stock.reserved) that makes availability O(1).
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 -- The counter against the reservations it counts: reserved must equal
 -- held_units (held reservations, expired or not) after every change.

@@ -3,6 +3,8 @@
 -- left alone; bad input writes nothing; without pg_cron the scheduling
 -- functions fail cleanly.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 -- The tasks, in run order, before anything ran.  No pg_cron here: the
 -- worker would run them.

@@ -1,6 +1,8 @@
 -- money: ISO 4217 currencies with their exponents, integer minor units,
 -- totals computed by oms with overflow detected.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 SELECT code, exponent, name FROM oms.currencies
 WHERE code IN ('USD', 'EUR', 'JPY', 'KRW', 'KWD', 'BHD', 'CLF', 'GBP') ORDER BY code;

@@ -1,5 +1,7 @@
 -- orders: create, get and cancel through the API.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 -- Create: the returned document, with the volatile fields checked by shape.
 SELECT oms_create_order('cust-42',

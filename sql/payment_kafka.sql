@@ -2,6 +2,8 @@
 -- outbox; replies come through oms_payment_result() here (the worker's
 -- Kafka consumer uses the same oms._apply_payment_reply()).
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 SET oms.payment_provider = 'kafka';
 SELECT oms_set_stock('PK-A', 100) ->> 'available' AS available;
 CREATE FUNCTION t.corr(p_order uuid, p_command text) RETURNS text LANGUAGE sql AS $$

@@ -1,6 +1,8 @@
 -- privileges: nothing for PUBLIC; oms_app calls the API without touching
 -- tables, oms_reader reads, oms_admin operates.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'oms\_%' ORDER BY 1;
 SELECT r.rolname AS member, m.rolname AS of_role

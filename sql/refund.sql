@@ -1,5 +1,7 @@
 -- refund: partial and full refunds of confirmed orders, run as sagas.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 SELECT oms_set_stock('RF-A', 5) ->> 'available' AS available;
 SELECT t.new_order('rf-1', '[{"sku": "RF-A", "quantity": 2, "unit_price": 1500}]', 'test_ok') AS o \gset

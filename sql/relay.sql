@@ -2,6 +2,8 @@
 -- claims, and how a settled batch removes, retries and dead-letters events.
 -- (The worker's producer side is tested end to end with a broker in test/.)
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 DELETE FROM oms.outbox;
 SELECT oms_create_order('rl-a', '[{"sku": "A", "quantity": 1, "unit_price": 10}]') ->> 'order_id' AS a \gset

@@ -4,6 +4,8 @@
 -- reservations, stock, payment, saga and steps.  Every other case falls
 -- back to the steps, which hold the rules for it.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 SET track_functions = 'pl';
 
 -- Every row an order's fulfilment leaves, with what differs between two

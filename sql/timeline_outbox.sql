@@ -1,6 +1,8 @@
 -- timeline_outbox: every state change writes its timeline entry and its
 -- outbox event in the same transaction, with gap-free per-order sequences.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 
 SELECT oms_create_order('tl-1', '[{"sku": "A", "quantity": 2, "unit_price": 150}]', 'EUR', 'tl-key', '{"src": "test"}') ->> 'order_id' AS id \gset
 SELECT oms_cancel_order(:'id', 'out of stock') AS canceled \gset

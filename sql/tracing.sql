@@ -3,6 +3,8 @@
 -- everything the saga engine writes for the saga later, whoever runs it.
 -- The relay sends it as the Kafka header traceparent.
 \set SHOW_CONTEXT never
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/helpers.sql
 SELECT oms_set_stock('TR-A', 100) ->> 'available' AS available;
 -- Per order: each timeline entry with its traceparent (T1, T2... or NULL).
 CREATE TABLE t.traces (name text PRIMARY KEY, value text);
