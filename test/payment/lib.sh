@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # test/payment/lib.sh: the test payment service (test/payment/service.py) for
-# the remote-provider suites (test/suites/payment_*.sh).  Source after
-# test/lib.sh, test/process/common.sh and test/kafka/broker.sh, and after
+# shell scripts: test/demo.sh, test/valgrind/run.sh, bench/payment_remote.sh
+# and the shell suites that pay through it.  The TAP tests use
+# test/perl/OmsPayment.pm instead.  Source after test/lib.sh,
+# test/process/common.sh and test/kafka/broker.sh, and after
 # oms_kafka_start (the service talks to $OMS_KAFKA_BOOTSTRAP).
 #
 #   pm_service_start LOG [service.py options ...]
@@ -12,9 +14,8 @@
 #   pm_service_stop        SIGTERM, bounded wait, then SIGKILL.  Idempotent.
 #   pm_count LOG EVENT [FIELD=VALUE ...]
 #       Lines of LOG for EVENT whose fields match all FIELD=VALUE given.
-#   pm_wait_count DEADLINE LOG N EVENT [FIELD=VALUE ...]
-#       Polls until pm_count >= N (1 on timeout).
 #   pm_produce_reply KEY CE_ID VALUE   a reply produced by kcat (as a provider would)
+#   pm_inbox_ready DB [DEADLINE]       true once the worker consumes the replies
 #
 # The service's log lines are "<event> key=value ..." (see service.py).
 
@@ -91,54 +92,11 @@ pm_count() {
 		END { print count + 0 }' "$log" 2>/dev/null || echo 0
 }
 
-pm_wait_count() {
-	local deadline=$1 log=$2 n=$3
-	shift 3
-	_pm_enough() { (($(pm_count "$@") >= n)); }
-	wt_wait_until "$deadline" _pm_enough "$log" "$@"
-}
-
-# Usage: pm_field LOG EVENT FIELD [FIELD=VALUE ...] -> the FIELD value of each matching line.
-pm_field() {
-	local log=$1 event=$2 field=$3
-	shift 3
-	awk -v ev="$event" -v f="$field" -v conds="$*" '
-		BEGIN { n = split(conds, c, " ") }
-		$1 == ev {
-			for (i = 1; i <= n; i++) {
-				found = 0
-				for (j = 2; j <= NF; j++) if ($j == c[i]) { found = 1; break }
-				if (!found) next
-			}
-			for (j = 2; j <= NF; j++) if (index($j, f "=") == 1) print substr($j, length(f) + 2)
-		}' "$log" 2>/dev/null
-}
-
 pm_produce_reply() {
 	local key=$1 ce_id=$2 value=$3
 	printf '%s\n' "$value" | timeout 20 kcat -P -b "$OMS_KAFKA_BOOTSTRAP" -t "$PM_REPLIES_TOPIC" \
 		-k "$key" -H "ce_id=$ce_id" -H "ce_type=oms.payment.reply" -H "content-type=application/json" \
 		-H "ce_specversion=1.0" -H "ce_source=/oms-test/kcat" 2>&1
-}
-
-# Usage: pm_set_reply_timeout DB VALUE: ALTER SYSTEM SET
-# oms.payment_reply_timeout and reload, then waits (bounded) until DB's
-# worker has looped twice after the reload, so it uses the new value: the
-# postmaster signals the workers before a new session can see the new
-# value, and the worker reloads at the top of its next loop.
-pm_set_reply_timeout() {
-	local db=$1 value=$2 loops
-	wt_set_sighup oms.payment_reply_timeout "$value" || return 1
-	_pm_setting_seen() { wt_sql_true "$db" "SELECT current_setting('oms.payment_reply_timeout') = '$value'"; }
-	wt_wait_until 30 _pm_setting_seen || return 1
-	loops=$(wt_worker_status "$db" loops)
-	[[ -n "$loops" ]] || return 1
-	_pm_looped() {
-		# Wakes the worker (at commit), so this does not wait for the naptime.
-		wt_sql_quiet "$db" "SELECT oms._notify_worker()" >/dev/null
-		(($(wt_worker_status "$db" loops) >= loops + 2))
-	}
-	wt_wait_until 30 _pm_looped
 }
 
 # Usage: pm_inbox_ready DB: true once the worker consumes the replies topic.
@@ -165,38 +123,4 @@ pm_inbox_ready() {
 		# Poll interval, not synchronisation: the inbox row decides.
 		sleep 0.1
 	done
-}
-
-# Usage: pm_new_order DB CUSTOMER [QUANTITY] -> the new order's id (one line
-# of SKU-01 at 12.50 each).
-pm_new_order() {
-	wt_sql "$1" "SELECT oms_create_order('$2',
-		'[{\"sku\": \"SKU-01\", \"quantity\": ${3:-2}, \"unit_price\": 1250}]', 'USD') ->> 'order_id'"
-}
-
-# Usage: pm_status_is DB ORDER STATUS
-pm_status_is() { wt_sql_true "$1" "SELECT status = '$3' FROM oms.orders WHERE id = '$2'"; }
-
-# Usage: pm_payment_id DB ORDER
-pm_payment_id() { wt_sql_quiet "$1" "SELECT id FROM oms.payments WHERE order_id = '$2'"; }
-
-# Usage: pm_corr DB ORDER COMMAND -> the correlation ids of the order's
-# commands of that kind, oldest first.
-pm_corr() {
-	wt_sql_quiet "$1" "SELECT correlation_id FROM oms.payment_commands
-		WHERE order_id = '$2' AND command = '$3' ORDER BY sent_at, correlation_id"
-}
-
-# Usage: pm_offsets GROUP -> "<partition> <committed> <high watermark>" per
-# partition of the replies topic (test/payment/offsets.py).
-pm_offsets() {
-	timeout 30 "$PM_PY" "$PM_DIR/offsets.py" "$OMS_KAFKA_BOOTSTRAP" "$1" "$PM_REPLIES_TOPIC" 2>/dev/null
-}
-
-# Usage: pm_committed_all GROUP: true when GROUP committed every reply on
-# the replies topic (committed offset = high watermark on each partition).
-pm_committed_all() {
-	local out
-	out=$(pm_offsets "$1") || return 1
-	[[ -n "$out" ]] && awk '$2 != $3 && !($2 == -1 && $3 == 0) { bad = 1 } END { exit bad }' <<<"$out"
 }

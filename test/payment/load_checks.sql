@@ -1,5 +1,5 @@
 -- test/payment/load_checks.sql: what must hold after a batch of orders was
--- paid through the remote payment provider (test/suites/payment_kafka_load.sh),
+-- paid through the remote payment provider (test/t/032_payment_kafka_load.pl),
 -- whatever crashed on the way.  Run with psql -v expected=N in a database
 -- whose orders all belong to the run, with
 --   public.wt_stock_before  the stock before the orders were paid

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """test/valgrind/report.py: reads the valgrind logs of one "make valgrind" run.
 
-Usage: report.py LOG_DIR [SERVER_LOG]
+Usage: report.py LOG_DIR [SERVER_LOG ...]
 
 LOG_DIR holds one <pid>.log per server process, written by valgrind with
 --error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END and
 --gen-suppressions=all.  SERVER_LOG (optional) is the server's log, with the
 pid and backend type in every line (log_line_prefix '... [%p] %b: '), used
-to say which process an error came from.
+to say which process an error came from; several may be given (the TAP
+tests' nodes log into files of their own).
 
 An error is "in oms code" when any frame of any of its stacks (where it
 happened, where the memory was allocated or freed, where an uninitialised
@@ -142,17 +143,18 @@ def parse_log(path):
     return errors, summary, terminating
 
 
-def backend_types(server_log):
+def backend_types(server_logs):
     """pid -> backend type, from lines like '... [1234] client backend: ...'."""
     types = {}
-    if not server_log or not os.path.exists(server_log):
-        return types
     pat = re.compile(r"\[(\d+)\] ([^:\[\]]+?): ")
-    with open(server_log, errors="replace") as f:
-        for line in f:
-            m = pat.search(line)
-            if m and int(m.group(1)) not in types:
-                types[int(m.group(1))] = m.group(2).strip()
+    for server_log in server_logs:
+        if not os.path.exists(server_log):
+            continue
+        with open(server_log, errors="replace") as f:
+            for line in f:
+                m = pat.search(line)
+                if m and int(m.group(1)) not in types:
+                    types[int(m.group(1))] = m.group(2).strip()
     return types
 
 
@@ -161,7 +163,7 @@ def main(argv):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     log_dir = argv[1]
-    types = backend_types(argv[2] if len(argv) > 2 else None)
+    types = backend_types(argv[2:])
     logs = sorted(
         (os.path.join(log_dir, n) for n in os.listdir(log_dir) if re.match(r"^\d+\.log$", n)),
         key=lambda p: int(os.path.basename(p).split(".")[0]))

@@ -13,9 +13,9 @@
 #              test/demo.sql run there with the test payment service: the
 #              worker's saga loop, relay, reply consumer (inbox) and
 #              maintenance run under valgrind
-#   suites     test/suites/NAME.sh for each NAME in OMS_VALGRIND_SUITES
-#              (empty by default), each with its own cluster under valgrind
-# Usage: test/valgrind/run.sh [regress|isolation|worker|suites ...]   (default: all)
+#   tap        test/t/NAME.pl for each NAME in OMS_VALGRIND_TAP (empty by
+#              default), each with its own nodes under valgrind
+# Usage: test/valgrind/run.sh [regress|isolation|worker|tap ...]   (default: all)
 #        test/valgrind/run.sh --report DIR   (re-read the logs of a run)
 # OMS_REGRESS and OMS_ISOLATION narrow a part to the tests listed, as for
 # test/run.sh.  See test/valgrind/README.md.
@@ -267,42 +267,49 @@ vg_worker() {
 	vg_ensure_cluster worker
 }
 
-# Process-level suites (test/suites/NAME.sh, OMS_VALGRIND_SUITES="a b"):
-# each starts its own cluster through test/lib.sh, which OMS_POSTGRES puts
-# under valgrind too, logging into the same directory.  Their timing bounds
-# are made for a server without valgrind, so a "not ok" is reported, not
-# fatal.  A server the suite restarts with "pg_ctl restart" runs without
-# valgrind (pg_ctl restart does not take the wrapper).
-vg_suites() {
-	local names=() name rc out="$VG_OUT/suites"
-	read -ra names <<<"${OMS_VALGRIND_SUITES:-}"
+# Process-level TAP tests (test/t/NAME.pl, OMS_VALGRIND_TAP="031_payment_kafka"),
+# run by test/tap.sh: each test starts its own nodes, which OMS_POSTGRES
+# puts under valgrind too (OmsTest's oms_start), logging into the same
+# directory.  Their deadlines are made for a server without valgrind, so a
+# "not ok" is reported, not fatal.  A node the test restarts with
+# $node->restart runs without valgrind (pg_ctl restart does not take the
+# wrapper).  The nodes' logs are kept in log/valgrind/tap/NAME/: the report
+# reads them to say which process was which.
+vg_tap() {
+	local names=() name rc out="$VG_OUT/tap"
+	read -ra names <<<"${OMS_VALGRIND_TAP:-}"
 	if ((${#names[@]} == 0)); then
-		oms_say "skipping suites: OMS_VALGRIND_SUITES is empty"
+		oms_say "skipping tap: OMS_VALGRIND_TAP is empty"
 		return 0
 	fi
 	mkdir -p "$out"
 	for name in "${names[@]}"; do
-		[[ -x "$OMS_ROOT/test/suites/$name.sh" ]] || {
-			vg_problem broken "suites: no executable test/suites/$name.sh"
+		[[ -f "$OMS_ROOT/test/t/$name.pl" ]] || {
+			vg_problem broken "tap: no test/t/$name.pl"
 			continue
 		}
-		oms_header "suite $name under valgrind"
+		oms_header "TAP test $name under valgrind"
 		local t0=$SECONDS
 		rc=0
-		# The suite starts its own mock Kafka: not ours of the worker part.
+		# The test starts its own mock Kafka: not ours of the worker part.
+		# pg_ctl stop (PGCTLTIMEOUT) and Cluster.pm's polls
+		# (PG_TEST_TIMEOUT_DEFAULT) get the time a server under valgrind needs.
 		vg_run "$out/$name.log" env -u OMS_KAFKA_PID -u OMS_KAFKA_DIR -u OMS_KAFKA_BOOTSTRAP \
-			"$OMS_ROOT/test/suites/$name.sh" || rc=$?
+			PGCTLTIMEOUT="$OMS_PG_CTL_TIMEOUT" PG_TEST_TIMEOUT_DEFAULT="$OMS_PG_CTL_TIMEOUT" \
+			bash "$OMS_ROOT/test/tap.sh" "$OMS_ROOT/test/t/$name.pl" || rc=$?
+		rm -rf "${out:?}/$name"
+		[[ ! -d "$OMS_LOG_DIR/tap/$name" ]] || cp -r "$OMS_LOG_DIR/tap/$name" "$out/$name"
 		local good bad
-		good=$(grep -c '^ok' "$out/$name.log" || true)
-		bad=$(grep -c '^not ok' "$out/$name.log" || true)
-		oms_say "-- suite $name: $good ok, $bad not ok, exit status $rc ($((SECONDS - t0)) s; output: $out/$name.log)"
+		good=$(grep -cE '^ok( |$)' "$out/$name.log" || true)
+		bad=$(grep -cE '^not ok( |$)' "$out/$name.log" || true)
+		oms_say "-- tap $name: $good ok, $bad not ok, exit status $rc ($((SECONDS - t0)) s; output: $out/$name.log)"
 		if ((rc == 124 || rc == 137)); then
-			vg_problem broken "suite $name: timed out after $VG_PART_TIMEOUT s"
+			vg_problem broken "tap $name: timed out after $VG_PART_TIMEOUT s"
 		elif ((good + bad == 0)); then
-			vg_problem broken "suite $name: checked nothing, exit status $rc (output: $out/$name.log)"
+			vg_problem broken "tap $name: checked nothing, exit status $rc (output: $out/$name.log)"
 			tail -n 10 "$out/$name.log" >&2
 		elif ((rc != 0 || bad > 0)); then
-			vg_problem diff "suite $name: $bad not ok, exit status $rc (output: $out/$name.log)"
+			vg_problem diff "tap $name: $bad not ok, exit status $rc (output: $out/$name.log)"
 		fi
 	done
 }
@@ -328,7 +335,8 @@ vg_stop_server() {
 
 vg_report() {
 	local rc=0
-	/usr/bin/python3 "$VG_HOME/report.py" "$VG_OUT/logs" "$VG_OUT/server.log" >"$VG_OUT/report.txt" || rc=$?
+	/usr/bin/python3 "$VG_HOME/report.py" "$VG_OUT/logs" "$VG_OUT/server.log" "$VG_OUT"/tap/*/*.log \
+		>"$VG_OUT/report.txt" || rc=$?
 	oms_header "valgrind report (log/valgrind/report.txt; logs: log/valgrind/logs/<pid>.log)"
 	local p
 	for p in "${PROBLEMS[@]}"; do
@@ -342,14 +350,14 @@ vg_report() {
 main() {
 	if [[ "${1:-}" == --report ]]; then
 		[[ -n "${2:-}" ]] || oms_die "usage: $0 --report LOG_DIR (e.g. log/valgrind)"
-		exec /usr/bin/python3 "$VG_HOME/report.py" "$2/logs" "$2/server.log"
+		exec /usr/bin/python3 "$VG_HOME/report.py" "$2/logs" "$2/server.log" "$2"/tap/*/*.log
 	fi
 	local parts=("$@") p
-	((${#parts[@]})) || parts=(regress isolation worker suites)
+	((${#parts[@]})) || parts=(regress isolation worker tap)
 	for p in "${parts[@]}"; do
 		case $p in
-		regress | isolation | worker | suites) ;;
-		*) oms_die "unknown part '$p' (regress, isolation, worker, suites)" ;;
+		regress | isolation | worker | tap) ;;
+		*) oms_die "unknown part '$p' (regress, isolation, worker, tap)" ;;
 		esac
 	done
 	cd "$OMS_ROOT"
