@@ -6,18 +6,19 @@
 # them out (pg_bsd_indent, PostgreSQL's own indenter, with pgindent's
 # options), and the SQL conventions of the extension's SQL
 # (test/lint_sql.py: a pinned search_path on every function, every call
-# qualified).  Prints one line per tool, "lint: TOOL: ok" or
+# qualified), and the Perl of the TAP tests (perl -cw and perlcritic with
+# test/perlcriticrc).  Prints one line per tool, "lint: TOOL: ok" or
 # "lint: TOOL: N findings" after the findings themselves, and exits
 # non-zero on any finding.  Suppressions live next to the code they excuse,
 # each with its reason ("cppcheck-suppress", "shellcheck disable=").
-# Usage: test/lint.sh [cppcheck|scan-build|shellcheck|format|sql ...]  (default: all)
+# Usage: test/lint.sh [cppcheck|scan-build|shellcheck|format|sql|perl ...]  (default: all)
 set -euo pipefail
 shopt -s inherit_errexit nullglob
 
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-OMS_PACKAGES+=(cppcheck clang clang-tools shellcheck pg-bsd-indent)
+OMS_PACKAGES+=(cppcheck clang clang-tools shellcheck pg-bsd-indent libperl-critic-perl)
 oms_ensure_packages
 
 cd "$OMS_ROOT"
@@ -148,7 +149,30 @@ run_sql() {
 	verdict "sql (${#files[@]} files)" "$n"
 }
 
-(($#)) || set -- cppcheck scan-build shellcheck format sql
+# The TAP tests and their modules: each compiles with warnings on (against
+# PostgreSQL's test modules, as test/tap.sh runs them), and perlcritic
+# finds nothing at the level test/perlcriticrc sets.
+run_perl() {
+	local out=$LINT_TMP/perl.txt f n=0 pg_perl files
+	pg_perl=$(cd "$(dirname "$("$PG_CONFIG" --pgxs)")/../test/perl" && pwd)
+	files=(test/t/*.pl test/perl/*.pm)
+	: >"$out"
+	for f in "${files[@]}"; do
+		if ! perl -cw -I "$pg_perl" -I test/perl "$f" >"$LINT_TMP/perl-c.txt" 2>&1 ||
+			grep -qv 'syntax OK$' "$LINT_TMP/perl-c.txt"; then
+			cat "$LINT_TMP/perl-c.txt" >>"$out"
+			n=$((n + 1))
+		fi
+	done
+	if ! perlcritic --quiet --profile test/perlcriticrc "${files[@]}" >>"$out" 2>&1; then
+		n=$((n + $(grep -c '(Severity: ' "$out" || true)))
+		((n > 0)) || n=1
+	fi
+	cat "$out"
+	verdict "perl (${#files[@]} files)" "$n"
+}
+
+(($#)) || set -- cppcheck scan-build shellcheck format sql perl
 for tool in "$@"; do
 	case $tool in
 	cppcheck) run_cppcheck ;;
@@ -156,7 +180,8 @@ for tool in "$@"; do
 	shellcheck) run_shellcheck ;;
 	format) run_format ;;
 	sql) run_sql ;;
-	*) oms_die "unknown tool '$tool' (cppcheck, scan-build, shellcheck, format, sql)" ;;
+	perl) run_perl ;;
+	*) oms_die "unknown tool '$tool' (cppcheck, scan-build, shellcheck, format, sql, perl)" ;;
 	esac
 done
 exit "$FAILED"

@@ -75,7 +75,7 @@ sub start
 	return $self if $ready;
 	diag('payment service not ready after 60 s: ' . _tail("$log.err", 5));
 	$self->stop;
-	return undef;
+	return;
 }
 
 sub log_file { return $_[0]->{log}; }

@@ -98,9 +98,10 @@ sub default_version
 # Versions with a frozen full script, oldest first.
 sub frozen_versions
 {
-	return sort { version_cmp($a, $b) }
+	my @versions = sort { version_cmp($a, $b) }
 	  map { m{/oms--([^/]+)\.sql$} && $1 !~ /--/ ? ($1) : () }
 	  glob("$versions_dir/oms--*.sql");
+	return @versions;
 }
 
 sub upgrade_scripts
