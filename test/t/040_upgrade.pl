@@ -61,6 +61,8 @@ my %released_sha256 = (
 	'oms--0.1.0.sql' => '94bbeb7aef7c624fff208c07ef7c0f35c5fd1190fd603fdbbde9fb83ed9c4ac7',
 	'oms--0.1.0--0.2.0.sql' =>
 	  '856cb9e862af3eff5c4f7dcb421c4df56f9a078d60989d4820e4c8af03112bba',
+	'oms--0.2.0--0.3.0.sql' =>
+	  'e783cf7c6168817d5b23e46ef3e900564700623d70d54fc9ab22a629d6e9d1d0',
 );
 
 # Data the upgrade scripts change on purpose, left out of the row comparison:
