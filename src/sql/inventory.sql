@@ -327,18 +327,24 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
-		DELETE FROM oms.reservations AS r
-		WHERE r.order_id = p_order_id
-		  AND (r.sku, r.location) NOT IN (SELECT a.sku, a.location
-										  FROM ROWS FROM (pg_catalog.unnest(p_skus),
-														  pg_catalog.unnest(p_locations)) AS a(sku, location));
-		UPDATE oms.reservations AS r
-		SET quantity = a.quantity, status = 'held', expires_at = p_expires_at, updated_at = p_now
+	IF NOT EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
+		INSERT INTO oms.reservations (order_id, sku, location, quantity, status, expires_at, created_at, updated_at)
+		SELECT p_order_id, a.sku, a.location, a.quantity, 'held', p_expires_at, p_now, p_now
 		FROM ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_locations),
-						pg_catalog.unnest(p_quantities)) AS a(sku, location, quantity)
-		WHERE r.order_id = p_order_id AND r.sku = a.sku AND r.location = a.location;
+						pg_catalog.unnest(p_quantities)) AS a(sku, location, quantity);
+		RETURN;
 	END IF;
+	-- A step run again: rows of the earlier attempt.
+	DELETE FROM oms.reservations AS r
+	WHERE r.order_id = p_order_id
+	  AND (r.sku, r.location) NOT IN (SELECT a.sku, a.location
+									  FROM ROWS FROM (pg_catalog.unnest(p_skus),
+													  pg_catalog.unnest(p_locations)) AS a(sku, location));
+	UPDATE oms.reservations AS r
+	SET quantity = a.quantity, status = 'held', expires_at = p_expires_at, updated_at = p_now
+	FROM ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_locations),
+					pg_catalog.unnest(p_quantities)) AS a(sku, location, quantity)
+	WHERE r.order_id = p_order_id AND r.sku = a.sku AND r.location = a.location;
 	INSERT INTO oms.reservations (order_id, sku, location, quantity, status, expires_at, created_at, updated_at)
 	SELECT p_order_id, a.sku, a.location, a.quantity, 'held', p_expires_at, p_now, p_now
 	FROM ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_locations),
@@ -352,34 +358,37 @@ COMMENT ON FUNCTION oms._hold_allocation(uuid, text[], text[], bigint[], timesta
 	'Writes an order''s allocation as held reservations (rows of an earlier attempt reused or deleted)';
 
 /*
- * The location that can serve a whole basket alone: the active one with
- * the lowest (priority, code) where every line's SKU has its quantity
- * free, counting the order's own held units as free (a step run again).
+ * The location that can serve a whole basket (p_skus, p_quantities: the
+ * order's lines) alone: the active one with the lowest (priority, code)
+ * where every line's SKU has its quantity free, counting the order's own held units as free (a step run again).
  * NULL when there is none.  The caller holds the stock rows.
  */
-CREATE FUNCTION oms._single_location(p_order_id uuid)
+CREATE FUNCTION oms._single_location(p_order_id uuid, p_skus text[], p_quantities bigint[])
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	-- sku = ANY (the array), not a join on oms.order_items: the stock rows
+	-- are found through the primary key's sku prefix even before the
+	-- table has statistics.
 	RETURN (SELECT s.location
-			FROM oms.order_items AS i
-			JOIN oms.stock AS s ON s.sku = i.sku
+			FROM oms.stock AS s
+			JOIN ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_quantities)) AS i(sku, quantity)
+				ON i.sku = s.sku
 			JOIN oms.locations AS l ON l.code = s.location
 			LEFT JOIN oms.reservations AS r
-				ON r.order_id = i.order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
-			WHERE i.order_id = p_order_id AND l.active
+				ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
+			WHERE s.sku = ANY (p_skus) AND l.active
 			  AND s.on_hand - s.reserved + coalesce(r.quantity, 0) >= i.quantity
 			GROUP BY s.location, l.priority
-			HAVING pg_catalog.count(*) = (SELECT pg_catalog.count(*) FROM oms.order_items AS c
-										  WHERE c.order_id = p_order_id)
+			HAVING pg_catalog.count(*) = pg_catalog.cardinality(p_skus)
 			ORDER BY l.priority, s.location
 			LIMIT 1);
 END;
 $$;
-COMMENT ON FUNCTION oms._single_location(uuid) IS
-	'The active location with the lowest (priority, code) that can serve a whole basket, or NULL';
+COMMENT ON FUNCTION oms._single_location(uuid, text[], bigint[]) IS
+	'The active location with the lowest (priority, code) that can serve a whole basket (its SKUs and quantities, in SKU order), or NULL';
 
 /*
  * Reserves every line of an order, all or nothing, by this strategy:
@@ -406,6 +415,8 @@ DECLARE
 	v_pair record;
 	v_swept integer := 0;
 	v_short record;
+	v_lines text[];
+	v_line_quantities bigint[];
 	v_skus text[];
 	v_locations text[];
 	v_quantities bigint[];
@@ -422,48 +433,46 @@ BEGIN
 				  DETAIL = 'The SKU has no stock record.',
 				  HINT = 'Set its stock with oms_set_stock().';
 	END IF;
-	PERFORM FROM oms.stock AS s
-	WHERE s.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = p_order_id)
-	ORDER BY s.sku, s.location
-	FOR UPDATE OF s;
+	SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku), pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
+	INTO v_lines, v_line_quantities
+	FROM oms.order_items AS i WHERE i.order_id = p_order_id;
+	PERFORM FROM oms.stock AS s WHERE s.sku = ANY (v_lines) ORDER BY s.sku, s.location FOR UPDATE OF s;
 
-	v_location := oms._single_location(p_order_id);
+	v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
 	IF v_location IS NULL THEN
 		-- No location serves the basket alone: the units of expired
 		-- reservations may be free.  Then split if need be.
 		FOR v_pair IN
 			SELECT s.sku, s.location
 			FROM oms.stock AS s JOIN oms.locations AS l ON l.code = s.location
-			WHERE l.active AND s.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = p_order_id)
+			WHERE l.active AND s.sku = ANY (v_lines)
 			ORDER BY s.sku, s.location
 		LOOP
 			v_swept := v_swept + oms._sweep_expired(v_pair.sku, v_pair.location, p_now);
 		END LOOP;
 		IF v_swept > 0 THEN
-			v_location := oms._single_location(p_order_id);
+			v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
 		END IF;
 	END IF;
 	IF v_location IS NOT NULL THEN
-		SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku),
-			   pg_catalog.array_fill(v_location, ARRAY[pg_catalog.count(*)::integer]),
-			   pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
-		INTO v_skus, v_locations, v_quantities
-		FROM oms.order_items AS i WHERE i.order_id = p_order_id;
-		PERFORM oms._hold_allocation(p_order_id, v_skus, v_locations, v_quantities, p_now, v_expires_at);
+		PERFORM oms._hold_allocation(p_order_id, v_lines,
+									 pg_catalog.array_fill(v_location, ARRAY[pg_catalog.cardinality(v_lines)]),
+									 v_line_quantities, p_now, v_expires_at);
 		RETURN;
 	END IF;
 
 	-- Split: the free units of each (SKU, active location), own held ones
 	-- included, taken in (priority, code) order until the line is served.
 	WITH free AS (
-		SELECT i.sku, i.quantity::bigint AS quantity, s.location, l.priority,
+		SELECT i.sku, i.quantity, s.location, l.priority,
 			   s.on_hand - s.reserved + coalesce(r.quantity, 0) AS units
-		FROM oms.order_items AS i
-		JOIN oms.stock AS s ON s.sku = i.sku
+		FROM oms.stock AS s
+		JOIN ROWS FROM (pg_catalog.unnest(v_lines), pg_catalog.unnest(v_line_quantities)) AS i(sku, quantity)
+			ON i.sku = s.sku
 		JOIN oms.locations AS l ON l.code = s.location
 		LEFT JOIN oms.reservations AS r
-			ON r.order_id = i.order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
-		WHERE i.order_id = p_order_id AND l.active
+			ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
+		WHERE s.sku = ANY (v_lines) AND l.active
 	), taken AS (
 		SELECT f.sku, f.location, f.priority,
 			   least(f.units, f.quantity - ((pg_catalog.sum(f.units) OVER w)::bigint - f.units)) AS units
@@ -479,7 +488,7 @@ BEGIN
 	-- All or nothing: the first SKU (in SKU order) the active locations
 	-- cannot serve together.
 	SELECT i.sku, i.quantity, coalesce(a.units, 0) AS available, a.places INTO v_short
-	FROM oms.order_items AS i
+	FROM ROWS FROM (pg_catalog.unnest(v_lines), pg_catalog.unnest(v_line_quantities)) AS i(sku, quantity)
 	LEFT JOIN LATERAL (
 		SELECT pg_catalog.sum(s.on_hand - s.reserved + coalesce(r.quantity, 0))::bigint AS units,
 			   pg_catalog.count(*) AS locations,
@@ -489,10 +498,10 @@ BEGIN
 		FROM oms.stock AS s
 		JOIN oms.locations AS l ON l.code = s.location
 		LEFT JOIN oms.reservations AS r
-			ON r.order_id = i.order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
+			ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
 		WHERE s.sku = i.sku AND l.active
 	) AS a ON true
-	WHERE i.order_id = p_order_id AND coalesce(a.units, 0) < i.quantity
+	WHERE coalesce(a.units, 0) < i.quantity
 	ORDER BY i.sku LIMIT 1;
 	IF FOUND THEN
 		RAISE EXCEPTION 'SKU "%" is out of stock', v_short.sku
@@ -525,20 +534,25 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_location text := oms._single_location(p_order_id);
+	v_skus text[];
+	v_quantities bigint[];
+	v_location text;
 BEGIN
+	SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku), pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
+	INTO v_skus, v_quantities
+	FROM oms.order_items AS i WHERE i.order_id = p_order_id;
+	v_location := oms._single_location(p_order_id, v_skus, v_quantities);
 	IF v_location IS NULL THEN
 		RETURN false;
 	END IF;
 	WITH r AS (
 		INSERT INTO oms.reservations (order_id, sku, location, quantity, status, expires_at, created_at, updated_at)
-		SELECT i.order_id, i.sku, v_location, i.quantity, 'consumed', 'infinity', p_now, pg_catalog.now()
-		FROM oms.order_items AS i WHERE i.order_id = p_order_id
-		ORDER BY i.sku
+		SELECT p_order_id, i.sku, v_location, i.quantity, 'consumed', 'infinity', p_now, pg_catalog.now()
+		FROM ROWS FROM (pg_catalog.unnest(v_skus), pg_catalog.unnest(v_quantities)) AS i(sku, quantity)
 	)
 	UPDATE oms.stock AS s SET on_hand = s.on_hand - i.quantity, updated_at = pg_catalog.now()
-	FROM oms.order_items AS i
-	WHERE i.order_id = p_order_id AND s.sku = i.sku AND s.location = v_location;
+	FROM ROWS FROM (pg_catalog.unnest(v_skus), pg_catalog.unnest(v_quantities)) AS i(sku, quantity)
+	WHERE s.sku = i.sku AND s.location = v_location;
 	RETURN true;
 END;
 $$;
@@ -553,8 +567,10 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	PERFORM FROM oms.stock AS s
-	WHERE (s.sku, s.location) IN (SELECT r.sku, r.location FROM oms.reservations AS r WHERE r.order_id = p_order_id)
+	-- Joined on the whole primary key: one index probe per reservation.
+	PERFORM FROM oms.reservations AS r
+	JOIN oms.stock AS s ON s.sku = r.sku AND s.location = r.location
+	WHERE r.order_id = p_order_id
 	ORDER BY s.sku, s.location
 	FOR UPDATE OF s;
 END;
@@ -982,8 +998,9 @@ BEGIN
 		v_shipped := 0;
 	END IF;
 	IF p_units > v_quantity - v_shipped OR -p_units > v_shipped THEN
-		RAISE EXCEPTION 'order "%" has % unshipped units of SKU "%" at location "%"',
-			p_order_id, v_quantity - v_shipped, p_sku, p_location
+		RAISE EXCEPTION 'order "%" has % % units of SKU "%" at location "%"',
+			p_order_id, CASE WHEN p_units > 0 THEN v_quantity - v_shipped ELSE v_shipped END,
+			CASE WHEN p_units > 0 THEN 'unshipped' ELSE 'shipped' END, p_sku, p_location
 			USING ERRCODE = 'OM008',
 				  DETAIL = pg_catalog.format('Allocated (consumed) at "%s": %s; shipped: %s; change asked: %s.',
 											 p_location, v_quantity, v_shipped, p_units);
@@ -1038,7 +1055,7 @@ REVOKE ALL ON FUNCTION oms._reserved(text, timestamp with time zone) FROM PUBLIC
 REVOKE ALL ON FUNCTION oms._restock(text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._set_stock(text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._ship_from(uuid, text, text, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION oms._single_location(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._single_location(uuid, text[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._stock_level_json(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._stock_restore_count() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._sweep_expired(text, text, timestamp with time zone) FROM PUBLIC;

@@ -989,9 +989,11 @@ BEGIN
 			-- busy one until it commits, and two batches waiting for each
 			-- other's rows would deadlock.  A busy row ends this
 			-- subtransaction before any step ran; the saga stays due.
+			-- Every location's row of each SKU: sku = ANY finds them through
+			-- the primary key's prefix, statistics or not.
 			PERFORM 1 FROM oms.stock AS st
-			WHERE st.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = v_claimed.order_id)
-			ORDER BY st.sku
+			WHERE st.sku = ANY (ARRAY(SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = v_claimed.order_id))
+			ORDER BY st.sku, st.location
 			FOR UPDATE NOWAIT;
 			v_saga := v_claimed;
 			PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_saga.traceparent, ''), true);
