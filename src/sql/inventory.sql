@@ -325,6 +325,7 @@ CREATE FUNCTION oms._hold_allocation(p_order_id uuid, p_skus text[], p_locations
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
@@ -362,11 +363,17 @@ COMMENT ON FUNCTION oms._hold_allocation(uuid, text[], text[], bigint[], timesta
  * order's lines) alone: the active one with the lowest (priority, code)
  * where every line's SKU has its quantity free, counting the order's own held units as free (a step run again).
  * NULL when there is none.  The caller holds the stock rows.
+ *
+ * Functions that take the basket as arrays run with generic plans
+ * (plan_cache_mode): a custom plan would know the array's length and
+ * always look cheaper than the generic one, so the plan cache would plan
+ * the query again on every call, which costs more than running it.
  */
 CREATE FUNCTION oms._single_location(p_order_id uuid, p_skus text[], p_quantities bigint[])
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 	-- sku = ANY (the array), not a join on oms.order_items: the stock rows
@@ -408,6 +415,7 @@ CREATE FUNCTION oms._reserve_order(p_order_id uuid, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_unknown text;
@@ -532,6 +540,7 @@ CREATE FUNCTION oms._consume_at_once(p_order_id uuid, p_now timestamptz)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_skus text[];

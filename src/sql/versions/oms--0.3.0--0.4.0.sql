@@ -256,6 +256,7 @@ CREATE OR REPLACE FUNCTION oms._hold_allocation(p_order_id uuid, p_skus text[], 
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
@@ -292,6 +293,7 @@ CREATE OR REPLACE FUNCTION oms._single_location(p_order_id uuid, p_skus text[], 
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
 	-- sku = ANY (the array), not a join on oms.order_items: the stock rows
@@ -319,6 +321,7 @@ CREATE OR REPLACE FUNCTION oms._reserve_order(p_order_id uuid, p_now timestamptz
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_unknown text;
@@ -433,6 +436,7 @@ CREATE OR REPLACE FUNCTION oms._consume_at_once(p_order_id uuid, p_now timestamp
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_skus text[];
