@@ -361,8 +361,9 @@ COMMENT ON FUNCTION oms._hold_allocation(uuid, text[], text[], bigint[], timesta
 /*
  * The location that can serve a whole basket (p_skus, p_quantities: the
  * order's lines) alone: the active one with the lowest (priority, code)
- * where every line's SKU has its quantity free, counting the order's own held units as free (a step run again).
- * NULL when there is none.  The caller holds the stock rows.
+ * where every line's SKU has its quantity free, counting the order's own
+ * held units as free (a step run again).  NULL when there is none.  The
+ * caller holds the stock rows.
  *
  * Functions that take the basket as arrays run with generic plans
  * (plan_cache_mode): a custom plan would know the array's length and
