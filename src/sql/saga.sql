@@ -696,9 +696,10 @@ COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.order_status, timestampt
  * (no step attempted yet) of an order still processing, the built-in test
  * provider approving the charge, and one location with every SKU's units
  * free (oms._consume_at_once).  Returns the completed saga, or NULL,
- * having written nothing, when any of that does not hold: the caller then runs the steps one by one,
- * where every other case (a short SKU whose expired holds may free units,
- * a decline, a remote provider's wait, a cancel) has its rules.
+ * having written nothing, when any of that does not hold: the caller then
+ * runs the steps one by one, where every other case (a split basket, a
+ * short SKU whose expired holds may free units, a decline, a remote
+ * provider's wait, a cancel) has its rules.
  *
  * It writes what the three steps would, in their order (the test
  * saga_at_once compares the two paths row by row): the reservations,
