@@ -90,6 +90,10 @@ SELECT t.err('SELECT oms_adjust_stock(''LC-A'', NULL, ''east'')');
 SELECT t.err('SELECT oms_adjust_stock(''LC-A'', -5, ''east'')');
 SELECT t.err('SELECT oms_adjust_stock(''LC-A'', 1, ''north'')');
 SELECT t.err('SELECT oms_adjust_stock(''LC-NONE'', 1)');
+-- A SKU's units over all locations stay within a bigint (the per-SKU view
+-- sums them).
+SELECT t.err('SELECT oms_set_stock(''LC-A'', 9223372036854775807, ''west'')');
+SELECT t.err('SELECT oms_adjust_stock(''LC-A'', 9223372036854775800, ''west'')');
 SELECT count(*) AS stock_rows FROM oms.stock WHERE sku LIKE 'LC-%';
 
 -- Allocation.  'default' now has priority 9; east and west 1 (tie: by

@@ -596,6 +596,13 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = pg_catalog.format('The change would leave %s units on hand.', p_on_hand);
 	END IF;
+	-- oms.stock_levels sums a SKU over its locations as a bigint.
+	IF p_on_hand + (SELECT coalesce(pg_catalog.sum(s.on_hand), 0) FROM oms.stock AS s
+					WHERE s.sku = p_sku AND s.location <> p_location) > 9223372036854775807 THEN
+		RAISE EXCEPTION 'stock of SKU "%" is out of range', p_sku
+			USING ERRCODE = 'numeric_value_out_of_range',
+				  DETAIL = 'The units of a SKU over all locations cannot exceed 9223372036854775807.';
+	END IF;
 	SELECT s.reserved INTO v_reserved FROM oms.stock AS s WHERE s.sku = p_sku AND s.location = p_location;
 	IF p_on_hand < v_reserved AND oms._sweep_expired(p_sku, p_location, pg_catalog.now()) > 0 THEN
 		SELECT s.reserved INTO v_reserved FROM oms.stock AS s WHERE s.sku = p_sku AND s.location = p_location;
@@ -609,7 +616,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION oms._check_stock_change(text, text, bigint) IS
-	'Refuses a stock level below zero (22023) or below the reserved units (55000), sweeping expired reservations first';
+	'Refuses a stock level below zero (22023), one that takes the SKU over all locations past the bigint range (22003), or one below the reserved units (55000), sweeping expired reservations first';
 
 CREATE OR REPLACE FUNCTION @extschema@.oms_set_location(code text, name text DEFAULT NULL, priority integer DEFAULT 0,
 											 active boolean DEFAULT true)
@@ -752,6 +759,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_on_hand bigint;
 BEGIN
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_location(p_location);
@@ -763,6 +772,13 @@ BEGIN
 	END IF;
 	INSERT INTO oms.stock AS s (sku, location, on_hand) VALUES (p_sku, p_location, 0)
 	ON CONFLICT ON CONSTRAINT stock_pkey DO NOTHING;
+	SELECT s.on_hand INTO v_on_hand FROM oms.stock AS s
+	WHERE s.sku = p_sku AND s.location = p_location FOR UPDATE;
+	IF v_on_hand > 9223372036854775807 - p_units THEN
+		RAISE EXCEPTION 'stock of SKU "%" is out of range', p_sku
+			USING ERRCODE = 'numeric_value_out_of_range';
+	END IF;
+	PERFORM oms._check_stock_change(p_sku, p_location, v_on_hand + p_units);
 	UPDATE oms.stock AS s SET on_hand = s.on_hand + p_units, updated_at = pg_catalog.now()
 	WHERE s.sku = p_sku AND s.location = p_location;
 END;
