@@ -379,7 +379,21 @@ AS $$
 BEGIN
 	-- sku = ANY (the array), not a join on oms.order_items: the stock rows
 	-- are found through the primary key's sku prefix even before the
-	-- table has statistics.
+	-- table has statistics.  An order without reservations (the common
+	-- case) skips the join on them: a generic plan made while the table
+	-- was empty could read all of it.
+	IF NOT EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
+		RETURN (SELECT s.location
+				FROM oms.stock AS s
+				JOIN ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_quantities)) AS i(sku, quantity)
+					ON i.sku = s.sku
+				JOIN oms.locations AS l ON l.code = s.location
+				WHERE s.sku = ANY (p_skus) AND l.active AND s.on_hand - s.reserved >= i.quantity
+				GROUP BY s.location, l.priority
+				HAVING pg_catalog.count(*) = pg_catalog.cardinality(p_skus)
+				ORDER BY l.priority, s.location
+				LIMIT 1);
+	END IF;
 	RETURN (SELECT s.location
 			FROM oms.stock AS s
 			JOIN ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_quantities)) AS i(sku, quantity)
