@@ -37,12 +37,12 @@ DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # still be installed and updated) and one upgrade script per release.
 DATA        = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory saga saga_at_once refund relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations saga saga_at_once refund relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 # "make installcheck" runs the tests in the database test/run.sh uses (the
 # health test's output names it); PGXS would say contrib_regression.
 override CONTRIB_TESTDB = oms_regression
-ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired
+ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired locations_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 # Process-level tests (crash, restart, broker outage) with PostgreSQL's

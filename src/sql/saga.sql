@@ -694,11 +694,12 @@ COMMENT ON FUNCTION oms._advance_forward(oms.sagas, oms.order_status, timestampt
 /*
  * The whole fulfilment saga in one move, for the common case: a fresh saga
  * (no step attempted yet) of an order still processing, the built-in test
- * provider approving the charge, and every SKU with its units free in
- * stock.  Returns the completed saga, or NULL, having written nothing, when
- * any of that does not hold: the caller then runs the steps one by one,
- * where every other case (a short SKU whose expired holds may free units,
- * a decline, a remote provider's wait, a cancel) has its rules.
+ * provider approving the charge, and one location with every SKU's units
+ * free (oms._consume_at_once).  Returns the completed saga, or NULL,
+ * having written nothing, when any of that does not hold: the caller then
+ * runs the steps one by one, where every other case (a split basket, a
+ * short SKU whose expired holds may free units, a decline, a remote
+ * provider's wait, a cancel) has its rules.
  *
  * It writes what the three steps would, in their order (the test
  * saga_at_once compares the two paths row by row): the reservations,
@@ -732,30 +733,20 @@ BEGIN
 	IF v_answer ->> 'outcome' IS DISTINCT FROM 'approved'
 	   OR EXISTS (SELECT FROM oms.saga_steps AS t
 				  WHERE t.saga_id = p_saga.id AND (t.status <> 'pending' OR t.attempts <> 0))
-	   OR EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_saga.order_id)
-	   OR EXISTS (SELECT FROM oms.order_items AS i
-				  LEFT JOIN oms.stock AS s ON s.sku = i.sku
-				  WHERE i.order_id = p_saga.order_id
-					AND (s.sku IS NULL OR s.on_hand - s.reserved < i.quantity)) THEN
+	   OR EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_saga.order_id) THEN
 		RETURN NULL;
 	END IF;
 
-	-- reserve, pay and the stock half of confirm (oms._reserve_order,
-	-- oms._step_pay, oms._move_reserved_stock).
-	WITH r AS (
-		INSERT INTO oms.reservations (order_id, sku, quantity, status, expires_at, created_at, updated_at)
-		SELECT i.order_id, i.sku, i.quantity, 'consumed', 'infinity', p_now, pg_catalog.now()
-		FROM oms.order_items AS i WHERE i.order_id = p_saga.order_id
-		ORDER BY i.sku
-	), p AS (
-		UPDATE oms.payments AS p
-		SET authorized = p.amount, captured = p.amount, status = 'captured',
-			provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
-		WHERE p.id = v_payment.id
-	)
-	UPDATE oms.stock AS s SET on_hand = s.on_hand - i.quantity, updated_at = pg_catalog.now()
-	FROM oms.order_items AS i
-	WHERE i.order_id = p_saga.order_id AND s.sku = i.sku;
+	-- reserve and the stock half of confirm (oms._reserve_order,
+	-- oms._move_reserved_stock) when one location serves the basket, then
+	-- pay (oms._step_pay).
+	IF NOT oms._consume_at_once(p_saga.order_id, p_now) THEN
+		RETURN NULL;
+	END IF;
+	UPDATE oms.payments AS p
+	SET authorized = p.amount, captured = p.amount, status = 'captured',
+		provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
+	WHERE p.id = v_payment.id;
 
 	-- The order half of confirm (oms._change_status) and the bookkeeping
 	-- of the three steps (oms._advance_forward), timeline entries in the
@@ -999,9 +990,11 @@ BEGIN
 			-- busy one until it commits, and two batches waiting for each
 			-- other's rows would deadlock.  A busy row ends this
 			-- subtransaction before any step ran; the saga stays due.
+			-- Every location's row of each SKU: sku = ANY finds them through
+			-- the primary key's prefix, statistics or not.
 			PERFORM 1 FROM oms.stock AS st
-			WHERE st.sku IN (SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = v_claimed.order_id)
-			ORDER BY st.sku
+			WHERE st.sku = ANY (ARRAY(SELECT i.sku FROM oms.order_items AS i WHERE i.order_id = v_claimed.order_id))
+			ORDER BY st.sku, st.location
 			FOR UPDATE NOWAIT;
 			v_saga := v_claimed;
 			PERFORM pg_catalog.set_config('oms.traceparent', coalesce(v_saga.traceparent, ''), true);

@@ -50,6 +50,10 @@ STATUSES = ["pending", "processing", "cancel_requested", "confirmed", "canceled"
             "failed", "partially_refunded", "refunded"]
 ROLES = [("app", "oms_app"), ("reader", "oms_reader"), ("admin", "oms_admin")]
 FIXTURE_SKUS = ["FZ-1", "FZ-2", "FZ-3", "FZ-\u2615-4"]
+# Stock locations besides 'default': a little of each fixture SKU there, so
+# that reserving sometimes prefers them and sometimes splits.
+FIXTURE_LOCATIONS = {"fz-east": 1, "fz-west": 2}
+FIXTURE_LOCATION_STOCK = 5
 FIXTURE_STOCK = 10 ** 12       # above anything fuzzed orders can reserve between rounds
 
 # Unicode White_Space: what "white space" means in docs/api.md.
@@ -500,6 +504,43 @@ def gen_stock_sku(ctx):
     return V(s, identifier_problem(s, 100))
 
 
+def gen_location(ctx):
+    s = text_arg(ctx, ctx.locations + ["fz-nowhere"], 100)
+    return V(s, identifier_problem(s, 100))
+
+
+def gen_location_code(ctx):
+    s = text_arg(ctx, ctx.locations + ["fz-north", "fz-\u00e9"], 100)
+    return V(s, identifier_problem(s, 100))
+
+
+def gen_location_name(ctx):
+    rng = ctx.rng
+    if ctx.sane or rng.random() < 0.5:
+        return V(rng.choice([None, "North store", "\u5009\u5eab", ""]))
+    s = hostile_text(rng, 200)
+    return V(s, "longer than 200 characters" if len(s) > 200 else None)
+
+
+def gen_priority(ctx):
+    rng = ctx.rng
+    if ctx.sane:
+        return V(str(rng.randint(-5, 5)))
+    if rng.random() < 0.05:
+        return V(None, "NULL")
+    s = int_text(rng, -5, 5)
+    n = parse_int(s)
+    return V(s, "not an integer" if n is None or not -2 ** 31 <= n < 2 ** 31 else None)
+
+
+def gen_active(ctx):
+    rng = ctx.rng
+    if ctx.sane or rng.random() < 0.9:
+        # Mostly active: an inactive fixture location only means fewer units.
+        return V(rng.choice(["true", "true", "true", "false"]))
+    return V(None, "NULL")
+
+
 def gen_on_hand(ctx):
     rng = ctx.rng
     if ctx.sane:
@@ -770,6 +811,10 @@ SPECS = {
         "details": lambda c: json_object_arg(c, max_bytes=DETAILS_MAX_BYTES)},
     "oms_set_stock(text, bigint)": {"sku": gen_stock_sku, "on_hand": gen_on_hand},
     "oms_adjust_stock(text, bigint)": {"sku": gen_stock_sku, "delta": gen_delta},
+    "oms_set_stock(text, bigint, text)": {"sku": gen_stock_sku, "on_hand": gen_on_hand, "location": gen_location},
+    "oms_adjust_stock(text, bigint, text)": {"sku": gen_stock_sku, "delta": gen_delta, "location": gen_location},
+    "oms_set_location(text, text, integer, boolean)": {
+        "code": gen_location_code, "name": gen_location_name, "priority": gen_priority, "active": gen_active},
     "oms_release_expired_reservations()": {},
     "oms_run_sagas(integer)": {"max_steps": gen_max_steps},
     "oms_retry_dead_letter(bigint)": {"id": gen_dead_letter_id},
@@ -1065,6 +1110,7 @@ class Context:
         self.target = None
         self.orders = {}
         self.skus = list(FIXTURE_SKUS)
+        self.locations = ["default"] + list(FIXTURE_LOCATIONS)
         self.correlation_ids = []
         self.dead_letters = []
         self.currencies = {r[0] for r in su.execute("SELECT code FROM oms.currencies")}
@@ -1117,8 +1163,15 @@ def build_fixtures(sessions, rng, holder):
     transaction open until the round ends, locks its saga, as a worker
     batch would, and oms_run_sagas() skips locked sagas."""
     app, admin, kafka = sessions["app"], sessions["admin"], sessions["kafka"]
+    for code, priority in FIXTURE_LOCATIONS.items():
+        admin.value("SELECT oms_set_location(%s, NULL, %s, true)", [code, priority])
+    admin.value("SELECT oms_set_location('default', NULL, 0, true)")
     for sku in FIXTURE_SKUS:
         admin.value("SELECT oms_set_stock(%s, %s)", [sku, FIXTURE_STOCK])
+        for code in FIXTURE_LOCATIONS:
+            admin.value("SELECT oms_set_stock(%s, %s::bigint + "
+                        "coalesce((SELECT reserved FROM oms.stock WHERE sku = %s AND location = %s), 0), %s)",
+                        [sku, FIXTURE_LOCATION_STOCK, sku, code, code])
     pay = lambda order, method: app.value("SELECT oms_pay_order(%s, %s)", [order[0], method])
     fixture_order(app, rng)                                          # pending
     confirmed = [fixture_order(app, rng) for _ in range(3)]
@@ -1252,6 +1305,22 @@ INVARIANTS = [
     ("stock: on_hand and available are never negative", """
         SELECT format('sku %s: on_hand %s, reserved %s, available %s', sku, on_hand, reserved, available)
         FROM oms.stock_levels WHERE on_hand < 0 OR available < 0 LIMIT 5"""),
+    ("stock: at every location, on_hand and available are never negative", """
+        SELECT format('sku %s at %s: on_hand %s, reserved %s, available %s', sku, location, on_hand, reserved, available)
+        FROM oms.location_stock_levels WHERE on_hand < 0 OR available < 0 LIMIT 5"""),
+    ("stock: reserved equals the units of the held reservations of each (sku, location)", """
+        SELECT format('sku %s at %s: reserved %s, held %s', s.sku, s.location, s.reserved, coalesce(h.units, 0))
+        FROM oms.stock AS s
+        LEFT JOIN (SELECT sku, location, sum(quantity) AS units FROM oms.reservations
+                   WHERE status = 'held' GROUP BY 1, 2) AS h ON h.sku = s.sku AND h.location = s.location
+        WHERE s.reserved <> coalesce(h.units, 0) LIMIT 5"""),
+    ("reservations: a confirmed order's consumed units of each line, over its locations, are the line's quantity", """
+        SELECT format('order %s sku %s: ordered %s, consumed %s', o.id, i.sku, i.quantity, coalesce(c.units, 0))
+        FROM oms.orders AS o
+        JOIN oms.order_items AS i ON i.order_id = o.id
+        LEFT JOIN (SELECT order_id, sku, sum(quantity) AS units FROM oms.reservations
+                   WHERE status = 'consumed' GROUP BY 1, 2) AS c ON c.order_id = o.id AND c.sku = i.sku
+        WHERE o.status IN ('confirmed', 'partially_refunded') AND i.quantity <> coalesce(c.units, 0) LIMIT 5"""),
     ("payments: 0 <= refunded <= captured <= authorized <= amount", """
         SELECT format('payment %s: amount %s, authorized %s, captured %s, refunded %s',
                       id, amount, authorized, captured, refunded)

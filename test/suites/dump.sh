@@ -2,6 +2,8 @@
 # test/suites/dump.sh: pg_dump keeps the order book.  Orders, lines,
 # timeline, outbox and idempotency keys survive a dump and restore into a
 # fresh database, and the restored state machine still guards them.
+# Locations and stock survive too, the location 'default' (which the
+# extension creates) with the changes made to it.
 set -euo pipefail
 # shellcheck source=test/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -14,6 +16,9 @@ oms_psql -d postgres -c "DROP DATABASE IF EXISTS $dst WITH (FORCE)" -c "CREATE D
 oms_psql -d "$src" -At >/dev/null <<'SQL'
 SELECT oms_create_order('dump-1', '[{"sku": "A", "quantity": 2, "unit_price": 150}]', 'EUR', 'dump-key');
 SELECT oms_cancel_order((oms_create_order('dump-2', '[{"sku": "B", "quantity": 1, "unit_price": 9}]') ->> 'order_id')::uuid, 'test');
+SELECT oms_set_location('east', 'East warehouse', 1);
+SELECT oms_set_location('default', 'Main warehouse', 5, false);
+SELECT oms_set_stock('A', 3), oms_set_stock('A', 4, 'east');
 SQL
 
 rc=0
@@ -39,6 +44,18 @@ if [[ -n "$before" && "$before" == "$after" ]] && grep -q dump-key <<<"$after"; 
 	echo "ok - orders, lines, timeline, outbox and idempotency keys survive pg_dump and pg_restore"
 else
 	echo "not ok - orders, lines, timeline, outbox and idempotency keys survive pg_dump and pg_restore"
+	diff <(tr ',' '\n' <<<"$before") <(tr ',' '\n' <<<"$after") | head -20 | sed 's/^/# /'
+	rc=1
+fi
+
+stock_query="SELECT (SELECT jsonb_agg(to_jsonb(l) ORDER BY code) FROM oms.locations l),
+	(SELECT jsonb_agg(to_jsonb(s) ORDER BY sku, location) FROM oms.stock s)"
+before=$(oms_psql -d "$src" -At -c "$stock_query")
+after=$(oms_psql -d "$dst" -At -c "$stock_query")
+if [[ -n "$before" && "$before" == "$after" ]] && grep -q 'Main warehouse' <<<"$after"; then
+	echo "ok - locations (the changed 'default' included) and stock survive pg_dump and pg_restore"
+else
+	echo "not ok - locations (the changed 'default' included) and stock survive pg_dump and pg_restore"
 	diff <(tr ',' '\n' <<<"$before") <(tr ',' '\n' <<<"$after") | head -20 | sed 's/^/# /'
 	rc=1
 fi
