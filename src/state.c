@@ -120,7 +120,7 @@ static const StatusDef fulfillment_states[] = {
 
 static const TransitionDef fulfillment_transitions[] = {
 	{"unfulfilled", "partially_fulfilled", "ship part"},
-	{"unfulfilled", "fulfilled", "ship the rest"},
+	{"unfulfilled", "fulfilled", "ship everything"},
 	{"unfulfilled", "canceled", "cancel the rest"},
 	{"partially_fulfilled", "fulfilled", "ship or cancel the rest"},
 	{"partially_fulfilled", "delivered", "cancel the rest"},
@@ -129,7 +129,7 @@ static const TransitionDef fulfillment_transitions[] = {
 	{"fulfilled", "partially_returned", "return received"},
 	{"delivered", "partially_returned", "return received"},
 	{"delivered", "returned", "return of everything received"},
-	{"partially_returned", "returned", "return of the rest received"},
+	{"partially_returned", "returned", "the rest returned or canceled"},
 };
 
 /* A shipment: oms.shipment_status. */
