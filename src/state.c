@@ -53,7 +53,7 @@ typedef struct TransitionDef
  */
 typedef struct StateMachine
 {
-	const char *name;			/* order, payment, fulfillment, shipment, return */
+	const char *name;			/* order, payment, ..., return */
 	const char *enum_type;		/* the SQL enum of its column */
 	const StatusDef *states;
 	int			nstates;
