@@ -178,6 +178,18 @@ SELECT * FROM t.ledger(:'o3');
 SELECT t.dims(:'o3');
 SELECT on_hand FROM oms.stock WHERE sku = 'FF-B';
 
+-- A pending shipment of a fully refunded order is canceled with the rest:
+-- nothing ships once all the money is back.
+SELECT t.new_order('ff-6', '[{"sku": "FF-B", "quantity": 2, "unit_price": 100}]', 'test_ok') AS o6 \gset
+SELECT oms_run_sagas() AS steps_run;
+SELECT oms_create_shipment(:'o6', '[{"line_no": 1, "quantity": 1}]') -> 'shipment' ->> 'shipment_id' AS s6 \gset
+SELECT oms_refund_order(:'o6') -> 'refund' ->> 'amount' AS amount;
+SELECT oms_run_sagas() AS steps_run;
+SELECT status, reason FROM oms.shipments WHERE id = :'s6';
+SELECT * FROM t.ledger(:'o6');
+SELECT t.dims(:'o6');
+SELECT regexp_replace(t.err(format('SELECT oms_ship(%L)', :'s6')), '[0-9a-f-]{36}', '<id>') AS ship_refunded;
+
 --
 -- Orders that end before shipping: their lines are canceled.
 --
@@ -194,11 +206,11 @@ SELECT (oms_get_order(:'o5') -> 'last_saga') - '{saga_id,finished_at}'::text[] A
 --
 -- The ledger is enforced by the database, whoever writes.
 --
-SELECT t.err(format('UPDATE oms.order_items SET quantity_shipped = 99 WHERE order_id = %L', :'o2')) AS over_ship;
-SELECT t.err(format('UPDATE oms.order_items SET quantity_delivered = quantity_shipped + 1 WHERE order_id = %L', :'o2')) AS over_deliver;
-SELECT t.err(format('UPDATE oms.order_items SET quantity_returned = quantity_delivered + 1 WHERE order_id = %L', :'o2')) AS over_return;
-SELECT t.err(format('UPDATE oms.order_items SET quantity_refunded = quantity_canceled + quantity_returned + 1 WHERE order_id = %L', :'o2')) AS over_refund;
-SELECT t.err(format('UPDATE oms.order_items SET quantity_canceled = -1 WHERE order_id = %L', :'o2')) AS negative;
+SELECT regexp_replace(t.err(format('UPDATE oms.order_items SET quantity_shipped = 99 WHERE order_id = %L', :'o2')), '[0-9a-f-]{36}', '<id>') AS over_ship;
+SELECT regexp_replace(t.err(format('UPDATE oms.order_items SET quantity_delivered = quantity_shipped + 1 WHERE order_id = %L', :'o2')), '[0-9a-f-]{36}', '<id>') AS over_deliver;
+SELECT regexp_replace(t.err(format('UPDATE oms.order_items SET quantity_returned = quantity_delivered + 1 WHERE order_id = %L', :'o2')), '[0-9a-f-]{36}', '<id>') AS over_return;
+SELECT regexp_replace(t.err(format('UPDATE oms.order_items SET quantity_refunded = quantity_canceled + quantity_returned + 1 WHERE order_id = %L', :'o2')), '[0-9a-f-]{36}', '<id>') AS over_refund;
+SELECT regexp_replace(t.err(format('UPDATE oms.order_items SET quantity_canceled = -1 WHERE order_id = %L', :'o2')), '[0-9a-f-]{36}', '<id>') AS negative;
 -- And the derived statuses only move as their machines allow.
 SELECT regexp_replace(t.err(format('UPDATE oms.orders SET fulfillment_status = %L WHERE id = %L', 'unfulfilled', :'o2')), '[0-9a-f-]{36}', '<id>') AS back_to_unfulfilled;
 SELECT regexp_replace(t.err(format('UPDATE oms.orders SET payment_status = %L WHERE id = %L', 'unpaid', :'o2')), '[0-9a-f-]{36}', '<id>') AS back_to_unpaid;
