@@ -523,9 +523,13 @@ BEGIN
 		-- event and the restock are done.  Record this refund only.
 		PERFORM oms._timeline(p_saga.order_id, 'refund.completed', v_data);
 	ELSIF v_payment.refunded = v_payment.captured THEN
-		-- Everything is paid back: what has not shipped will not, and its
-		-- stock goes back to its locations.  The units canceled or returned
+		-- Everything is paid back: what has not shipped will not (pending
+		-- shipments are canceled), and its stock goes back to its locations.  The units canceled or returned
 		-- are refunded with the rest.
+		PERFORM oms._move_shipment('oms_cancel_shipment', s.id, 'canceled', NULL, NULL,
+								   'the order was refunded in full', NULL)
+		FROM oms.shipments AS s WHERE s.order_id = p_saga.order_id AND s.status = 'pending'
+		ORDER BY s.created_at, s.id;
 		v_data := v_data || pg_catalog.jsonb_build_object('canceled', oms._cancel_unshipped(p_saga.order_id, NULL));
 		UPDATE oms.order_items AS i SET quantity_refunded = i.quantity_canceled + i.quantity_returned
 		WHERE i.order_id = p_saga.order_id AND i.quantity_refunded < i.quantity_canceled + i.quantity_returned;
@@ -537,7 +541,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION oms._step_complete_refund(oms.sagas) IS
-	'Refund step 2: counts the refunded units, closes a paid return; the order becomes refunded (its unshipped units canceled and restocked) or partially_refunded';
+	'Refund step 2: counts the refunded units, closes a paid return; the order becomes refunded (pending shipments and unshipped units canceled, restocked) or partially_refunded';
 
 -- Derived statuses, shipments, canceled lines (src/sql/fulfillment.sql).
 
