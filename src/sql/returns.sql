@@ -248,7 +248,9 @@ BEGIN
 	SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('line_no', l.line_no, 'quantity', l.quantity)
 								ORDER BY l.line_no)
 	INTO v_lines FROM oms.return_lines AS l WHERE l.return_id = v_return.id;
-	v_refund := oms._refund_lines(v_return.order_id, v_lines, pg_catalog.format('return %s: %s', v_return.id, v_return.reason));
+	-- A refund's reason has at most 1000 characters, as oms_refund_order's.
+	v_refund := oms._refund_lines(v_return.order_id, v_lines,
+								  pg_catalog.left(pg_catalog.format('return %s: %s', v_return.id, v_return.reason), 1000));
 	UPDATE oms.returns AS r
 	SET status = CASE WHEN v_refund IS NULL THEN 'refunded'::oms.return_status ELSE 'received' END,
 		restock_location = oms_receive_return.restock_location,
