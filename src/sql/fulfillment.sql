@@ -398,16 +398,19 @@ BEGIN
 	WHERE r.order_id = p_order_id AND r.status = 'consumed' AND r.quantity > r.shipped;
 	IF pg_catalog.cardinality(v_locations) = 1 THEN
 		RETURN v_locations[1];
+	ELSIF v_locations IS NULL THEN
+		RAISE EXCEPTION 'order "%" has nothing left to ship', p_order_id
+			USING ERRCODE = 'OM003',
+				  DETAIL = 'Every unit is canceled, in a shipment or shipped.';
 	END IF;
 	RAISE EXCEPTION 'location must be given'
 		USING ERRCODE = 'null_value_not_allowed',
-			  DETAIL = CASE WHEN v_locations IS NULL THEN 'The order has no unshipped units.'
-							ELSE pg_catalog.format('The order''s unshipped units are at %s.',
-												   pg_catalog.array_to_string(v_locations, ', ')) END;
+			  DETAIL = pg_catalog.format('The order''s unshipped units are at %s.',
+										 pg_catalog.array_to_string(v_locations, ', '));
 END;
 $$;
 COMMENT ON FUNCTION oms._only_location(uuid) IS
-	'The one location holding an order''s unshipped units; 22004 naming them when there are several or none';
+	'The one location holding an order''s unshipped units; 22004 naming them when there are several, OM003 when none';
 
 CREATE FUNCTION @extschema@.oms_create_shipment(
 	order_id uuid,
