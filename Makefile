@@ -44,7 +44,7 @@ REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 # "make installcheck" runs the tests in the database test/run.sh uses (the
 # health test's output names it); PGXS would say contrib_regression.
 override CONTRIB_TESTDB = oms_regression
-ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired
+ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired ship_cancel_race return_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 # Process-level tests (crash, restart, broker outage) with PostgreSQL's
