@@ -23,6 +23,8 @@ SQL_PARTS   = src/sql/roles.sql \
               src/sql/payment.sql \
               src/sql/saga.sql \
               src/sql/saga_api.sql \
+              src/sql/fulfillment.sql \
+              src/sql/returns.sql \
               src/sql/inbox.sql \
               src/sql/relay.sql \
               src/sql/worker.sql \
@@ -37,12 +39,12 @@ DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # still be installed and updated) and one upgrade script per release.
 DATA        = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations saga saga_at_once refund relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations saga saga_at_once refund fulfillment returns relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 # "make installcheck" runs the tests in the database test/run.sh uses (the
 # health test's output names it); PGXS would say contrib_regression.
 override CONTRIB_TESTDB = oms_regression
-ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired locations_race
+ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired locations_race ship_cancel_race return_race
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 # Process-level tests (crash, restart, broker outage) with PostgreSQL's

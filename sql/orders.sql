@@ -60,3 +60,27 @@ SELECT oms_cancel_order('00000000-0000-0000-0000-0000000000b1');
 SELECT t.err($$SELECT oms_cancel_order('00000000-0000-0000-0000-000000000000')$$);
 SELECT t.err($$SELECT oms_cancel_order(NULL)$$);
 SELECT t.err(format('SELECT oms_cancel_order(%L, %L)', :'id', repeat('r', 1001)));
+
+-- Unknown SKUs at the door (oms.unknown_skus).  The default, accept, takes
+-- an order for a SKU no location stocks (a pre-order: it fails at
+-- reservation unless stock arrives first).
+SHOW oms.unknown_skus;
+SELECT oms_set_stock('KNOWN-1', 5) ->> 'sku' AS sku;
+SELECT oms_create_order('cust-47', '[{"sku": "NOWHERE-1", "quantity": 1, "unit_price": 100}]') ->> 'status' AS accepted;
+SELECT count(*) AS orders_before FROM oms.orders \gset
+-- refuse: OM005 naming the first unknown SKU in item order, nothing
+-- written (no order, no idempotency key).  Any role may choose it for its
+-- session or transaction.
+SET oms.unknown_skus = refuse;
+SELECT t.err($$SELECT oms_create_order('cust-48', '[{"sku": "KNOWN-1", "quantity": 1, "unit_price": 100},
+	{"sku": "NOWHERE-2", "quantity": 1, "unit_price": 100}, {"sku": "NOWHERE-1", "quantity": 1, "unit_price": 100}]',
+	'USD', 'unknown-sku-key')$$) AS refused;
+SELECT count(*) - :orders_before AS orders_written FROM oms.orders;
+SELECT count(*) AS keys_written FROM oms.idempotency_keys WHERE key = 'unknown-sku-key';
+SELECT oms_create_order('cust-48', '[{"sku": "KNOWN-1", "quantity": 1, "unit_price": 100}]') ->> 'status' AS known;
+SET ROLE oms_app;
+SET oms.unknown_skus = accept;
+SHOW oms.unknown_skus;
+RESET ROLE;
+SELECT t.err($$SET oms.unknown_skus = maybe$$) AS bad_value;
+RESET oms.unknown_skus;

@@ -21,8 +21,10 @@ CREATE FUNCTION t.image(p_order uuid) RETURNS SETOF text LANGUAGE sql AS $$
 	UNION ALL
 	SELECT 'outbox ' || x.seq || ' ' || x.type || ' ' || x.aggregatetype || ' '
 		   || (x.payload - 'saga_id' - 'order')::text || ' '
-		   || ((x.payload -> 'order') - 'order_id' - 'customer_id' - 'created_at' - 'updated_at')::text
+		   || ((x.payload -> 'order') - 'order_id' - 'customer_id' - 'created_at' - 'updated_at'
+			   #- '{last_saga,saga_id}')::text
 		   || ' saga ' || coalesce((x.payload ->> 'saga_id' = s.id::text)::text, '-')
+		   || ' last_saga ' || coalesce((x.payload -> 'order' -> 'last_saga' ->> 'saga_id' = s.id::text)::text, '-')
 		   || ' document ' || (x.payload -> 'order' ->> 'order_id' = p_order::text)::text
 	FROM oms.outbox x, oms.sagas s WHERE x.aggregateid = p_order AND s.order_id = p_order
 	UNION ALL

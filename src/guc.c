@@ -321,6 +321,14 @@ static const struct config_enum_entry payment_provider_options[] = {
 };
 static int	oms_payment_provider_choice = 0;
 
+/* What oms_create_order does with a SKU that has no stock record anywhere. */
+static const struct config_enum_entry unknown_skus_options[] = {
+	{"accept", 0, false},
+	{"refuse", 1, false},
+	{NULL, 0, false}
+};
+static int	oms_unknown_skus_choice = 0;
+
 /* Remote payment provider over Kafka (see src/inbox.c). */
 static int	oms_payment_reply_timeout = 30 * 1000;
 static char *oms_kafka_payment_commands_topic = NULL;
@@ -382,6 +390,15 @@ define_saga_gucs(void)
 							 &oms_payment_provider_choice,
 							 0, payment_provider_options,
 							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomEnumVariable("oms.unknown_skus",
+							 "What oms_create_order does with a SKU that has no stock record in any location.",
+							 "accept takes the order (it fails at reservation unless stock arrives first: "
+							 "pre-orders); refuse raises OM005 and writes nothing.  Any role may set it "
+							 "for its own session or transaction.",
+							 &oms_unknown_skus_choice,
+							 0, unknown_skus_options,
+							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("oms.payment_reply_timeout",
 							"How long a payment command waits for its reply from the remote provider.",

@@ -2,9 +2,10 @@
 -- Owns: a tour of the oms SQL API, meant to be read on screen: stock, an
 -- order created, read back and replayed with its key, paid and confirmed by
 -- the background worker, a declined payment and its compensation, a cancel
--- while processing, a partial and a full refund, a refused transition, and
--- the stock levels and saga metrics, every event as Kafka has it, read
--- back with kcat, and the relay's status; at the end one order paid
+-- while processing, a partial and a full refund, a refused transition, the
+-- stock levels, an order's life after confirmation (stock in two locations,
+-- two shipments, a return, a canceled line), the saga metrics, every event
+-- as Kafka has it, read back with kcat, and the relay's status; at the end one order paid
 -- through the remote payment provider over Kafka (oms.payment_provider =
 -- 'kafka': the charge command on oms.payment-commands, the test payment
 -- service's reply on oms.payment-replies, consumed into oms.inbox); then a
@@ -122,6 +123,29 @@ BEGIN
 END;
 $$;
 
+-- Waits until every saga of the order has finished (refund sagas included).
+CREATE FUNCTION pg_temp.wait_for_sagas(p_order uuid, p_timeout interval DEFAULT '30s')
+RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	v_start timestamptz := clock_timestamp();
+BEGIN
+	LOOP
+		IF NOT EXISTS (SELECT FROM oms.sagas AS s
+					   WHERE s.order_id = p_order AND s.status IN ('running', 'compensating')) THEN
+			RETURN format('its sagas finished after %s ms',
+						  round(extract(epoch FROM clock_timestamp() - v_start) * 1000));
+		END IF;
+		IF clock_timestamp() > v_start + p_timeout THEN
+			RAISE EXCEPTION 'demo: the sagas of order % did not finish within %', p_order, p_timeout
+				USING HINT = 'Look at SELECT * FROM oms.sagas and the server log.';
+		END IF;
+		PERFORM pg_sleep(0.02);
+	END LOOP;
+END;
+$$;
+
 -- Kafka records as kcat prints them with -f '%p\t%o\t%k\t%h\n'
 -- (partition, offset, key, headers as name=value,name=value,...).
 CREATE TABLE pg_temp.kafka_records (
@@ -137,7 +161,8 @@ CREATE TEMPORARY VIEW kafka_events AS
 		   r.headers
 	FROM pg_temp.kafka_records AS r;
 
--- True when the records are the status changes of the timelines, each once
+-- True when the records are the events of the timelines (the entries with a
+-- status: status moves, shipments, returns, canceled lines), each once
 -- (key, ce_omsseq and ce_type), and every order's records share a partition.
 CREATE FUNCTION pg_temp.kafka_matches_timelines()
 RETURNS boolean
@@ -287,7 +312,55 @@ SELECT amount, captured, refunded, status FROM oms.payments WHERE order_id = :'o
 SELECT sku, on_hand, reserved, available FROM oms.stock_levels ORDER BY sku;
 
 \echo
-\echo '== 13. The outbox relay: every status change went to Kafka, then left the outbox =='
+\echo '== 13. The rest of an order''s life: two locations, two shipments, a return, a cancel =='
+\echo 'two warehouses; east is preferred (priority 0). No single one holds the whole basket,'
+\echo 'so the reservation is split across them:'
+SELECT l ->> 'code' AS location, l ->> 'priority' AS priority
+FROM (VALUES (oms_set_location('east', 'East warehouse', 0)), (oms_set_location('west', 'West warehouse', 1))) AS v(l);
+SELECT sku, location, on_hand FROM (VALUES
+	(oms_set_stock('MUG-1', 2, 'east')), (oms_set_stock('MUG-1', 5, 'west')),
+	(oms_set_stock('TEA-1', 5, 'east')), (oms_set_stock('SPOON-1', 5, 'west'))) AS v(l),
+	LATERAL jsonb_to_record(l) AS x(sku text, location text, on_hand bigint);
+SELECT oms_create_order('cust-life', '[{"sku": "MUG-1", "quantity": 3, "unit_price": 1200},
+	{"sku": "TEA-1", "quantity": 2, "unit_price": 800}, {"sku": "SPOON-1", "quantity": 1, "unit_price": 300}]')
+	->> 'order_id' AS life \gset
+SELECT oms_pay_order(:'life', 'test_ok') ->> 'status' AS status;
+SELECT pg_temp.wait_for(:'life', 'confirmed') AS waited;
+SELECT sku, location, quantity FROM oms.reservations WHERE order_id = :'life' ORDER BY sku, location;
+\echo 'shipment 1 from east (everything east holds for it), handed to DHL and delivered:'
+SELECT oms_create_shipment(:'life', location => 'east', carrier => 'DHL') -> 'shipment' ->> 'shipment_id' AS ship1 \gset
+SELECT d -> 'shipment' ->> 'status' AS shipment, d ->> 'fulfillment_status' AS fulfillment
+FROM oms_ship(:'ship1', tracking_number => 'DHL-0001') AS d;
+SELECT d -> 'shipment' ->> 'status' AS shipment, d ->> 'fulfillment_status' AS fulfillment
+FROM oms_mark_delivered(:'ship1') AS d;
+\echo 'shipment 2 from west: one mug, on its way:'
+SELECT oms_create_shipment(:'life', '[{"sku": "MUG-1", "quantity": 1}]', 'west', 'UPS', 'UPS-0002')
+	-> 'shipment' ->> 'shipment_id' AS ship2 \gset
+SELECT d -> 'shipment' ->> 'status' AS shipment, d ->> 'fulfillment_status' AS fulfillment
+FROM oms_ship(:'ship2') AS d;
+\echo 'a return of one delivered tea, received back into east and refunded by the refund saga:'
+SELECT oms_request_return(:'life', 'arrived damaged', '[{"sku": "TEA-1", "quantity": 1}]') -> 'return' ->> 'return_id' AS rma \gset
+SELECT d -> 'return' ->> 'status' AS return_status, d -> 'return' -> 'refund' ->> 'amount' AS refund
+FROM oms_receive_return(:'rma', 'east') AS d;
+SELECT pg_temp.wait_for_sagas(:'life') AS waited;
+\echo 'the spoon has not shipped: cancel it; its unit goes back to west and is refunded:'
+SELECT d -> 'canceled' -> 0 ->> 'sku' AS canceled, d -> 'refund' ->> 'amount' AS refund
+FROM oms_cancel_items(:'life', '[{"sku": "SPOON-1", "quantity": 1}]', 'out of stock at the packer') AS d;
+SELECT pg_temp.wait_for_sagas(:'life') AS waited;
+\echo 'the order now: three status dimensions, and the ledger of every line:'
+SELECT d ->> 'status' AS status, d ->> 'payment_status' AS payment, d ->> 'fulfillment_status' AS fulfillment
+FROM oms_get_order(:'life') AS d;
+SELECT line_no, sku, quantity, quantity_canceled AS canceled, quantity_shipped AS shipped,
+	quantity_delivered AS delivered, quantity_returned AS returned, quantity_refunded AS refunded
+FROM oms.order_items WHERE order_id = :'life' ORDER BY line_no;
+SELECT captured, refunded FROM oms.payments WHERE order_id = :'life';
+SELECT sku, location, on_hand, available FROM oms.location_stock_levels
+WHERE sku IN ('MUG-1', 'TEA-1', 'SPOON-1') ORDER BY sku, location;
+\echo 'its timeline:'
+SELECT seq, event_type, to_status FROM oms_order_timeline(:'life') WHERE event_type NOT LIKE 'saga.%';
+
+\echo
+\echo '== 14. The outbox relay: every status change went to Kafka, then left the outbox =='
 SELECT pg_temp.wait_for_relay() AS waited;
 SELECT count(*) AS events_left_in_outbox FROM oms.outbox;
 SELECT s ->> 'published_total' AS published_total, s ->> 'pending' AS pending,
@@ -295,23 +368,23 @@ SELECT s ->> 'published_total' AS published_total, s ->> 'pending' AS pending,
 FROM oms_relay_status() AS s;
 
 \echo
-\echo '== 14. Saga metrics =='
+\echo '== 15. Saga metrics =='
 SELECT * FROM oms.saga_metrics;
 SELECT kind, step, steps, round(p50_ms::numeric, 1) AS p50_ms FROM oms.saga_step_latency ORDER BY kind, step;
 
 \echo
-\echo '== 15. The state machine: every allowed move =='
-SELECT * FROM oms.order_transitions ORDER BY 1, 2;
+\echo '== 16. The state machines: every allowed move of the order''s life, payment and fulfillment, a shipment and a return =='
+SELECT machine, from_status, to_status, event FROM oms.status_transitions;
 
 \echo
-\echo '== 16. The events in Kafka, read back by an independent consumer (kcat) =='
+\echo '== 17. The events in Kafka, read back by an independent consumer (kcat) =='
 \echo 'the whole topic, read with kcat into a temporary table (partition, offset, key, headers):'
 \echo '\\copy pg_temp.kafka_records FROM PROGRAM ''kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.order-events -o beginning -e -q -f ''''%p\\t%o\\t%k\\t%h\\n'''''''
 -- Not echoed: psql would print the COPY ... FROM STDIN it sends instead.
 \set ECHO none
 \copy pg_temp.kafka_records FROM PROGRAM 'kcat -C -b "$OMS_KAFKA_BOOTSTRAP" -t oms.order-events -o beginning -e -q -f ''%p\t%o\t%k\t%h\n'''
 \set ECHO queries
-\echo 'one record per status change; key = order id, so each order stays in one partition, in ce_omsseq order:'
+\echo 'one record per change (a status move, a shipment, a return); key = order id, so each order stays in one partition, in ce_omsseq order:'
 SELECT o.customer_id AS customer, k.key, k.ce_omsseq, k.ce_type, k.partition, k."offset"
 FROM pg_temp.kafka_events AS k LEFT JOIN oms.orders AS o ON o.id::text = k.key
 ORDER BY o.created_at, k.ce_omsseq;
@@ -319,7 +392,7 @@ ORDER BY o.created_at, k.ce_omsseq;
 SELECT split_part(h, '=', 1) AS header, substr(h, length(split_part(h, '=', 1)) + 2) AS value
 FROM pg_temp.kafka_events AS k, regexp_split_to_table(k.headers, ',') AS h
 WHERE k.key = :'order1' AND k.ce_omsseq = 1;
-\echo 'Kafka holds exactly the status changes of the timelines, once each, each order in one partition:'
+\echo 'Kafka holds exactly the events of the timelines, once each, each order in one partition:'
 SELECT count(*) AS records, count(DISTINCT key) AS orders, pg_temp.kafka_matches_timelines() AS matches_timelines
 FROM pg_temp.kafka_events;
 -- The demo doubles as a smoke test of the relay; plumbing, not echoed.
@@ -328,11 +401,11 @@ SELECT pg_temp.kafka_matches_timelines() AS kafka_ok \gset
 \set ECHO queries
 \if :kafka_ok
 \else
-DO $$ BEGIN RAISE EXCEPTION 'demo: the records in Kafka differ from the status changes in the timelines'; END $$;
+DO $$ BEGIN RAISE EXCEPTION 'demo: the records in Kafka differ from the events in the timelines'; END $$;
 \endif
 
 \echo
-\echo '== 17. The relay''s status =='
+\echo '== 18. The relay''s status =='
 \pset format unaligned
 \pset tuples_only on
 SELECT pg_catalog.jsonb_pretty(oms_relay_status());
@@ -340,7 +413,7 @@ SELECT pg_catalog.jsonb_pretty(oms_relay_status());
 \pset tuples_only off
 
 \echo
-\echo '== 18. Pay through the remote payment provider over Kafka =='
+\echo '== 19. Pay through the remote payment provider over Kafka =='
 \echo 'so far the test provider answered in the worker itself; now the worker and this session'
 \echo 'switch to oms.payment_provider = kafka: the charge becomes a command on oms.payment-commands,'
 \echo 'the test payment service (test/payment/service.py) answers on oms.payment-replies, and the'
@@ -389,7 +462,7 @@ RESET oms.payment_provider;
 \set ECHO queries
 
 \echo
-\echo '== 19. A traced request =='
+\echo '== 20. A traced request =='
 \echo 'the caller passes its W3C trace context with SET LOCAL oms.traceparent; oms stores it on the'
 \echo 'timeline and sends it as the traceparent header of every event the request causes, including'
 \echo 'those the worker publishes later for the same saga:'
@@ -415,7 +488,7 @@ SET oms.traceparent = '00-not-a-trace-01';
 \set ON_ERROR_STOP on
 
 \echo
-\echo '== 20. Operating it: health, metrics, reports, maintenance =='
+\echo '== 21. Operating it: health, metrics, reports, maintenance =='
 \echo 'oms_health(): ok, degraded or down, with the reasons (a load balancer polls it):'
 SELECT h->>'status' AS status, h->'reasons' AS reasons, h->'outbox'->>'pending' AS outbox_pending
 FROM oms_health() AS h;

@@ -17,6 +17,32 @@
  * items, its timeline entry and its outbox event are one statement that
  * writes what oms._order_document and oms._record_change would.
  */
+-- oms.unknown_skus = refuse: OM005 for the first SKU (in item order) that
+-- has no stock record in any location.
+CREATE FUNCTION oms._refuse_unknown_skus(p_items jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_sku text;
+	v_line integer;
+BEGIN
+	SELECT i.sku, i.line_no INTO v_sku, v_line
+	FROM pg_catalog.jsonb_to_recordset(p_items) AS i(line_no integer, sku text)
+	WHERE NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = i.sku)
+	ORDER BY i.line_no LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'unknown SKU "%"', v_sku
+			USING ERRCODE = 'OM005',
+				  DETAIL = pg_catalog.format('Item %s: the SKU has no stock record in any location.', v_line),
+				  HINT = 'Set its stock with oms_set_stock(), or take the order with oms.unknown_skus = accept.';
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._refuse_unknown_skus(jsonb) IS
+	'Raises OM005 for the first item whose SKU has no stock record (oms.unknown_skus = refuse)';
+
 CREATE FUNCTION oms._create_order(p_customer_id text, p_items jsonb, p_currency text,
 								  p_idempotency_key text, p_metadata jsonb)
 RETURNS jsonb
@@ -50,6 +76,9 @@ BEGIN
 	-- The request is identified by its priced, normalized items, so that
 	-- 2 and 2.0 or reordered keys are the same request.
 	v_priced := oms._price_items(p_items);
+	IF pg_catalog.current_setting('oms.unknown_skus') = 'refuse' THEN
+		PERFORM oms._refuse_unknown_skus(v_priced -> 'items');
+	END IF;
 
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._request_hash
@@ -86,13 +115,20 @@ BEGIN
 				'order_id', o.id,
 				'customer_id', o.customer_id,
 				'status', o.status,
+				'payment_status', o.payment_status,
+				'fulfillment_status', o.fulfillment_status,
 				'currency', o.currency,
 				'total', o.total,
-				'items', v_priced -> 'items',
+				'items', (SELECT pg_catalog.jsonb_agg(i.item || '{"quantity_canceled": 0, "quantity_fulfilling": 0,
+									"quantity_shipped": 0, "quantity_delivered": 0, "quantity_returning": 0,
+									"quantity_returned": 0, "quantity_refunded": 0}'::jsonb ORDER BY i.n)
+						  FROM pg_catalog.jsonb_array_elements(v_priced -> 'items') WITH ORDINALITY AS i(item, n)),
 				'version', o.version,
 				'metadata', o.metadata,
 				'created_at', pg_catalog.to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-				'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+				'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+				-- oms._order_outcomes of a new order.
+				'last_saga', NULL, 'shipments', '[]'::jsonb, 'returns', '[]'::jsonb)
 				AS document
 		FROM o
 	), c AS (
@@ -293,6 +329,7 @@ REVOKE ALL ON FUNCTION @extschema@.oms_create_order(text, text, text, text, json
 REVOKE ALL ON FUNCTION @extschema@.oms_get_order(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_order_timeline(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._create_order(text, jsonb, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._refuse_unknown_skus(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_create_order(text, jsonb, text, text, jsonb),
 	@extschema@.oms_create_order(text, text, text, text, jsonb),

@@ -66,12 +66,57 @@ BEGIN
 						'sku', i.sku,
 						'quantity', i.quantity,
 						'unit_price', i.unit_price,
-						'line_total', i.line_total) ORDER BY i.line_no), '[]'::jsonb)
+						'line_total', i.line_total,
+						'quantity_canceled', i.quantity_canceled,
+						'quantity_fulfilling', i.quantity_fulfilling,
+						'quantity_shipped', i.quantity_shipped,
+						'quantity_delivered', i.quantity_delivered,
+						'quantity_returning', i.quantity_returning,
+						'quantity_returned', i.quantity_returned,
+						'quantity_refunded', i.quantity_refunded) ORDER BY i.line_no), '[]'::jsonb)
 			FROM oms.order_items AS i
 			WHERE i.order_id = p_order_id);
 END;
 $$;
-COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order as a JSON array';
+COMMENT ON FUNCTION oms._order_items_json(uuid) IS 'The lines of an order with their quantity ledger as a JSON array';
+
+/*
+ * What the order document says about the order's work beyond its lines:
+ * the outcome of its last saga (why it failed, when it did: the failed
+ * step, the SQLSTATE-like code, the reason, and the payment provider's own
+ * message when the provider refused), and each shipment and return.
+ */
+CREATE FUNCTION oms._order_outcomes(p_order_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN pg_catalog.jsonb_build_object(
+		'last_saga', (SELECT pg_catalog.jsonb_build_object(
+							'saga_id', s.id, 'kind', s.kind, 'status', s.status, 'outcome', s.outcome,
+							'error', CASE WHEN s.error IS NOT NULL AND s.status <> 'completed' THEN
+								pg_catalog.jsonb_build_object(
+									'step', s.error ->> 'step',
+									'code', s.error ->> 'sqlstate',
+									'reason', s.error ->> 'message',
+									'detail', s.error ->> 'detail',
+									'provider_message',
+									CASE WHEN s.error ->> 'step' IN ('pay', 'refund_payment')
+											  AND s.error ->> 'sqlstate' IN ('OM010', 'OM013')
+										 THEN pg_catalog.substring(s.error ->> 'message', ': (.*)$') END) END,
+							'finished_at', pg_catalog.to_char(s.finished_at AT TIME ZONE 'UTC',
+															  'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+					  FROM oms.sagas AS s WHERE s.order_id = p_order_id
+					  ORDER BY s.created_at DESC, s.id DESC LIMIT 1),
+		'shipments', (SELECT coalesce(pg_catalog.jsonb_agg(oms._shipment_json(s) ORDER BY s.created_at, s.id), '[]')
+					  FROM oms.shipments AS s WHERE s.order_id = p_order_id),
+		'returns', (SELECT coalesce(pg_catalog.jsonb_agg(oms._return_json(r) ORDER BY r.created_at, r.id), '[]')
+					FROM oms.returns AS r WHERE r.order_id = p_order_id));
+END;
+$$;
+COMMENT ON FUNCTION oms._order_outcomes(uuid) IS
+	'The order document''s last_saga (outcome and error of the order''s last saga), shipments and returns';
 
 -- The order document returned by the API and carried by events.  Times are
 -- UTC with microseconds, whatever the session's time zone, so that the same
@@ -86,13 +131,16 @@ BEGIN
 		'order_id', p_order.id,
 		'customer_id', p_order.customer_id,
 		'status', p_order.status,
+		'payment_status', p_order.payment_status,
+		'fulfillment_status', p_order.fulfillment_status,
 		'currency', p_order.currency,
 		'total', p_order.total,
 		'items', p_items,
 		'version', p_order.version,
 		'metadata', p_order.metadata,
 		'created_at', pg_catalog.to_char(p_order.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-		'updated_at', pg_catalog.to_char(p_order.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
+		'updated_at', pg_catalog.to_char(p_order.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+		|| oms._order_outcomes(p_order.id);
 END;
 $$;
 COMMENT ON FUNCTION oms._order_document(oms.orders, jsonb) IS 'Builds the JSON order document from an order row and its items';
@@ -195,6 +243,12 @@ BEGIN
 		RAISE EXCEPTION 'order "%" is already %', p_order_id, p_to_status
 			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
+	-- An order that ends without shipping ends with its lines canceled:
+	-- the ledger (and so its fulfillment status) says so.
+	IF p_to_status IN ('canceled', 'failed') THEN
+		UPDATE oms.order_items AS i SET quantity_canceled = i.quantity - i.quantity_fulfilling - i.quantity_shipped
+		WHERE i.order_id = p_order_id AND i.quantity_canceled < i.quantity - i.quantity_fulfilling - i.quantity_shipped;
+	END IF;
 	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
 	WITH o AS (
 		UPDATE oms.orders AS o
@@ -208,6 +262,8 @@ BEGIN
 				'order_id', o.id,
 				'customer_id', o.customer_id,
 				'status', o.status,
+				'payment_status', o.payment_status,
+				'fulfillment_status', o.fulfillment_status,
 				'currency', o.currency,
 				'total', o.total,
 				'items', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
@@ -215,13 +271,21 @@ BEGIN
 									'sku', i.sku,
 									'quantity', i.quantity,
 									'unit_price', i.unit_price,
-									'line_total', i.line_total) ORDER BY i.line_no), '[]'::jsonb)
+									'line_total', i.line_total,
+									'quantity_canceled', i.quantity_canceled,
+									'quantity_fulfilling', i.quantity_fulfilling,
+									'quantity_shipped', i.quantity_shipped,
+									'quantity_delivered', i.quantity_delivered,
+									'quantity_returning', i.quantity_returning,
+									'quantity_returned', i.quantity_returned,
+									'quantity_refunded', i.quantity_refunded) ORDER BY i.line_no), '[]'::jsonb)
 						  FROM oms.order_items AS i
 						  WHERE i.order_id = o.id),
 				'version', o.version,
 				'metadata', o.metadata,
 				'created_at', pg_catalog.to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
 				'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+				|| oms._order_outcomes(o.id)
 				AS document
 		FROM o
 	), e AS (
@@ -254,5 +318,6 @@ REVOKE ALL ON FUNCTION oms._check_publishable(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._lock_order(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._order_document(oms.orders, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._order_items_json(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_outcomes(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._record_change(oms.orders, text, oms.order_status, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._timeline(uuid, text, jsonb) FROM PUBLIC;

@@ -313,12 +313,24 @@ BEGIN
 	SELECT o.status INTO v_status FROM oms.orders AS o WHERE o.id = p_saga.order_id;
 	v_data := pg_catalog.jsonb_build_object('refund_id', v_refund.id, 'amount', v_refund.amount,
 											 'refunded_total', v_payment.refunded, 'reason', v_refund.reason);
+	-- Units this refund pays back (canceled lines, a return) now count as
+	-- refunded, and the return it pays is closed.
+	PERFORM oms._refund_succeeded(v_refund.id);
 	IF v_payment.refunded = v_payment.captured AND v_status = 'refunded' THEN
 		-- Another refund saga already completed the order: its status, its
 		-- event and the restock are done.  Record this refund only.
 		PERFORM oms._timeline(p_saga.order_id, 'refund.completed', v_data);
 	ELSIF v_payment.refunded = v_payment.captured THEN
-		PERFORM oms._move_reserved_stock(p_saga.order_id, 'consumed', 'released', 1);
+		-- Everything is paid back: what has not shipped will not (pending
+		-- shipments are canceled), and its stock goes back to its locations.  The units canceled or returned
+		-- are refunded with the rest.
+		PERFORM oms._move_shipment('oms_cancel_shipment', s.id, 'canceled', NULL, NULL,
+								   'the order was refunded in full', NULL)
+		FROM oms.shipments AS s WHERE s.order_id = p_saga.order_id AND s.status = 'pending'
+		ORDER BY s.created_at, s.id;
+		v_data := v_data || pg_catalog.jsonb_build_object('canceled', oms._cancel_unshipped(p_saga.order_id, NULL));
+		UPDATE oms.order_items AS i SET quantity_refunded = i.quantity_canceled + i.quantity_returned
+		WHERE i.order_id = p_saga.order_id AND i.quantity_refunded < i.quantity_canceled + i.quantity_returned;
 		PERFORM oms._change_status(p_saga.order_id, 'refunded', 'order.refunded', v_data);
 	ELSE
 		PERFORM oms._change_status(p_saga.order_id, 'partially_refunded', 'order.partially_refunded', v_data);
@@ -327,7 +339,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION oms._step_complete_refund(oms.sagas) IS
-	'Refund step 2: the order becomes refunded (and is restocked) or partially_refunded';
+	'Refund step 2: counts the refunded units, closes a paid return; the order becomes refunded (pending shipments and unshipped units canceled, restocked) or partially_refunded';
 
 CREATE FUNCTION oms._run_step(p_saga oms.sagas, p_step oms.saga_steps, p_now timestamptz)
 RETURNS text

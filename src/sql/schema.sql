@@ -38,6 +38,24 @@ CREATE TYPE oms.order_status AS ENUM (
 );
 COMMENT ON TYPE oms.order_status IS 'Order lifecycle status; allowed moves are in oms.order_transitions';
 
+-- The two other dimensions of an order's status, derived from its payment
+-- and its line ledger (src/sql/fulfillment.sql); labels and moves in
+-- src/state.c, in the same order.
+CREATE TYPE oms.payment_status AS ENUM ('unpaid', 'paid', 'partially_refunded', 'refunded');
+COMMENT ON TYPE oms.payment_status IS
+	'What the order''s payment stands at, derived from its captured and refunded amounts; moves in oms.status_transitions';
+CREATE TYPE oms.fulfillment_status AS ENUM (
+	'unfulfilled',
+	'partially_fulfilled',
+	'fulfilled',
+	'delivered',
+	'partially_returned',
+	'returned',
+	'canceled'
+);
+COMMENT ON TYPE oms.fulfillment_status IS
+	'Where the order''s goods stand, derived from the quantity ledger of its lines; moves in oms.status_transitions';
+
 CREATE TABLE oms.currencies (
 	code		text PRIMARY KEY CHECK (code ~ '^[A-Z]{3}$'),
 	exponent	smallint NOT NULL CHECK (exponent BETWEEN 0 AND 4),
@@ -69,7 +87,10 @@ CREATE TABLE oms.orders (
 	timeline_seq integer NOT NULL DEFAULT 0,
 	event_seq	bigint NOT NULL DEFAULT 0,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	-- Last columns: 0.4.0 added them (ALTER TABLE appends).
+	payment_status oms.payment_status NOT NULL DEFAULT 'unpaid',
+	fulfillment_status oms.fulfillment_status NOT NULL DEFAULT 'unfulfilled'
 );
 CREATE INDEX orders_customer_idx ON oms.orders (customer_id, created_at);
 COMMENT ON TABLE oms.orders IS 'One row per order; status changes are guarded by the state machine trigger';
@@ -77,6 +98,10 @@ COMMENT ON COLUMN oms.orders.total IS 'Sum of the line totals in minor units of 
 COMMENT ON COLUMN oms.orders.version IS 'Starts at 1 and grows by one on every status transition (set by the trigger)';
 COMMENT ON COLUMN oms.orders.timeline_seq IS 'Sequence number of the last timeline entry of this order';
 COMMENT ON COLUMN oms.orders.event_seq IS 'Sequence number of the last outbox event of this order';
+COMMENT ON COLUMN oms.orders.payment_status IS
+	'Derived from the order''s payment by a trigger on oms.payments; guarded by the payment machine';
+COMMENT ON COLUMN oms.orders.fulfillment_status IS
+	'Derived from the line ledger by a trigger on oms.order_items; guarded by the fulfillment machine';
 
 CREATE TABLE oms.order_items (
 	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,
@@ -85,10 +110,32 @@ CREATE TABLE oms.order_items (
 	quantity	integer NOT NULL CHECK (quantity > 0),
 	unit_price	bigint NOT NULL CHECK (unit_price >= 0),
 	line_total	bigint NOT NULL,
+	-- Last columns: 0.4.0 added the quantity ledger (ALTER TABLE appends).
+	quantity_canceled integer NOT NULL DEFAULT 0 CHECK (quantity_canceled >= 0),
+	quantity_fulfilling integer NOT NULL DEFAULT 0 CHECK (quantity_fulfilling >= 0),
+	quantity_shipped integer NOT NULL DEFAULT 0 CHECK (quantity_shipped >= 0),
+	quantity_delivered integer NOT NULL DEFAULT 0 CHECK (quantity_delivered >= 0),
+	quantity_returning integer NOT NULL DEFAULT 0 CHECK (quantity_returning >= 0),
+	quantity_returned integer NOT NULL DEFAULT 0 CHECK (quantity_returned >= 0),
+	quantity_refunded integer NOT NULL DEFAULT 0 CHECK (quantity_refunded >= 0),
 	PRIMARY KEY (order_id, line_no),
-	CHECK (line_total = quantity * unit_price)
+	CHECK (line_total = quantity * unit_price),
+	CONSTRAINT order_items_ship_check
+		CHECK (quantity_canceled + quantity_fulfilling + quantity_shipped <= quantity),
+	CONSTRAINT order_items_deliver_check CHECK (quantity_delivered <= quantity_shipped),
+	CONSTRAINT order_items_return_check CHECK (quantity_returning + quantity_returned <= quantity_delivered),
+	CONSTRAINT order_items_refund_check CHECK (quantity_refunded <= quantity_canceled + quantity_returned)
 );
-COMMENT ON TABLE oms.order_items IS 'Order lines; amounts in minor units of the order currency';
+COMMENT ON TABLE oms.order_items IS
+	'Order lines with their quantity ledger; amounts in minor units of the order currency';
+COMMENT ON COLUMN oms.order_items.quantity IS 'Units ordered';
+COMMENT ON COLUMN oms.order_items.quantity_canceled IS 'Units canceled before shipping (their stock given back)';
+COMMENT ON COLUMN oms.order_items.quantity_fulfilling IS 'Units in pending shipments, not handed to a carrier yet';
+COMMENT ON COLUMN oms.order_items.quantity_shipped IS 'Units in shipments handed to a carrier';
+COMMENT ON COLUMN oms.order_items.quantity_delivered IS 'Shipped units the carrier delivered';
+COMMENT ON COLUMN oms.order_items.quantity_returning IS 'Delivered units in open return requests';
+COMMENT ON COLUMN oms.order_items.quantity_returned IS 'Delivered units received back';
+COMMENT ON COLUMN oms.order_items.quantity_refunded IS 'Canceled or returned units refunded through a refund saga';
 
 CREATE TABLE oms.order_events (
 	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,

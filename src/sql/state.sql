@@ -1,5 +1,7 @@
--- state.sql: the order state machine, exposed from the C transition table
--- in src/state.c, and the trigger that enforces it on oms.orders.
+-- state.sql: the state machines (the order's life, payment, fulfillment,
+-- shipment, return), exposed from the C transition tables in src/state.c,
+-- and the trigger that enforces them on oms.orders (the shipment and
+-- return tables get theirs in fulfillment.sql and returns.sql).
 --
 -- requires: schema
 
@@ -21,6 +23,30 @@ SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_transition_allowed';
 COMMENT ON FUNCTION oms._transition_allowed(oms.order_status, oms.order_status) IS
 	'oms_transition_allowed for oms''s own code';
+
+CREATE FUNCTION @extschema@.oms_transition_allowed(machine text, from_status text, to_status text)
+RETURNS boolean
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_machine_transition_allowed';
+COMMENT ON FUNCTION @extschema@.oms_transition_allowed(text, text, text) IS
+	'True when the state machine (order, payment, fulfillment, shipment or return) allows a move from from_status to to_status';
+
+CREATE FUNCTION oms._transition_allowed_any(p_machine text, p_from text, p_to text)
+RETURNS boolean
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_machine_transition_allowed';
+COMMENT ON FUNCTION oms._transition_allowed_any(text, text, text) IS
+	'oms_transition_allowed(machine, from, to) for oms''s own code';
+
+CREATE FUNCTION @extschema@.oms_state_machine_dot(machine text)
+RETURNS text
+LANGUAGE c STRICT IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_state_machine_dot';
+COMMENT ON FUNCTION @extschema@.oms_state_machine_dot(text) IS
+	'A state machine (order, payment, fulfillment, shipment or return) as a Graphviz digraph, generated from its C transition table';
 
 CREATE FUNCTION @extschema@.oms_state_machine_dot()
 RETURNS text
@@ -56,13 +82,50 @@ CREATE VIEW oms.order_transitions AS
 	FROM oms._order_transitions() AS t;
 COMMENT ON VIEW oms.order_transitions IS 'Every allowed order status transition and the event that causes it';
 
+CREATE FUNCTION oms._machine_states(OUT machine text, OUT status text, OUT initial boolean,
+									OUT terminal boolean, OUT meaning text)
+RETURNS SETOF record
+LANGUAGE c STRICT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_machine_states';
+COMMENT ON FUNCTION oms._machine_states() IS 'The statuses of every C transition table';
+
+CREATE FUNCTION oms._machine_transitions(OUT machine text, OUT from_status text, OUT to_status text,
+										 OUT event text)
+RETURNS SETOF record
+LANGUAGE c STRICT IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_machine_transitions';
+COMMENT ON FUNCTION oms._machine_transitions() IS 'The transitions of every C transition table';
+
+CREATE VIEW oms.statuses AS
+	SELECT s.machine, s.status, s.initial, s.terminal, s.meaning
+	FROM oms._machine_states() AS s;
+COMMENT ON VIEW oms.statuses IS
+	'Every status of every state machine (order, payment, fulfillment, shipment, return): initial, final, meaning';
+
+CREATE VIEW oms.status_transitions AS
+	SELECT t.machine, t.from_status, t.to_status, t.event
+	FROM oms._machine_transitions() AS t;
+COMMENT ON VIEW oms.status_transitions IS
+	'Every allowed move of every state machine and the event that causes it';
+
+-- The trigger of oms.shipments and oms.returns: one status column each.
+CREATE FUNCTION oms._status_guard()
+RETURNS trigger
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_status_guard';
+COMMENT ON FUNCTION oms._status_guard() IS
+	'Trigger (machine, column, noun, id column): enforces a C transition table on every write of a status column';
+
 CREATE FUNCTION oms._order_status_guard()
 RETURNS trigger
 LANGUAGE c
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'oms_order_status_guard';
 COMMENT ON FUNCTION oms._order_status_guard() IS
-	'Trigger: enforces the transition table on every write to oms.orders.status and maintains version';
+	'Trigger: enforces the order, payment and fulfillment machines on every write to oms.orders and maintains version';
 
 CREATE TRIGGER order_status_guard
 	BEFORE INSERT OR UPDATE ON oms.orders
@@ -92,8 +155,14 @@ ALTER TABLE oms.order_events ENABLE ALWAYS TRIGGER order_events_append_only;
 
 -- Privileges of the objects above: nothing for PUBLIC, each role what it
 -- needs (the roles come from roles.sql, checks.sql verifies).
-GRANT SELECT ON oms.order_states, oms.order_transitions TO oms_reader;
+GRANT SELECT ON oms.order_states, oms.order_transitions, oms.statuses, oms.status_transitions TO oms_reader;
 REVOKE ALL ON FUNCTION @extschema@.oms_state_machine_dot() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_state_machine_dot(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_transition_allowed(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._machine_states() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._machine_transitions() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._status_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._transition_allowed_any(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_transition_allowed(oms.order_status, oms.order_status) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._order_states() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._order_status_guard() FROM PUBLIC;
@@ -102,11 +171,17 @@ REVOKE ALL ON FUNCTION oms._refuse_timeline_update() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._transition_allowed(oms.order_status, oms.order_status) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
-	@extschema@.oms_state_machine_dot()
+	@extschema@.oms_transition_allowed(text, text, text),
+	@extschema@.oms_state_machine_dot(),
+	@extschema@.oms_state_machine_dot(text)
 TO oms_app;
 GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_transition_allowed(oms.order_status, oms.order_status),
+	@extschema@.oms_transition_allowed(text, text, text),
 	@extschema@.oms_state_machine_dot(),
+	@extschema@.oms_state_machine_dot(text),
 	oms._order_states(),
-	oms._order_transitions()
+	oms._order_transitions(),
+	oms._machine_states(),
+	oms._machine_transitions()
 TO oms_reader;

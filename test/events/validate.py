@@ -11,8 +11,10 @@ docs/events/<type>.v1.json (its $ref to the order document resolves to
 docs/events/order.v1.json: no network), the headers against
 docs/events/cloudevent-headers.v1.json, and the headers are cross-checked
 with the event: ce_type = "oms." + type, ce_dataschema =
-"oms:events/<type>/v1", ce_omsaggregate = the first part of type, and
-ce_subject = payload.order.order_id = key.
+"oms:events/<type>/v1", ce_omsaggregate = the aggregate of the type (see
+AGGREGATES), and ce_subject = payload.order.order_id = key.  A shipment or
+return carried by a shipment.* or return.* event must equal its entry in
+the order document (order.shipments, order.returns).
 
 Prints TAP-like lines, one per event type (counts, not one line per event),
 with "# " diagnostics under a failure, and exits 1 on any failure.
@@ -37,6 +39,12 @@ from jsonschema import Draft202012Validator, FormatChecker, RefResolver
 from jsonschema.exceptions import best_match
 
 HEADERS_ID = "oms:schemas/cloudevent-headers/v1"
+# The outbox aggregate (ce_omsaggregate) of each event type's first part:
+# shipments and returns are events of their order, numbered in the order's
+# ce_omsseq sequence and keyed by the order id.
+AGGREGATES = {"order": "order", "shipment": "order", "return": "order", "payment": "payment"}
+# Events that carry one shipment or return, and the order document's list of them.
+CARRIED = {"shipment": ("shipment", "shipments", "shipment_id"), "return": ("return", "returns", "return_id")}
 MAX_DIAGNOSTICS = 5  # per type: enough to see the problem, short enough to read
 
 # RFC 3339 section 5.6 date-time.  jsonschema checks "date-time" only with
@@ -110,6 +118,24 @@ def describe(error):
     return f"{path or '(top)'}: {short(error.message, 160)}"
 
 
+def carried_problems(etype, payload):
+    """A shipment.* or return.* event's shipment or return must be the one
+    in its order document, field for field."""
+    kind = etype.split(".")[0]
+    if kind not in CARRIED or not isinstance(payload, dict):
+        return []
+    field, listed, key = CARRIED[kind]
+    item, order = payload.get(field), payload.get("order")
+    if not isinstance(item, dict) or not isinstance(order, dict) or not isinstance(order.get(listed), list):
+        return []  # the schema reports it
+    same = [x for x in order[listed] if isinstance(x, dict) and x.get(key) == item.get(key)]
+    if len(same) != 1:
+        return [f"{field} {item.get(key)!r} appears {len(same)} times in order.{listed}"]
+    if same[0] != item:
+        return [f"{field} differs from its entry in order.{listed}"]
+    return []
+
+
 def short(text, limit=200):
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -168,6 +194,8 @@ def main():
             error = best_match(validator.iter_errors(payload))
             if error is not None:
                 problems.append("payload " + describe(error))
+            else:
+                problems.extend(carried_problems(etype, payload))
         if headers is not None:
             s["headers"] += 1
             if not isinstance(headers, dict):
@@ -179,7 +207,7 @@ def main():
                 expected = {
                     "ce_type": "oms." + etype,
                     "ce_dataschema": f"oms:events/{etype}/v1",
-                    "ce_omsaggregate": etype.split(".")[0],
+                    "ce_omsaggregate": AGGREGATES.get(etype.split(".")[0], "(no aggregate for this type)"),
                 }
                 order = payload.get("order") if isinstance(payload, dict) else None
                 if isinstance(order, dict) and "order_id" in order:

@@ -48,6 +48,8 @@ STATEMENT_TIMEOUT = "20s"      # a hang guard, not a timing assertion
 
 STATUSES = ["pending", "processing", "cancel_requested", "confirmed", "canceled",
             "failed", "partially_refunded", "refunded"]
+SHIPMENT_STATUSES = ["pending", "shipped", "delivered", "canceled"]
+RETURN_STATUSES = ["requested", "received", "refunded", "rejected"]
 ROLES = [("app", "oms_app"), ("reader", "oms_reader"), ("admin", "oms_admin")]
 FIXTURE_SKUS = ["FZ-1", "FZ-2", "FZ-3", "FZ-\u2615-4"]
 # Stock locations besides 'default': a little of each fixture SKU there, so
@@ -783,6 +785,173 @@ def items_total_problem(texts):
 
 
 # --------------------------------------------------------------------------
+# After confirmation: shipments, canceled lines, returns (the ledger calls)
+
+MACHINES = ["order", "payment", "fulfillment", "shipment", "return"]
+
+
+def gen_goods_order_id(ctx):
+    """The ledger calls: mostly an order whose goods moved (the fixtures'
+    orders with shipments and returns, in whatever status the round left
+    them), else any order as gen_order_id gives, so that every status is
+    still tried."""
+    rng = ctx.rng
+    if ctx.goods and (ctx.sane or rng.random() < 0.6):
+        status, order_id, total = rng.choice(ctx.goods)
+        ctx.target = (status, total)
+        ctx.target_id = order_id
+        return V(order_id)
+    v = gen_order_id(ctx)
+    try:
+        ctx.target_id = str(uuid.UUID(v.text))
+    except (TypeError, ValueError):
+        ctx.target_id = None
+    return v
+
+
+def line_item(ctx, line):
+    """A valid item naming a line by line_no or by SKU."""
+    rng = ctx.rng
+    ref = {"line_no": line[0]} if rng.random() < 0.5 else {"sku": line[1]}
+    return {**ref, "quantity": rng.choice([1, 1, 1, 2, 3])}
+
+
+def bad_line_item(ctx, lines):
+    """An item oms refuses (22023), as JSON text, and the rule it breaks."""
+    rng = ctx.rng
+    line_no, sku = rng.choice(lines)
+    quantity = rng.randint(1, 3)
+    choice = rng.randrange(8)
+    if choice == 0:
+        return rng.choice(["1", '"FZ-1"', "[]", "null", "true"]), "item not a JSON object"
+    if choice == 1:
+        return (json.dumps({"line_no": line_no, "quantity": quantity, rng.choice(["extra", "Line_no", "qty"]): 1}),
+                "unknown field in an item")
+    if choice == 2:
+        return json.dumps({"line_no": line_no, "sku": sku, "quantity": quantity}), "both line_no and sku"
+    if choice == 3:
+        return json.dumps({"quantity": quantity}), "neither line_no nor sku"
+    if choice == 4:
+        return (f'{{"line_no": {line_no}, "quantity": '
+                + rng.choice(["0", "-1", "2.5", '"2"', "null", "true", "[]", "2147483648", "1e-400", "1E400"]) + "}",
+                "quantity not a positive integer")
+    if choice == 5:
+        return json.dumps({"line_no": line_no}), "quantity missing"
+    if choice == 6:
+        return ('{"line_no": ' + rng.choice(["0", "-1", "1.5", '"1"', "null", "99999", "1000000000", "[1]"])
+                + f', "quantity": {quantity}}}', "line_no not a line of the order")
+    s = rng.choice(["NOPE-1", "", 1, None, hostile_text(rng, 100)])
+    return json.dumps({"sku": s, "quantity": quantity}, ensure_ascii=False), "sku not a SKU of the order"
+
+
+def gen_line_items(ctx):
+    """items of oms_create_shipment, oms_cancel_items, oms_request_return:
+    [{line_no|sku, quantity}] naming lines of the targeted order most of
+    the time (more units than the line has in the needed state is OM003,
+    not invalid input); NULL means every unit the call can take."""
+    rng = ctx.rng
+    lines = ctx.lines.get(ctx.target_id) or [(1, FIXTURE_SKUS[0])]
+    valid = lambda: json.dumps([line_item(ctx, l) for l in rng.sample(lines, rng.randint(1, len(lines)))],
+                               ensure_ascii=False)
+    r = rng.random()
+    if ctx.sane:
+        return V(None) if r < 0.2 else V(valid())
+    if r < 0.12:
+        return V(None)
+    if r < 0.45:
+        return V(valid())
+    if r < 0.50:
+        return V(rng.choice(['{"line_no": 1, "quantity": 1}', '"[]"', "1", "null", json_wide_object(rng)]),
+                 "not an array")
+    if r < 0.53:
+        return V("[]", "empty")
+    if r < 0.56:
+        return V(rng.choice(MALFORMED_JSON))
+    if r < 0.58:
+        return V("[" + json_deep(rng) + "]", "an item nested thousands of levels deep")
+    if r < 0.66:
+        line = rng.choice(lines)
+        twice = [{"line_no": line[0], "quantity": 1},
+                 rng.choice([{"line_no": line[0], "quantity": 1}, {"sku": line[1], "quantity": 1}])]
+        return V(json.dumps(twice, ensure_ascii=False), "a line appears twice")
+    items = [json.dumps(line_item(ctx, l), ensure_ascii=False) for l in rng.sample(lines, rng.randint(0, 1))]
+    text, bad = bad_line_item(ctx, lines)
+    items.insert(rng.randint(0, len(items)), text)
+    return V("[" + ", ".join(items) + "]", bad)
+
+
+def real_or_fake_id(ctx, pool):
+    """Ids of real rows (pool: status -> ids) most of the time, else
+    nonexistent or malformed uuids, or NULL."""
+    rng = ctx.rng
+    r = rng.random()
+    present = [s for s in pool if pool[s]]
+    if (r < 0.75 or ctx.sane) and present:
+        return V(rng.choice(pool[rng.choice(present)]))
+    if r < 0.85:
+        return V(str(uuid.UUID(int=rng.getrandbits(128))))
+    if r < 0.90:
+        return V(None, "NULL")
+    u = str(uuid.UUID(int=rng.getrandbits(128)))
+    return V(rng.choice(["", "abc", u[:-1], u + "0", " " + u, "{" + u + "}", hostile_text(rng, 36)]))
+
+
+def gen_shipment_id(ctx):
+    return real_or_fake_id(ctx, ctx.shipments)
+
+
+def gen_return_id(ctx):
+    return real_or_fake_id(ctx, ctx.returns)
+
+
+def optional_identifier(ctx, pool, limit, null_share=0.3):
+    """NULL or an identifier of at most limit characters (docs/api.md)."""
+    s = text_arg(ctx, pool, limit, null_share)
+    return V(s, None if s is None else identifier_problem(s, limit))
+
+
+def gen_location(ctx):
+    """NULL, a location that exists, one that does not (P0002), hostile text."""
+    rng = ctx.rng
+    if not ctx.sane and rng.random() < 0.1:
+        return V("nowhere")
+    return optional_identifier(ctx, [None] + ctx.locations, 100)
+
+
+def gen_carrier(ctx):
+    return optional_identifier(ctx, [None, "DHL", "UPS", "La Poste", "\u4e2d\u901a"], 100)
+
+
+def gen_tracking_number(ctx):
+    return optional_identifier(ctx, [None, "TRK-1", "1Z999AA10123456784", "x" * 255], 255)
+
+
+def gen_return_reason(ctx):
+    """Required: 1 to 1000 characters."""
+    s = text_arg(ctx, ["too big", "damaged in transit", "\u00e9\U0001F600", "x" * 1000], 1000)
+    if s is None:
+        return V(None, "NULL")
+    if s == "":
+        return V(s, "empty")
+    return V(s, "longer than 1000 characters" if len(s) > 1000 else None)
+
+
+def gen_machine(ctx):
+    rng = ctx.rng
+    if ctx.sane or rng.random() < 0.8:
+        return V(rng.choice(MACHINES))
+    # STRICT: NULL returns NULL; an unknown machine is refused.
+    return V(rng.choice([None, "Order", "orders", "", " shipment", hostile_text(rng, 20)]))
+
+
+def gen_machine_status(ctx):
+    rng = ctx.rng
+    if ctx.sane or rng.random() < 0.8:
+        return V(rng.choice(ctx.machine_statuses))
+    return V(rng.choice([None, "PENDING", "", "unknown", " shipped", hostile_text(rng, 20)]))
+
+
+# --------------------------------------------------------------------------
 # The specs: a generator for every argument of every public function.  A
 # function that is not listed here (a new one, or a changed signature) is
 # still fuzzed with generic values by type, and reported as not ok.
@@ -832,6 +1001,28 @@ SPECS = {
     "oms_schedule_maintenance(jsonb)": {"schedules": gen_schedules},
     "oms_unschedule_maintenance()": {},
     "oms_maintenance_jobs(jsonb)": {"schedules": gen_schedules},
+    "oms_transition_allowed(text, text, text)": {
+        "machine": gen_machine, "from_status": gen_machine_status, "to_status": gen_machine_status},
+    "oms_state_machine_dot(text)": {"machine": gen_machine},
+    "oms_create_shipment(uuid, jsonb, text, text, text, text)": {
+        "order_id": gen_goods_order_id, "items": gen_line_items, "location": gen_location,
+        "carrier": gen_carrier, "tracking_number": gen_tracking_number, "idempotency_key": gen_idempotency_key},
+    "oms_ship(uuid, text, text, text)": {
+        "shipment_id": gen_shipment_id, "carrier": gen_carrier, "tracking_number": gen_tracking_number,
+        "idempotency_key": gen_idempotency_key},
+    "oms_mark_delivered(uuid, text)": {"shipment_id": gen_shipment_id, "idempotency_key": gen_idempotency_key},
+    "oms_cancel_shipment(uuid, text, text)": {
+        "shipment_id": gen_shipment_id, "reason": gen_reason, "idempotency_key": gen_idempotency_key},
+    "oms_cancel_items(uuid, jsonb, text, text)": {
+        "order_id": gen_goods_order_id, "items": gen_line_items, "reason": gen_reason,
+        "idempotency_key": gen_idempotency_key},
+    "oms_request_return(uuid, text, jsonb, text)": {
+        "order_id": gen_goods_order_id, "reason": gen_return_reason, "items": gen_line_items,
+        "idempotency_key": gen_idempotency_key},
+    "oms_receive_return(uuid, text, text)": {
+        "return_id": gen_return_id, "restock_location": gen_location, "idempotency_key": gen_idempotency_key},
+    "oms_reject_return(uuid, text, text)": {
+        "return_id": gen_return_id, "reason": gen_reason, "idempotency_key": gen_idempotency_key},
 }
 
 
@@ -1102,13 +1293,19 @@ class Session:
 
 class Context:
     """The rng of the current function and round, and what the database
-    holds: orders per status, SKUs, correlation ids, dead letters."""
+    holds: orders per status, SKUs, correlation ids, dead letters; orders
+    whose goods moved, their lines, shipments and returns per status."""
 
     def __init__(self, su):
         self.rng = None
         self.sane = False       # every generator returns a valid value
         self.target = None
+        self.target_id = None   # the order the ledger calls' items refer to
         self.orders = {}
+        self.goods = []         # (status, id, total) of orders with shipments
+        self.lines = {}         # order id -> [(line_no, sku)]
+        self.shipments = {}     # status -> ids
+        self.returns = {}       # status -> ids
         self.skus = list(FIXTURE_SKUS)
         self.locations = ["default"] + list(FIXTURE_LOCATIONS)
         self.correlation_ids = []
@@ -1118,6 +1315,8 @@ class Context:
         self.tasks = [r[0] for r in su.execute("SELECT task FROM oms.maintenance_tasks ORDER BY position")]
         self.max_items = int(su.execute("SELECT current_setting('oms.max_order_items')").fetchone()[0])
         self.max_qty = int(su.execute("SELECT current_setting('oms.max_item_quantity')").fetchone()[0])
+        self.locations = [r[0] for r in su.execute("SELECT code FROM oms.locations ORDER BY code")]
+        self.machine_statuses = [r[0] for r in su.execute("SELECT DISTINCT status FROM oms.statuses ORDER BY 1")]
 
     def refresh(self, su):
         """The 16 newest orders of each status, and the newest ids of the rest."""
@@ -1132,6 +1331,20 @@ class Context:
         self.correlation_ids = [r[0] for r in su.execute(
             "SELECT correlation_id FROM oms.payment_commands ORDER BY sent_at DESC, correlation_id LIMIT 32")]
         self.dead_letters = [r[0] for r in su.execute("SELECT id FROM oms.dead_letters ORDER BY id DESC LIMIT 32")]
+        self.goods = [tuple(r) for r in su.execute("""
+                SELECT o.status::text, o.id::text, o.total FROM oms.orders AS o
+                WHERE EXISTS (SELECT FROM oms.shipments AS s WHERE s.order_id = o.id)
+                ORDER BY o.created_at DESC, o.id LIMIT 16""")]
+        for name, table in (("shipments", "oms.shipments"), ("returns", "oms.returns")):
+            setattr(self, name, {status: ids for status, ids in su.execute(
+                f"SELECT status::text, (array_agg(id::text ORDER BY created_at DESC, id))[1:16] "
+                f"FROM {table} GROUP BY 1")})
+        ids = [i for orders in self.orders.values() for i, _ in orders] + [g[1] for g in self.goods]
+        self.lines = {}
+        for order_id, line_no, sku in su.execute(
+                "SELECT order_id::text, line_no, sku FROM oms.order_items WHERE order_id = ANY(%s::uuid[]) "
+                "ORDER BY 1, 2", [ids]):
+            self.lines.setdefault(order_id, []).append((line_no, sku))
 
 
 # --------------------------------------------------------------------------
@@ -1143,6 +1356,49 @@ def fixture_order(app, rng):
     doc = json.loads(app.value("SELECT oms_create_order(%s, %s::jsonb, %s)",
                                ["fixture", json.dumps(items), rng.choice(["USD", "EUR", "JPY"])]))
     return doc["order_id"], doc["total"]
+
+
+def fixture_goods_order(app, rng):
+    """A paid order of 10 units of FZ-1, 8 of FZ-2 and 5 of FZ-3 whose
+    goods move once it is confirmed (fixture_goods); what the fixtures
+    leave open is for the fuzzed calls."""
+    items = [{"sku": "FZ-1", "quantity": 10, "unit_price": rng.randint(100, 5000)},
+             {"sku": "FZ-2", "quantity": 8, "unit_price": rng.randint(100, 5000)},
+             {"sku": "FZ-3", "quantity": 5, "unit_price": rng.randint(100, 5000)}]
+    doc = json.loads(app.value("SELECT oms_create_order(%s, %s::jsonb, %s)",
+                               ["fixture", json.dumps(items), rng.choice(["USD", "EUR", "JPY"])]))
+    app.value("SELECT oms_pay_order(%s, 'test_ok')", [doc["order_id"]])
+    return doc["order_id"]
+
+
+def fixture_goods(app, order_id):
+    """Shipments in every status, a canceled unit and returns in every
+    status but received of a confirmed fixture_goods_order; returns the
+    return to receive after the last saga run (received stays so)."""
+    def call(query, *args):
+        return json.loads(app.value(query, [order_id, *args]))
+
+    def shipment(line_no, quantity):
+        doc = call("SELECT oms_create_shipment(%s, %s::jsonb)",
+                   json.dumps([{"line_no": line_no, "quantity": quantity}]))
+        return doc["shipment"]["shipment_id"]
+
+    def request(quantity):
+        doc = call("SELECT oms_request_return(%s, 'fixture', %s::jsonb)",
+                   json.dumps([{"line_no": 1, "quantity": quantity}]))
+        return doc["return"]["return_id"]
+
+    delivered, shipped = shipment(1, 4), shipment(1, 1)
+    app.value("SELECT oms_ship(%s)", [delivered])
+    app.value("SELECT oms_mark_delivered(%s)", [delivered])
+    app.value("SELECT oms_ship(%s)", [shipped])
+    shipment(2, 1)                                                   # pending
+    app.value("SELECT oms_cancel_shipment(%s, 'fixture')", [shipment(2, 1)])
+    call("SELECT oms_cancel_items(%s, %s::jsonb)", json.dumps([{"line_no": 2, "quantity": 1}]))
+    request(1)                                                       # requested
+    app.value("SELECT oms_reject_return(%s, 'fixture')", [request(1)])
+    app.value("SELECT oms_receive_return(%s, %s)", [request(1), "default"])   # refunded by the next saga run
+    return request(1)
 
 
 def run_sagas(session):
@@ -1157,7 +1413,9 @@ def build_fixtures(sessions, rng, holder):
     """Orders in all eight statuses: pending, processing (test_hang, and a
     paid order whose saga has not run), cancel_requested, confirmed,
     canceled, failed (test_decline), partially_refunded, refunded; plus one
-    waiting for a remote reply, whose charge command gives a correlation id.
+    waiting for a remote reply, whose charge command gives a correlation id;
+    and two confirmed orders with shipments in every shipment status and
+    returns in every return status (fixture_goods).
 
     The cancel_requested order stays so for the round: holder, a superuser
     transaction open until the round ends, locks its saga, as a worker
@@ -1177,11 +1435,13 @@ def build_fixtures(sessions, rng, holder):
     confirmed = [fixture_order(app, rng) for _ in range(3)]
     for order in confirmed:
         pay(order, "test_ok")
+    goods = [fixture_goods_order(app, rng) for _ in range(2)]
     # Three test_hang orders: fuzzed cancels take processing orders away.
     for method in ("test_decline", "test_hang", "test_hang", "test_hang", "test_flaky"):
         pay(fixture_order(app, rng), method)
     app.value("SELECT oms_cancel_order(%s)", [fixture_order(app, rng)[0]])   # canceled
     run_sagas(admin)
+    to_receive = [fixture_goods(app, order) for order in goods]
     app.value("SELECT oms_refund_order(%s, %s)", [confirmed[1][0], max(1, confirmed[1][1] // 2)])
     app.value("SELECT oms_refund_order(%s)", [confirmed[2][0]])
     run_sagas(admin)
@@ -1191,6 +1451,8 @@ def build_fixtures(sessions, rng, holder):
     cancel = fixture_order(app, rng)
     pay(cancel, "test_ok")
     app.value("SELECT oms_cancel_order(%s)", [cancel[0]])            # cancel_requested
+    for return_id in to_receive:
+        app.value("SELECT oms_receive_return(%s)", [return_id])      # received, not restocked
     holder.execute("SELECT 1 FROM oms.sagas WHERE order_id = %s FOR UPDATE", [cancel[0]])
 
 
@@ -1287,6 +1549,7 @@ def make_call(fn, spec, ctx):
     """A call with a generated value per argument; in a share of calls every
     value is valid, so that calls get past validation into the logic."""
     ctx.target = None
+    ctx.target_id = None
     ctx.sane = ctx.rng.random() < SANE_SHARE
     values = []
     for arg in fn.args:
@@ -1365,13 +1628,175 @@ INVARIANTS = [
 ]
 
 
-def check_invariants(su, tap):
+def ledger_rule(name, rule, columns):
+    """An invariant over each order line: rule (SQL) must hold."""
+    shown = ", ".join(f"{c} %s" for c in columns)
+    values = ", ".join(f"quantity_{c}" if c != "quantity" else c for c in columns)
+    return (f"ledger: {name} on every line", f"""
+        SELECT format('order %s line %s: {shown}', order_id, line_no, {values})
+        FROM oms.order_items WHERE NOT ({rule}) LIMIT 5""")
+
+
+def ledger_sum(column, kind, statuses):
+    """quantity_<column> of each line is the sum of its units in the
+    shipments or returns (kind) in the given statuses."""
+    parent = kind + "s"
+    states = ", ".join(f"'{s}'" for s in statuses)
+    said = " or ".join(statuses)
+    return (f"ledger: quantity_{column} of each line = its units in {said} {parent}", f"""
+        SELECT format('order %s line %s: quantity_{column} %s, units in {said} {parent} %s',
+                      i.order_id, i.line_no, i.quantity_{column}, coalesce(x.units, 0))
+        FROM oms.order_items AS i
+        LEFT JOIN (SELECT l.order_id, l.line_no, sum(l.quantity) AS units
+                   FROM oms.{kind}_lines AS l JOIN oms.{parent} AS p ON p.id = l.{kind}_id
+                   WHERE p.status IN ({states})
+                   GROUP BY 1, 2) AS x ON x.order_id = i.order_id AND x.line_no = i.line_no
+        WHERE i.quantity_{column} <> coalesce(x.units, 0)
+        LIMIT 5""")
+
+
+# The quantity ledger of order lines and what it must agree with (see
+# src/sql/fulfillment.sql); the CHECK constraints of oms.order_items hold
+# the first four, these lines are their witness.
+LEDGER_INVARIANTS = [
+    ledger_rule("canceled + fulfilling + shipped <= quantity",
+                "quantity_canceled + quantity_fulfilling + quantity_shipped <= quantity",
+                ["quantity", "canceled", "fulfilling", "shipped"]),
+    ledger_rule("delivered <= shipped", "quantity_delivered <= quantity_shipped", ["shipped", "delivered"]),
+    ledger_rule("returning + returned <= delivered", "quantity_returning + quantity_returned <= quantity_delivered",
+                ["delivered", "returning", "returned"]),
+    ledger_rule("refunded <= canceled + returned", "quantity_refunded <= quantity_canceled + quantity_returned",
+                ["canceled", "returned", "refunded"]),
+    ("orders: fulfillment_status is what oms._fulfillment_status_of(id) derives from the ledger", """
+        SELECT format('order %s: fulfillment_status %s, the ledger gives %s', id, fulfillment_status, derived)
+        FROM (SELECT o.id, o.fulfillment_status, oms._fulfillment_status_of(o.id) AS derived
+              FROM oms.orders AS o) AS x
+        WHERE fulfillment_status IS DISTINCT FROM derived
+        LIMIT 5"""),
+    ("orders: payment_status is unpaid (nothing captured), paid (nothing refunded), partially_refunded or refunded", """
+        SELECT format('order %s: payment_status %s, payment captured %s, refunded %s',
+                      o.id, o.payment_status, p.captured, p.refunded)
+        FROM oms.orders AS o LEFT JOIN oms.payments AS p ON p.order_id = o.id
+        WHERE o.payment_status::text IS DISTINCT FROM
+              CASE WHEN coalesce(p.captured, 0) = 0 THEN 'unpaid'
+                   WHEN p.refunded = 0 THEN 'paid'
+                   WHEN p.refunded < p.captured THEN 'partially_refunded'
+                   ELSE 'refunded' END
+        LIMIT 5"""),
+    ledger_sum("fulfilling", "shipment", ["pending"]),
+    ledger_sum("shipped", "shipment", ["shipped", "delivered"]),
+    ledger_sum("delivered", "shipment", ["delivered"]),
+    ledger_sum("returning", "return", ["requested"]),
+    ledger_sum("returned", "return", ["received", "refunded"]),
+    ("allocation: per order and SKU, the consumed reservations' shipped = the line's fulfilling + shipped", """
+        SELECT format('order %s SKU %s: consumed reservations shipped %s, line fulfilling + shipped %s',
+                      coalesce(r.order_id, i.order_id), coalesce(r.sku, i.sku), r.shipped, i.units)
+        FROM (SELECT order_id, sku, sum(shipped) AS shipped FROM oms.reservations
+              WHERE status = 'consumed' GROUP BY 1, 2) AS r
+        FULL JOIN (SELECT order_id, sku, sum(quantity_fulfilling + quantity_shipped) AS units
+                   FROM oms.order_items GROUP BY 1, 2) AS i ON i.order_id = r.order_id AND i.sku = r.sku
+        WHERE coalesce(r.shipped, 0) <> coalesce(i.units, 0)
+        LIMIT 5"""),
+    # oms_receive_return closes a return at once, without a refund, when
+    # nothing is left to refund: its payment was refunded in full before.
+    ("returns: every refunded return has a succeeded refund (or none, its payment being refunded in full)", """
+        SELECT format('return %s of order %s: refunded; refund %s is %s; payment captured %s, refunded %s',
+                      r.id, r.order_id, r.refund_id, coalesce(f.status, 'missing'), p.captured, p.refunded)
+        FROM oms.returns AS r
+        LEFT JOIN oms.refunds AS f ON f.id = r.refund_id
+        LEFT JOIN oms.payments AS p ON p.order_id = r.order_id
+        WHERE r.status = 'refunded' AND f.status IS DISTINCT FROM 'succeeded'
+          AND NOT (r.refund_id IS NULL AND p.refunded = p.captured)
+        LIMIT 5"""),
+]
+INVARIANTS += LEDGER_INVARIANTS
+
+
+def _goods_line(assignment):
+    """Breaks line 1 of the fixture order fz_goods (ledger_breaks)."""
+    return f"UPDATE oms.order_items SET {assignment} WHERE order_id = (SELECT id FROM fz_goods) AND line_no = 1"
+
+
+def _lines_of(kind, statuses):
+    """One more unit in the first line of the fixture order's shipment or
+    return in one of the statuses."""
+    states = ", ".join(f"'{s}'" for s in statuses)
+    return (f"UPDATE oms.{kind}_lines SET quantity = quantity + 1 WHERE ({kind}_id, line_no) = "
+            f"(SELECT l.{kind}_id, l.line_no FROM oms.{kind}_lines AS l JOIN oms.{kind}s AS p ON p.id = l.{kind}_id "
+            f"WHERE p.order_id = (SELECT id FROM fz_goods) AND p.status IN ({states}) ORDER BY 1, 2 LIMIT 1)")
+
+
+# How to break each ledger invariant on purpose, in the order of
+# LEDGER_INVARIANTS: statements run as the superuser on the newest order
+# with shipments (fz_goods) in a transaction that is rolled back; the
+# constraints and triggers that would stop them are dropped or disabled in
+# it.  invariants_can_fail() runs them once, so that an invariant that can
+# never fail (a wrong join, a typo that makes it vacuous) fails the run.
+LEDGER_BREAKS = [
+    ["ALTER TABLE oms.order_items DROP CONSTRAINT order_items_ship_check",
+     _goods_line("quantity_canceled = quantity + 1")],
+    ["ALTER TABLE oms.order_items DROP CONSTRAINT order_items_deliver_check",
+     _goods_line("quantity_delivered = quantity_shipped + 1")],
+    ["ALTER TABLE oms.order_items DROP CONSTRAINT order_items_return_check",
+     _goods_line("quantity_returning = quantity_delivered + 1")],
+    ["ALTER TABLE oms.order_items DROP CONSTRAINT order_items_refund_check",
+     _goods_line("quantity_refunded = quantity_canceled + quantity_returned + 1")],
+    ["ALTER TABLE oms.orders DISABLE TRIGGER USER",
+     "UPDATE oms.orders SET fulfillment_status = CASE WHEN fulfillment_status = 'unfulfilled' THEN 'fulfilled' "
+     "ELSE 'unfulfilled' END::oms.fulfillment_status WHERE id = (SELECT id FROM fz_goods)"],
+    ["ALTER TABLE oms.orders DISABLE TRIGGER USER",
+     "UPDATE oms.orders SET payment_status = CASE WHEN payment_status = 'unpaid' THEN 'paid' "
+     "ELSE 'unpaid' END::oms.payment_status WHERE id = (SELECT id FROM fz_goods)"],
+    [_lines_of("shipment", ["pending"])],
+    [_lines_of("shipment", ["shipped"])],
+    [_lines_of("shipment", ["delivered"])],
+    [_lines_of("return", ["requested"])],
+    [_lines_of("return", ["received", "refunded"])],
+    ["UPDATE oms.reservations SET shipped = shipped - 1 "
+     "WHERE order_id = (SELECT id FROM fz_goods) AND status = 'consumed' AND shipped > 0"],
+    ["UPDATE oms.refunds SET status = 'pending' WHERE id IN (SELECT r.refund_id FROM oms.returns AS r "
+     "WHERE r.order_id = (SELECT id FROM fz_goods) AND r.status = 'refunded')"],
+]
+assert len(LEDGER_BREAKS) == len(LEDGER_INVARIANTS)
+
+
+def invariants_can_fail(su):
+    """Breaks the data of each ledger invariant in turn (LEDGER_BREAKS),
+    each time in a transaction that is rolled back; returns the invariants
+    that did not report the break."""
+    missed = []
+    for (name, query), statements in zip(LEDGER_INVARIANTS, LEDGER_BREAKS):
+        try:
+            with su.transaction():
+                su.execute("""CREATE TEMP TABLE fz_goods ON COMMIT DROP AS
+                              SELECT o.id FROM oms.orders AS o
+                              WHERE EXISTS (SELECT FROM oms.shipments AS s WHERE s.order_id = o.id)
+                              ORDER BY o.created_at DESC, o.id LIMIT 1""")
+                for statement in statements:
+                    su.execute(statement)
+                if not su.execute(query).fetchall():
+                    missed.append(f"{name}: did not report {'; '.join(statements)}")
+                raise psycopg.Rollback()
+        except psycopg.Error as e:
+            missed.append(f"{name}: breaking it failed: {e.sqlstate} {first_line(str(e))}")
+    return missed
+
+
+def invariant_problems(su):
+    """Each invariant's offending rows (at most 5), read as the superuser."""
+    found = {}
     for name, query in INVARIANTS:
         try:
-            bad = [r[0] for r in su.execute(query).fetchall()]
+            found[name] = [r[0] for r in su.execute(query).fetchall()]
         except psycopg.Error as e:
-            bad = [f"the invariant query failed: {e}"]
-        tap.line(not bad, f"invariant: {name}", bad)
+            found[name] = [f"the invariant query failed: {e}"]
+    return found
+
+
+def check_invariants(found, tap):
+    """One line per invariant, with the rounds after which it did not hold."""
+    for name, _ in INVARIANTS:
+        tap.line(not found[name], f"invariant: {name}", found[name][:5])
 
 
 def check_server_log(path, offset, tap):
@@ -1443,6 +1868,11 @@ def start_round(rnd, seed, sessions, su, ctx, holder):
     absent = [s for s in STATUSES if not ctx.orders.get(s)]
     if absent:
         problems.append(f"round {rnd}: no order is {', '.join(absent)}")
+    for kind, have, statuses in (("shipment", ctx.shipments, SHIPMENT_STATUSES),
+                                 ("return", ctx.returns, RETURN_STATUSES)):
+        absent = [s for s in statuses if not have.get(s)]
+        if absent:
+            problems.append(f"round {rnd}: no {kind} is {', '.join(absent)}")
     return problems
 
 
@@ -1484,9 +1914,13 @@ def fuzz(functions, specs, sessions, su, ctx, seed, calls, documented, tap):
     stats = {fn.signature: Stats() for fn in functions}
     rounds = max(1, calls // CALLS_PER_ROUND)
     missing_statuses, locks = [], []
+    broken = {name: [] for name, _ in INVARIANTS}
     holder = psycopg.connect(user="postgres", dbname=su.info.dbname)   # not autocommit
     for rnd in range(rounds):
         missing_statuses += start_round(rnd, seed, sessions, su, ctx, holder)
+        if rnd == 0:
+            tap.line(not (missed := invariants_can_fail(su)),
+                     "invariants: each ledger invariant reports its data broken on purpose", missed)
         share = calls // rounds + (calls % rounds if rnd == rounds - 1 else 0)
         plan = [fn for fn in functions if fn.role for _ in range(share)]
         random.Random(f"{seed}/plan/{rnd}").shuffle(plan)
@@ -1504,11 +1938,13 @@ def fuzz(functions, specs, sessions, su, ctx, seed, calls, documented, tap):
         holder.rollback()
         run_sagas(sessions["admin"])
         locks += [f"round {rnd}: {row}" for row in advisory_locks(su, sessions)]
+        for name, rows in invariant_problems(su).items():
+            broken[name] += [f"after round {rnd}: {row}" for row in rows]
     holder.close()
     tap.line(not locks, "no session holds an advisory lock after its calls", locks[:5])
     unsent = [u for st in stats.values() for u in st.unsent]
     tap.line(not unsent, "fuzzer: every generated call reached the server", unsent[:5])
-    return stats, missing_statuses
+    return stats, missing_statuses, broken
 
 
 def advisory_locks(su, sessions):
@@ -1583,10 +2019,11 @@ def run(tap, seed, calls, db):
     ctx = Context(su)
     check_privileges(functions, sessions, tap)
 
-    stats, missing_statuses = fuzz(functions, specs, sessions, su, ctx, seed, calls, documented, tap)
-    tap.line(not missing_statuses, "fixtures: every round had orders in all eight statuses", missing_statuses)
+    stats, missing_statuses, broken = fuzz(functions, specs, sessions, su, ctx, seed, calls, documented, tap)
+    tap.line(not missing_statuses, "fixtures: every round had orders in all eight statuses, shipments and returns "
+             "in every status", missing_statuses)
     report(functions, stats, tap)
-    check_invariants(su, tap)
+    check_invariants(broken, tap)
     Tap.diag(f"{sum(s.calls for s in stats.values())} calls in {time.monotonic() - started:.0f} s; seed {seed}")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test/suites/docs.sh: the docs follow the code.
-# The state diagram in docs/ is the output of the C transition table, every
+# The state diagrams in docs/ are the output of the C transition tables, every
 # SQLSTATE the sources raise is listed in docs/errors.md, every public
 # function in docs/api.md and every setting in docs/configuration.md.
 set -euo pipefail
@@ -24,14 +24,21 @@ report() {
 	fi
 }
 
-if [[ -f docs/state-machine.dot ]] &&
-	diff <(oms_psql -d "$db" -At -c 'SELECT oms_state_machine_dot()') docs/state-machine.dot >/dev/null; then
-	echo "ok - docs/state-machine.dot is the output of oms_state_machine_dot()"
-else
-	echo "not ok - docs/state-machine.dot is the output of oms_state_machine_dot()"
-	echo "# regenerate: psql -AtX -c 'SELECT oms_state_machine_dot()' > docs/state-machine.dot"
-	rc=1
-fi
+# One diagram per state machine: docs/state-machine.dot is the order's
+# life (oms_state_machine_dot()), docs/<machine>-state-machine.dot each
+# other machine of src/state.c; the SVG beside each is drawn from it.
+for machine in $(oms_psql -d "$db" -At -c 'SELECT DISTINCT machine FROM oms.statuses ORDER BY 1'); do
+	file=docs/$machine-state-machine.dot
+	[[ $machine == order ]] && file=docs/state-machine.dot
+	if [[ -f $file ]] &&
+		diff <(oms_psql -d "$db" -At -c "SELECT oms_state_machine_dot('$machine')") "$file" >/dev/null; then
+		echo "ok - $file is the output of oms_state_machine_dot('$machine')"
+	else
+		echo "not ok - $file is the output of oms_state_machine_dot('$machine')"
+		echo "# regenerate: psql -AtX -c \"SELECT oms_state_machine_dot('$machine')\" > $file; dot -Tsvg $file > ${file%.dot}.svg"
+		rc=1
+	fi
+done
 
 # SQLSTATEs raised in SQL (ERRCODE = 'name' or 'XXXXX') and in C (ERRCODE_NAME).
 sql_codes=$(grep -ohE "ERRCODE = '[a-z_0-9A-Z]+'" src/sql/*.sql | sed -E "s/ERRCODE = '(.*)'/\1/" | sort -u)

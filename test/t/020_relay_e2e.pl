@@ -8,7 +8,8 @@
 #   0-3 paid test_ok -> confirmed        4 paid test_decline -> failed
 #   5   canceled while pending           6 paid test_hang, canceled while processing
 #   7   confirmed, partial refund        8 confirmed, partial refund, then the rest
-#   9   confirmed, full refund
+#   9   confirmed, full refund (after canceling one unit of line 1 when the
+#       order has more than one unit: order.items_canceled and its refund)
 # The relay deletes what it published, so a test trigger (test/relay/
 # capture.sql) keeps a copy of every outbox row.  Once the outbox is empty
 # and every saga is final, kcat reads the topic and test/relay/analyse.py
@@ -122,8 +123,11 @@ my $phase2 = oms_sql($node, $db, qq{
 	SELECT CASE b
 		WHEN 7 THEN format('SELECT 1 FROM oms_refund_order(%L, 1, %L);', id, 'partial')
 		WHEN 8 THEN format('SELECT 1 FROM oms_refund_order(%L, 1, %L); SELECT 1 FROM oms_refund_order(%L);', id, 'partial', id)
-		ELSE format('SELECT 1 FROM oms_refund_order(%L);', id) END
-	FROM (SELECT id, created_at, $bucket AS b FROM oms.orders WHERE customer_id LIKE 'e2e-%') AS o
+		WHEN 9 THEN CASE WHEN units > 1 THEN format('SELECT 1 FROM oms_cancel_items(%L, %L); ', id,
+			'[{"line_no": 1, "quantity": 1}]') ELSE '' END || format('SELECT 1 FROM oms_refund_order(%L);', id) END
+	FROM (SELECT id, created_at, $bucket AS b,
+				 (SELECT sum(i.quantity) FROM oms.order_items AS i WHERE i.order_id = c.id) AS units
+		  FROM oms.orders AS c WHERE customer_id LIKE 'e2e-%') AS o
 	WHERE b IN (7, 8, 9) AND EXISTS (SELECT FROM oms.orders AS c WHERE c.id = o.id AND c.status = 'confirmed')
 	ORDER BY created_at});
 my $refunded = scalar(my @refunds = split /\n/, $phase2);

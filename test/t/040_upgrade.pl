@@ -27,7 +27,9 @@
 #             sequence of the extension (test/upgrade/snapshot.sql), runs
 #             ALTER EXTENSION oms UPDATE and snapshots again: same rows, except
 #             the data changes @data_changes lists.  The catalog equals a
-#             fresh install's here too.
+#             fresh install's here too.  Every order reads through the
+#             API, its new status dimensions and line ledger mapped from
+#             what the old version recorded (test/upgrade/statuses.sql).
 #   after     the worker takes over: every saga finishes as its payment
 #             method and cancel say, the outbox empties, and kcat, reading
 #             the topic on its own, finds every event of every order (those
@@ -383,6 +385,10 @@ sub update_under_worker
 	  or diag(join("\n", @lost));
 	diag('tables the update created: ' . join(', ', @new)) if @new;
 	check_same_catalog("$db, updated with data under the worker", catalog_of($db));
+	my $orders = oms_sql($node, $db, 'SELECT count(*) FROM oms.orders');
+	my $wrong = $node->safe_psql($db, PostgreSQL::Test::Utils::slurp_file("$upgrade_dir/statuses.sql"));
+	ok($wrong eq '', "every order ($orders) reads through the API with its statuses mapped (test/upgrade/statuses.sql)")
+	  or diag($wrong);
 	return 1;
 }
 
