@@ -22,7 +22,7 @@
 -- other row of the order), then stock rows in (sku, location) order, then
 -- reservations.  The saga engine takes the same order.
 --
--- requires: schema orders idempotency inventory payment saga
+-- requires: schema state orders idempotency inventory payment saga
 
 --
 -- Derived status dimensions.

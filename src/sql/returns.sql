@@ -13,7 +13,7 @@
 -- Lock order as in fulfillment.sql: the order row, then stock rows, then
 -- the return.
 --
--- requires: schema orders idempotency inventory payment saga fulfillment
+-- requires: schema state orders idempotency inventory payment saga fulfillment
 
 CREATE TYPE oms.return_status AS ENUM ('requested', 'received', 'refunded', 'rejected');
 COMMENT ON TYPE oms.return_status IS 'Return status; allowed moves are in oms.status_transitions (machine return)';
