@@ -1577,13 +1577,15 @@ INVARIANTS = [
         LEFT JOIN (SELECT sku, location, sum(quantity) AS units FROM oms.reservations
                    WHERE status = 'held' GROUP BY 1, 2) AS h ON h.sku = s.sku AND h.location = s.location
         WHERE s.reserved <> coalesce(h.units, 0) LIMIT 5"""),
-    ("reservations: a confirmed order's consumed units of each line, over its locations, are the line's quantity", """
-        SELECT format('order %s sku %s: ordered %s, consumed %s', o.id, i.sku, i.quantity, coalesce(c.units, 0))
+    ("reservations: a confirmed order's consumed units of each line, over its locations, are the units ordered and not canceled", """
+        SELECT format('order %s sku %s: ordered %s, canceled %s, consumed %s', o.id, i.sku, i.quantity,
+                      i.quantity_canceled, coalesce(c.units, 0))
         FROM oms.orders AS o
         JOIN oms.order_items AS i ON i.order_id = o.id
         LEFT JOIN (SELECT order_id, sku, sum(quantity) AS units FROM oms.reservations
                    WHERE status = 'consumed' GROUP BY 1, 2) AS c ON c.order_id = o.id AND c.sku = i.sku
-        WHERE o.status IN ('confirmed', 'partially_refunded') AND i.quantity <> coalesce(c.units, 0) LIMIT 5"""),
+        WHERE o.status IN ('confirmed', 'partially_refunded', 'refunded')
+          AND i.quantity - i.quantity_canceled <> coalesce(c.units, 0) LIMIT 5"""),
     ("payments: 0 <= refunded <= captured <= authorized <= amount", """
         SELECT format('payment %s: amount %s, authorized %s, captured %s, refunded %s',
                       id, amount, authorized, captured, refunded)
