@@ -549,7 +549,7 @@ PG_FUNCTION_INFO_V1(oms_order_status_guard);
  *
  * Checks the order's three status dimensions (status, payment_status,
  * fulfillment_status) against their machines.  A new order starts with
- * version 1; a transition of any dimension bumps version.  Version is owned
+ * version 1; each transition of a dimension adds one to version.  Version is owned
  * by this trigger: any other value written to it is replaced.
  */
 Datum
@@ -561,15 +561,19 @@ oms_order_status_guard(PG_FUNCTION_ARGS)
 	HeapTuple	newtuple;
 	int32		version;
 	bool		isnull;
-	bool		changes;
+	int			changes;
 
 	check_trigger_context(fcinfo, "oms_order_status_guard");
 	rel = trigdata->tg_relation;
 	desc = RelationGetDescr(rel);
 
+	/*
+	 * One version per transition: two dimensions moved by one write count
+	 * two.
+	 */
 	changes = check_status_column(trigdata, &machines[0], "status", "order", "id");
-	changes |= check_status_column(trigdata, find_machine("payment"), "payment_status", "order", "id");
-	changes |= check_status_column(trigdata, find_machine("fulfillment"), "fulfillment_status", "order", "id");
+	changes += check_status_column(trigdata, find_machine("payment"), "payment_status", "order", "id");
+	changes += check_status_column(trigdata, find_machine("fulfillment"), "fulfillment_status", "order", "id");
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
@@ -582,8 +586,7 @@ oms_order_status_guard(PG_FUNCTION_ARGS)
 
 	version = DatumGetInt32(heap_getattr(trigdata->tg_trigtuple, column_number(rel, "version"),
 										 desc, &isnull));
-	if (changes)
-		version++;
+	version += changes;
 	newtuple = set_column(trigdata->tg_newtuple, desc, column_number(rel, "version"),
 						  Int32GetDatum(version));
 	newtuple = set_column(newtuple, desc, column_number(rel, "updated_at"),

@@ -326,6 +326,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
@@ -368,13 +369,18 @@ COMMENT ON FUNCTION oms._hold_allocation(uuid, text[], text[], bigint[], timesta
  * Functions that take the basket as arrays run with generic plans
  * (plan_cache_mode): a custom plan would know the array's length and
  * always look cheaper than the generic one, so the plan cache would plan
- * the query again on every call, which costs more than running it.
+ * the query again on every call, which costs more than running it.  And
+ * with enable_seqscan off: the generic plan is made once per session, in a
+ * worker possibly while oms.reservations is empty, where a scan looks
+ * cheapest; that scan would then grow with the table.  Every query here
+ * finds its rows through a primary key.
  */
 CREATE FUNCTION oms._single_location(p_order_id uuid, p_skus text[], p_quantities bigint[])
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 BEGIN
 	-- sku = ANY (the array), not a join on oms.order_items: the stock rows
@@ -431,6 +437,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
 	v_unknown text;
@@ -556,6 +563,7 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
 	v_skus text[];

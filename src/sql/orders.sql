@@ -90,6 +90,10 @@ CREATE FUNCTION oms._order_outcomes(p_order_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- Called for every order change, from workers whose sessions live long:
+-- a plan made while oms.shipments or oms.returns was empty must not scan
+-- them once they have grown.  Each query finds its rows by an index.
+SET enable_seqscan = off
 AS $$
 BEGIN
 	RETURN pg_catalog.jsonb_build_object(

@@ -750,23 +750,22 @@ BEGIN
 	END IF;
 
 	-- reserve and the stock half of confirm (oms._reserve_order,
-	-- oms._move_reserved_stock) when one location serves the basket, then
-	-- pay (oms._step_pay).
+	-- oms._move_reserved_stock) when one location serves the basket.
 	IF NOT oms._consume_at_once(p_saga.order_id, p_now) THEN
 		RETURN NULL;
 	END IF;
-	UPDATE oms.payments AS p
-	SET authorized = p.amount, captured = p.amount, status = 'captured',
-		provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
-	WHERE p.id = v_payment.id;
 
 	-- The order half of confirm (oms._change_status) and the bookkeeping
 	-- of the three steps (oms._advance_forward), timeline entries in the
 	-- order the steps would write them.
 	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
+	-- The capture moves the payment dimension too: set here, in the same
+	-- write as the confirm, its trigger on oms.payments (below) finds
+	-- nothing to change, and the order row is written once.
 	WITH o AS (
 		UPDATE oms.orders AS o
-		SET status = 'confirmed', timeline_seq = o.timeline_seq + 5, event_seq = o.event_seq + 1
+		SET status = 'confirmed', payment_status = 'paid',
+			timeline_seq = o.timeline_seq + 5, event_seq = o.event_seq + 1
 		WHERE o.id = p_saga.order_id
 		RETURNING o.id, o.timeline_seq, o.event_seq, o AS row
 	), d AS (
@@ -807,6 +806,11 @@ BEGIN
 		finished_at = p_now, updated_at = pg_catalog.now()
 	WHERE s.id = p_saga.id
 	RETURNING * INTO v_saga;
+	-- pay (oms._step_pay): the capture.
+	UPDATE oms.payments AS p
+	SET authorized = p.amount, captured = p.amount, status = 'captured',
+		provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
+	WHERE p.id = v_payment.id;
 	-- The relay publishes within milliseconds of the commit.
 	PERFORM oms._notify_worker();
 	RETURN v_saga;

@@ -257,6 +257,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 BEGIN
 	IF NOT EXISTS (SELECT FROM oms.reservations AS r WHERE r.order_id = p_order_id) THEN
@@ -294,6 +295,7 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 BEGIN
 	-- sku = ANY (the array), not a join on oms.order_items: the stock rows
@@ -336,6 +338,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
 	v_unknown text;
@@ -451,6 +454,7 @@ RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
 	v_skus text[];
@@ -948,23 +952,22 @@ BEGIN
 	END IF;
 
 	-- reserve and the stock half of confirm (oms._reserve_order,
-	-- oms._move_reserved_stock) when one location serves the basket, then
-	-- pay (oms._step_pay).
+	-- oms._move_reserved_stock) when one location serves the basket.
 	IF NOT oms._consume_at_once(p_saga.order_id, p_now) THEN
 		RETURN NULL;
 	END IF;
-	UPDATE oms.payments AS p
-	SET authorized = p.amount, captured = p.amount, status = 'captured',
-		provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
-	WHERE p.id = v_payment.id;
 
 	-- The order half of confirm (oms._change_status) and the bookkeeping
 	-- of the three steps (oms._advance_forward), timeline entries in the
 	-- order the steps would write them.
 	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
+	-- The capture moves the payment dimension too: set here, in the same
+	-- write as the confirm, its trigger on oms.payments (below) finds
+	-- nothing to change, and the order row is written once.
 	WITH o AS (
 		UPDATE oms.orders AS o
-		SET status = 'confirmed', timeline_seq = o.timeline_seq + 5, event_seq = o.event_seq + 1
+		SET status = 'confirmed', payment_status = 'paid',
+			timeline_seq = o.timeline_seq + 5, event_seq = o.event_seq + 1
 		WHERE o.id = p_saga.order_id
 		RETURNING o.id, o.timeline_seq, o.event_seq, o AS row
 	), d AS (
@@ -1005,6 +1008,11 @@ BEGIN
 		finished_at = p_now, updated_at = pg_catalog.now()
 	WHERE s.id = p_saga.id
 	RETURNING * INTO v_saga;
+	-- pay (oms._step_pay): the capture.
+	UPDATE oms.payments AS p
+	SET authorized = p.amount, captured = p.amount, status = 'captured',
+		provider_reference = v_answer ->> 'reference', updated_at = pg_catalog.now()
+	WHERE p.id = v_payment.id;
 	-- The relay publishes within milliseconds of the commit.
 	PERFORM oms._notify_worker();
 	RETURN v_saga;
@@ -1351,6 +1359,10 @@ CREATE FUNCTION oms._order_outcomes(p_order_id uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- Called for every order change, from workers whose sessions live long:
+-- a plan made while oms.shipments or oms.returns was empty must not scan
+-- them once they have grown.  Each query finds its rows by an index.
+SET enable_seqscan = off
 AS $$
 BEGIN
 	RETURN pg_catalog.jsonb_build_object(
