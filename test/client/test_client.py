@@ -49,8 +49,19 @@ ITEMS = [
     {"sku": "Café-☕", "quantity": 3, "unit_price": 250},
 ]
 ITEMS_TOTAL = 2 * 1999 + 3 * 250
-DOC_KEYS = {"order_id", "customer_id", "status", "currency", "total", "items",
-            "version", "metadata", "created_at", "updated_at"}
+DOC_KEYS = {"order_id", "customer_id", "status", "payment_status", "fulfillment_status",
+            "currency", "total", "items", "version", "metadata", "created_at", "updated_at",
+            "last_saga", "shipments", "returns"}
+# The quantity ledger of a line (docs/api.md, "The order document").
+LEDGER = ("canceled", "fulfilling", "shipped", "delivered", "returning", "returned", "refunded")
+
+
+def line(line_no, sku, quantity, unit_price, **ledger):
+    """An item of the order document: zero ledger unless given."""
+    item = {"line_no": line_no, "sku": sku, "quantity": quantity, "unit_price": unit_price,
+            "line_total": quantity * unit_price}
+    item.update({"quantity_" + k: ledger.get(k, 0) for k in LEDGER})
+    return item
 
 
 # --------------------------------------------------------------------------
@@ -174,10 +185,13 @@ def test_create_order_document(su):
     R.equal("total is the sum of quantity * unit_price", doc["total"], ITEMS_TOTAL)
     R.ok("total arrives as a Python int", type(doc["total"]) is int,
          f"got {type(doc['total']).__name__}")
-    R.equal("items come back priced and numbered", doc["items"], [
-        {"line_no": 1, "sku": "SKU-1", "quantity": 2, "unit_price": 1999, "line_total": 3998},
-        {"line_no": 2, "sku": "Café-☕", "quantity": 3, "unit_price": 250, "line_total": 750},
+    R.equal("items come back priced and numbered, with an empty ledger", doc["items"], [
+        line(1, "SKU-1", 2, 1999),
+        line(2, "Café-☕", 3, 250),
     ])
+    R.equal("a new order is unpaid and unfulfilled, with no saga, shipment or return",
+            (doc["payment_status"], doc["fulfillment_status"], doc["last_saga"], doc["shipments"],
+             doc["returns"]), ("unpaid", "unfulfilled", None, [], []))
     R.equal("metadata round-trips unchanged (unicode, nesting, floats, null)",
             doc["metadata"], metadata)
     try:
@@ -225,11 +239,15 @@ def test_cancel_and_timeline(su):
     doc = call(su, "oms_create_order", customer_id=customer("cancel"), items=ITEMS)
     order_id = uuid.UUID(doc["order_id"])
     canceled = call(su, "oms_cancel_order", order_id=order_id, reason="changed my mind")
-    R.equal("cancel moves pending -> canceled, version 2",
-            (canceled["status"], canceled["version"]), ("canceled", 2))
-    R.equal("cancel keeps order_id, total and items",
+    # Two dimensions move: the life to canceled, the fulfillment (every
+    # line canceled) to canceled; one version each.
+    R.equal("cancel moves pending -> canceled and its lines to canceled, version 3",
+            (canceled["status"], canceled["fulfillment_status"], canceled["version"]),
+            ("canceled", "canceled", 3))
+    R.equal("cancel keeps order_id and total; the ledger counts every unit canceled",
             (canceled["order_id"], canceled["total"], canceled["items"]),
-            (doc["order_id"], doc["total"], doc["items"]))
+            (doc["order_id"], doc["total"], [line(1, "SKU-1", 2, 1999, canceled=2),
+                                             line(2, "Café-☕", 3, 250, canceled=3)]))
     R.equal("oms_get_order sees the canceled order",
             call(su, "oms_get_order", order_id=order_id), canceled)
     sql, params = call_sql("oms_cancel_order", order_id=order_id)

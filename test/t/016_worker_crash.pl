@@ -102,6 +102,9 @@ sub empty_tables
 }
 
 # scenario(LABEL, kill9|immediate|terminate, main|saga)
+# The most processes that had run saga steps, read after each scenario.
+my $most_busy = 0;
+
 sub scenario
 {
 	my ($label, $how, $which) = @_;
@@ -196,6 +199,11 @@ sub scenario
 	ok(oms_wait_until(180, sub { oms_sagas_done($node, $db, $n) }), "$label: all $n sagas reached a final state")
 	  or diag(oms_sql_quiet($node, $db, 'SELECT status, count(*) FROM oms.sagas GROUP BY 1') // '');
 	diag(sprintf('all done %.2f s after the stop', time() - $t0));
+	# The step counters start again with each process: read them before
+	# the next scenario's crash may reset them.
+	my $busy = oms_sql($node, $db,
+		"SELECT count(*) FILTER (WHERE units > 0) FROM oms_saga_worker_status() WHERE database = '$db'");
+	$most_busy = $busy if $busy > $most_busy;
 	oms_check_invariants($node, $db, $n, $label);
 	return;
 }
@@ -208,10 +216,10 @@ scenario('kill -9 of the worker',                 'kill9',     'main');
 scenario('pg_ctl restart -m immediate',           'immediate', 'main');
 scenario('kill -9 of a saga worker',              'kill9',     'saga');
 
-# Every process ran saga steps at some point: the backlogs woke them.
-ok( oms_sql_true($node, $db,
-		"SELECT count(*) FILTER (WHERE units > 0) >= 2 FROM oms_saga_worker_status() WHERE database = '$db'"),
-	'the saga workers ran saga steps too')
+# Every process ran saga steps at some point: the backlogs woke them.  At
+# least two processes had run steps at the end of one scenario (a crash
+# restarts every process, and its counters with it).
+ok($most_busy >= 2, "the saga workers ran saga steps too (at most $most_busy processes at once)")
   or diag(oms_sql_quiet($node, $db, 'SELECT * FROM oms_saga_worker_status()') // '');
 
 # The batches themselves never failed: no ERROR from any oms worker, no saga
