@@ -4,18 +4,18 @@
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/sql/include/helpers.sql
 
-CREATE FUNCTION t.ledger(p_order uuid) RETURNS text LANGUAGE sql AS $$
+CREATE FUNCTION t.return_ledger(p_order uuid) RETURNS text LANGUAGE sql AS $$
 	SELECT string_agg(format('%s: ordered %s canceled %s fulfilling %s shipped %s delivered %s in_return %s returned %s refunded %s',
 							 i.sku, i.quantity, i.quantity_canceled, i.quantity_fulfilling, i.quantity_shipped,
 							 i.quantity_delivered, i.quantity_returning, i.quantity_returned, i.quantity_refunded),
 					  E'\n' ORDER BY i.line_no)
 	FROM oms.order_items i WHERE i.order_id = p_order;
 $$;
-CREATE FUNCTION t.dims(p_order uuid) RETURNS text LANGUAGE sql AS $$
+CREATE FUNCTION t.return_dims(p_order uuid) RETURNS text LANGUAGE sql AS $$
 	SELECT o.status || ' / ' || o.payment_status || ' / ' || o.fulfillment_status
 	FROM oms.orders o WHERE o.id = p_order;
 $$;
-CREATE FUNCTION t.snapshot(p_order uuid) RETURNS text LANGUAGE sql AS $$
+CREATE FUNCTION t.return_snapshot(p_order uuid) RETURNS text LANGUAGE sql AS $$
 	SELECT md5(concat_ws('|',
 		(SELECT string_agg(i::text, ',' ORDER BY i.line_no) FROM oms.order_items i WHERE i.order_id = p_order),
 		(SELECT o::text FROM oms.orders o WHERE o.id = p_order),
@@ -38,8 +38,8 @@ SELECT oms_mark_delivered(:'s') ->> 'fulfillment_status' AS fulfillment;
 SELECT oms_request_return(:'o', 'too big', '[{"sku": "RT-A", "quantity": 2}]', 'rt-req-1') AS doc \gset
 SELECT :'doc'::jsonb -> 'return' ->> 'return_id' AS r1 \gset
 SELECT (:'doc'::jsonb -> 'return') - '{return_id,created_at}'::text[] AS return;
-SELECT t.ledger(:'o');
-SELECT t.dims(:'o');
+SELECT t.return_ledger(:'o');
+SELECT t.return_dims(:'o');
 SELECT oms_request_return(:'o', 'too big', '[{"sku": "RT-A", "quantity": 2}]', 'rt-req-1') -> 'return' ->> 'return_id' = :'r1' AS replayed;
 -- Units in a return cannot be asked for again.
 SELECT t.err(format('SELECT oms_request_return(%L, %L, %L)', :'o', 'again', '[{"sku": "RT-A", "quantity": 2}]')) AS twice;
@@ -50,11 +50,11 @@ SELECT on_hand FROM oms.stock WHERE sku = 'RT-A';
 SELECT (oms_receive_return(:'r1', 'default', 'rt-rcv-1') -> 'return') - '{return_id,created_at,received_at}'::text[]
 	#- '{refund,refund_id}' AS return;
 SELECT on_hand FROM oms.stock WHERE sku = 'RT-A';
-SELECT t.ledger(:'o');
-SELECT t.dims(:'o');
+SELECT t.return_ledger(:'o');
+SELECT t.return_dims(:'o');
 SELECT oms_run_sagas() AS steps_run;
-SELECT t.ledger(:'o');
-SELECT t.dims(:'o');
+SELECT t.return_ledger(:'o');
+SELECT t.return_dims(:'o');
 SELECT status, refund_id IS NOT NULL AS has_refund FROM oms.returns WHERE id = :'r1';
 SELECT captured, refunded FROM oms.payments WHERE order_id = :'o';
 SELECT regexp_replace(t.err(format('SELECT oms_receive_return(%L)', :'r1')), '[0-9a-f-]{36}', '<id>') AS receive_again;
@@ -64,7 +64,7 @@ SELECT oms_request_return(:'o', 'changed my mind') -> 'return' AS doc \gset
 SELECT :'doc'::jsonb ->> 'return_id' AS r2, :'doc'::jsonb -> 'items' AS items \gset
 SELECT :'items';
 SELECT (oms_reject_return(:'r2', 'worn') -> 'return') ->> 'status' AS status;
-SELECT t.ledger(:'o');
+SELECT t.return_ledger(:'o');
 SELECT regexp_replace(t.err(format('SELECT oms_receive_return(%L)', :'r2')), '[0-9a-f-]{36}', '<id>') AS receive_rejected;
 
 -- A third return of the rest, received without restock: the order is
@@ -74,8 +74,8 @@ SELECT on_hand FROM oms.stock WHERE sku IN ('RT-A', 'RT-B') ORDER BY sku;
 SELECT oms_receive_return(:'r3') ->> 'fulfillment_status' AS fulfillment;
 SELECT on_hand FROM oms.stock WHERE sku IN ('RT-A', 'RT-B') ORDER BY sku;
 SELECT oms_run_sagas() AS steps_run;
-SELECT t.ledger(:'o');
-SELECT t.dims(:'o');
+SELECT t.return_ledger(:'o');
+SELECT t.return_dims(:'o');
 SELECT id = :'r1' AS first, status FROM oms.returns WHERE order_id = :'o' ORDER BY created_at, id;
 SELECT t.events(:'o');
 SELECT t.outbox(:'o');
@@ -91,7 +91,7 @@ SELECT oms_run_sagas() AS steps_run;
 SELECT oms_create_shipment(:'o2') -> 'shipment' ->> 'shipment_id' AS s2 \gset
 SELECT oms_ship(:'s2') -> 'shipment' ->> 'status' AS status;
 SELECT oms_mark_delivered(:'s2') -> 'shipment' ->> 'status' AS status;
-SELECT t.snapshot(:'o2') AS before \gset
+SELECT t.return_snapshot(:'o2') AS before \gset
 SELECT t.err(format('SELECT oms_request_return(NULL, %L)', 'x')) AS null_order;
 SELECT t.err(format('SELECT oms_request_return(%L, NULL)', :'o2')) AS null_reason;
 SELECT t.err(format('SELECT oms_request_return(%L, %L)', :'o2', '')) AS empty_reason;
@@ -105,13 +105,13 @@ SELECT t.err('SELECT oms_receive_return(NULL)') AS receive_null;
 SELECT regexp_replace(t.err(format('SELECT oms_receive_return(%L)', gen_random_uuid())), '[0-9a-f-]{36}', '<id>') AS receive_unknown;
 SELECT t.err('SELECT oms_reject_return(NULL)') AS reject_null;
 SELECT regexp_replace(t.err(format('SELECT oms_reject_return(%L)', gen_random_uuid())), '[0-9a-f-]{36}', '<id>') AS reject_unknown;
-SELECT t.snapshot(:'o2') = :'before' AS nothing_written;
+SELECT t.return_snapshot(:'o2') = :'before' AS nothing_written;
 SELECT oms_request_return(:'o2', 'x') -> 'return' ->> 'return_id' AS r4 \gset
-SELECT t.snapshot(:'o2') AS before \gset
+SELECT t.return_snapshot(:'o2') AS before \gset
 SELECT t.err(format('SELECT oms_receive_return(%L, %L)', :'r4', 'nowhere')) AS unknown_location;
 SELECT t.err(format('SELECT oms_receive_return(%L, %L)', :'r4', ' default')) AS bad_location;
 SELECT t.err(format('SELECT oms_reject_return(%L, %L)', :'r4', repeat('r', 1001))) AS long_reject_reason;
-SELECT t.snapshot(:'o2') = :'before' AS nothing_written;
+SELECT t.return_snapshot(:'o2') = :'before' AS nothing_written;
 
 -- Returns are guarded by their machine, whoever writes.
 SELECT regexp_replace(t.err(format('UPDATE oms.returns SET status = %L WHERE id = %L', 'refunded', :'r4')), '[0-9a-f-]{36}', '<id>') AS skip_receipt;

@@ -174,7 +174,7 @@ SELECT oms_run_sagas() AS steps_run;
 
 -- Stock after all of the above: only the confirmed orders took units.
 SELECT sku, on_hand, reserved, available FROM oms.stock_levels WHERE sku LIKE 'SG-%' ORDER BY sku;
-SELECT count(*) FILTER (WHERE status = 'held') AS held FROM oms.reservations;
+SELECT count(*) FILTER (WHERE status = 'held') AS held FROM oms.reservations WHERE sku LIKE 'SG-%';
 
 SELECT o.customer_id, o.status, (t.saga(o.id)).* FROM oms.orders o
 JOIN oms.sagas s ON s.order_id = o.id WHERE s.status NOT IN ('completed', 'compensated');
