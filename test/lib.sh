@@ -26,7 +26,7 @@ if [[ -z "${PG_CONFIG:-}" ]]; then
 fi
 export PG_CONFIG
 
-OMS_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron
+OMS_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-plproxy
 	librdkafka-dev kcat prometheus prometheus-postgres-exporter python3-psycopg python3-jsonschema python3-confluent-kafka graphviz make gcc)
 
 # Logs land in the repository (ignored by git) so they survive the run.
