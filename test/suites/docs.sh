@@ -40,6 +40,15 @@ for machine in $(oms_psql -d "$db" -At -c 'SELECT DISTINCT machine FROM oms.stat
 	fi
 done
 
+# The cluster picture of architecture.md is drawn from its .dot source.
+if diff <(dot -Tsvg docs/cluster.dot) docs/cluster.svg >/dev/null; then
+	echo "ok - docs/cluster.svg is drawn from docs/cluster.dot"
+else
+	echo "not ok - docs/cluster.svg is drawn from docs/cluster.dot"
+	echo "# regenerate: dot -Tsvg docs/cluster.dot > docs/cluster.svg"
+	rc=1
+fi
+
 # SQLSTATEs raised in SQL (ERRCODE = 'name' or 'XXXXX') and in C (ERRCODE_NAME).
 sql_codes=$(grep -ohE "ERRCODE = '[a-z_0-9A-Z]+'" src/sql/*.sql | sed -E "s/ERRCODE = '(.*)'/\1/" | sort -u)
 c_codes=$(grep -ohE 'errcode\(ERRCODE_[A-Z_]+\)' src/*.c | sed -E 's/errcode\(ERRCODE_(.*)\)/\1/' | tr '[:upper:]' '[:lower:]' | sort -u)
