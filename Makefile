@@ -39,6 +39,17 @@ DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 # still be installed and updated) and one upgrade script per release.
 DATA        = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
 
+# The router extension (docs/cluster.md): installed in a router database
+# without oms, it routes the oms API to the shards through PL/Proxy.  Its
+# script is generated the same way, from src/router/ in this order.
+ROUTER_PARTS = src/router/routing.sql \
+               src/router/api.sql \
+               src/router/merge.sql \
+               src/router/views.sql \
+               src/router/checks.sql
+DATA_built += oms_router--$(EXTVERSION).sql
+DATA       += oms_router.control
+
 REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations saga saga_at_once refund fulfillment returns relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 # "make installcheck" runs the tests in the database test/run.sh uses (the
@@ -82,6 +93,9 @@ override CPPFLAGS := $(filter-out -D_FORTIFY_SOURCE%,$(CPPFLAGS))
 endif
 
 $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+oms_router--$(EXTVERSION).sql: $(ROUTER_PARTS)
 	cat $^ > $@
 
 # Every object depends on every header of src/ (one per module, see
