@@ -294,7 +294,7 @@ BEGIN
 				'published_total', pg_catalog.sum((r.doc ->> 'published_total')::bigint),
 				'batches_total', pg_catalog.sum((r.doc ->> 'batches_total')::bigint),
 				'failed_attempts_total', pg_catalog.sum((r.doc ->> 'failed_attempts_total')::bigint),
-				'shards', pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) OPERATOR(pg_catalog.||) r.doc
+				'shards', pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) || r.doc
 											   ORDER BY r.shard))
 			FROM oms._all_relay_status() AS r);
 EXCEPTION WHEN OTHERS THEN
@@ -330,7 +330,7 @@ DECLARE
 	v_hint text;
 BEGIN
 	RETURN (SELECT pg_catalog.jsonb_build_object('shards',
-				pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) OPERATOR(pg_catalog.||) r.doc
+				pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) || r.doc
 									 ORDER BY r.shard))
 			FROM oms._all_run_maintenance(task) AS r);
 EXCEPTION WHEN OTHERS THEN
@@ -366,7 +366,7 @@ DECLARE
 	v_hint text;
 BEGIN
 	RETURN (SELECT pg_catalog.jsonb_build_object('shards',
-				pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) OPERATOR(pg_catalog.||) r.doc
+				pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) || r.doc
 									 ORDER BY r.shard))
 			FROM oms._all_schedule_maintenance(schedules) AS r);
 EXCEPTION WHEN OTHERS THEN
@@ -402,7 +402,7 @@ DECLARE
 	v_hint text;
 BEGIN
 	RETURN (SELECT pg_catalog.jsonb_build_object('shards',
-				pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) OPERATOR(pg_catalog.||) r.doc
+				pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('shard', r.shard) || r.doc
 									 ORDER BY r.shard))
 			FROM oms._all_unschedule_maintenance() AS r);
 EXCEPTION WHEN OTHERS THEN
@@ -553,14 +553,13 @@ BEGIN
 	FOR v_shard IN SELECT * FROM oms.cluster_shards() LOOP
 		BEGIN
 			SELECT * INTO STRICT v_health FROM oms._on_health(v_shard.first_partition);
-			v_shards := v_shards OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+			v_rank := GREATEST(v_rank, CASE v_health.doc ->> 'status' WHEN 'ok' THEN 0 WHEN 'degraded' THEN 1 ELSE 2 END);
+			v_shards := v_shards || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
 				'shard', v_health.shard, 'partitions', pg_catalog.to_jsonb(v_shard.partitions),
 				'status', v_health.doc -> 'status', 'health', v_health.doc));
-			v_rank := pg_catalog.greatest(v_rank, CASE v_health.doc ->> 'status'
-												  WHEN 'ok' THEN 0 WHEN 'degraded' THEN 1 ELSE 2 END);
 		EXCEPTION WHEN OTHERS THEN
 			GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
-			v_shards := v_shards OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+			v_shards := v_shards || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
 				'shard', NULL, 'partitions', pg_catalog.to_jsonb(v_shard.partitions),
 				'status', 'unreachable', 'error', v_message));
 			v_rank := 2;
@@ -626,7 +625,7 @@ BEGIN
 				   CASE WHEN meta THEN line
 						WHEN line ~ '^[^ {]+\{' THEN pg_catalog.regexp_replace(line, '\{', pg_catalog.format('{shard="%s",', shard))
 						ELSE pg_catalog.regexp_replace(line, '^([^ ]+) ', pg_catalog.format('\1{shard="%s"} ', shard))
-				   END, E'\n' ORDER BY family_pos, NOT meta, CASE WHEN meta THEN 0 ELSE shard END, n) OPERATOR(pg_catalog.||) E'\n'
+				   END, E'\n' ORDER BY family_pos, NOT meta, CASE WHEN meta THEN 0 ELSE shard END, n) || E'\n'
 		FROM ranked
 		WHERE NOT meta OR copy = 1);
 EXCEPTION WHEN OTHERS THEN

@@ -61,8 +61,8 @@ RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 -- The 12 rand_a bits of a UUIDv7: the low nibble of byte 6 and byte 7.
-RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) OPERATOR(pg_catalog.&) 15) OPERATOR(pg_catalog.<<) 8)
-	OPERATOR(pg_catalog.|) pg_catalog.get_byte(pg_catalog.uuid_send(id), 7);
+RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
+	| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7);
 COMMENT ON FUNCTION oms.partition_of_id(uuid) IS
 	'The partition an oms id carries (12 bits of a UUIDv7, 0..4095); the router runs a call about that id on the shard owning it';
 
@@ -70,7 +70,7 @@ CREATE FUNCTION oms.partition_of_text(key text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ('x' OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.md5(key), 8))::pg_catalog.bit(32)::integer;
+RETURN ('x' || pg_catalog.left(pg_catalog.md5(key), 8))::pg_catalog.bit(32)::integer;
 COMMENT ON FUNCTION oms.partition_of_text(text) IS
 	'The hash of an idempotency key or a SKU (may be negative); its partition is the hash & (partition count - 1)';
 
@@ -80,7 +80,7 @@ CREATE FUNCTION oms._create_partition(p_key text)
 RETURNS integer
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-RETURN coalesce(oms.partition_of_text(p_key), (pg_catalog.random() OPERATOR(pg_catalog.*) 4096)::integer);
+RETURN coalesce(oms.partition_of_text(p_key), (pg_catalog.random() * 4096)::integer);
 COMMENT ON FUNCTION oms._create_partition(text) IS
 	'Hash PL/Proxy runs oms_create_order on: the idempotency key''s, or a random one without a key';
 

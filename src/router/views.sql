@@ -170,7 +170,7 @@ COMMENT ON FUNCTION oms._all_metrics_rows() IS 'PL/Proxy read of oms.metrics on 
 
 CREATE VIEW oms.metrics AS
 SELECT m.metric, m.family, m.type, m.help,
-	   m.labels OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('shard', m.shard::text) AS labels, m.value
+	   m.labels || pg_catalog.jsonb_build_object('shard', m.shard::text) AS labels, m.value
 FROM oms._all_metrics_rows() AS m;
 REVOKE ALL ON oms.metrics FROM PUBLIC;
 GRANT SELECT ON oms.metrics TO oms_reader;
