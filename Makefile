@@ -14,6 +14,7 @@ OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker
 # those lines allow and finds the same catalog.
 SQL_PARTS   = src/sql/roles.sql \
               src/sql/schema.sql \
+              src/sql/shard.sql \
               src/sql/money.sql \
               src/sql/state.sql \
               src/sql/idempotency.sql \

@@ -365,13 +365,13 @@ oms_check_publishable(PG_FUNCTION_ARGS)
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-PG_FUNCTION_INFO_V1(oms_uuid_v7);
+/* The 12 rand_a bits of a version 7 id hold at most this many partitions. */
+#define OMS_PARTITION_BITS_MAX 4096
 
-Datum
-oms_uuid_v7(PG_FUNCTION_ARGS)
+/* Fills uuid with a fresh version 7 id. */
+static void
+fill_uuid_v7(pg_uuid_t *uuid)
 {
-	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-
 	/* cppcheck-suppress shadowFunction ; SQL now() is not called here */
 	TimestampTz now = GetCurrentTimestamp();
 	uint64		ms;
@@ -392,5 +392,50 @@ oms_uuid_v7(PG_FUNCTION_ARGS)
 	}
 	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x70;	/* version 7 */
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;	/* variant 10 */
+}
+
+PG_FUNCTION_INFO_V1(oms_uuid_v7);
+
+Datum
+oms_uuid_v7(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+	fill_uuid_v7(uuid);
+	PG_RETURN_UUID_P(uuid);
+}
+
+/*
+ * oms._uuid_v7(partition integer, partition_count integer) RETURNS uuid: a
+ * version 7 id whose 12 rand_a bits carry a partition of a sharded cluster,
+ * so the router finds an order's shard from its id alone, and every id an
+ * order hands out (shipments, returns, sagas) finds it the same way.  Only
+ * the low log2(partition_count) bits are set; the bits above stay random,
+ * so a cluster that later doubles its partitions splits each one in two.
+ * A NULL partition gives a plain random id (an unsharded node).
+ */
+PG_FUNCTION_INFO_V1(oms_uuid_v7_in);
+
+Datum
+oms_uuid_v7_in(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+	int32		count;
+	uint32		mask;
+	uint32		bits;
+
+	fill_uuid_v7(uuid);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_UUID_P(uuid);
+	count = PG_ARGISNULL(1) ? OMS_PARTITION_BITS_MAX : PG_GETARG_INT32(1);
+	if (count < 1 || count > OMS_PARTITION_BITS_MAX || (count & (count - 1)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("partition count must be a power of two between 1 and %d", OMS_PARTITION_BITS_MAX)));
+	mask = (uint32) count - 1;
+	bits = (((uint32) (uuid->data[6] & 0x0f) << 8) | uuid->data[7]) & ~mask;
+	bits |= (uint32) PG_GETARG_INT32(0) & mask;
+	uuid->data[6] = 0x70 | (unsigned char) (bits >> 8);
+	uuid->data[7] = (unsigned char) (bits & 0xff);
 	PG_RETURN_UUID_P(uuid);
 }

@@ -31,6 +31,8 @@ BEGIN
 	SELECT i.sku, i.line_no INTO v_sku, v_line
 	FROM pg_catalog.jsonb_to_recordset(p_items) AS i(line_no integer, sku text)
 	WHERE NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = i.sku)
+		-- A SKU homed on another shard has its stock record there.
+		AND oms._sku_is_home(i.sku)
 	ORDER BY i.line_no LIMIT 1;
 	IF FOUND THEN
 		RAISE EXCEPTION 'unknown SKU "%"', v_sku
@@ -54,6 +56,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 	v_trace text;
+	v_id uuid;
 BEGIN
 	PERFORM oms._check_identifier('customer_id', p_customer_id, 255);
 	IF p_items IS NULL THEN
@@ -80,6 +83,9 @@ BEGIN
 		PERFORM oms._refuse_unknown_skus(v_priced -> 'items');
 	END IF;
 
+	-- Before the key is claimed: a shard that does not serve the key's
+	-- partition refuses the create (OM020) and writes nothing.
+	v_id := oms._new_order_id(p_idempotency_key);
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._request_hash
 		v_hash := pg_catalog.sha256(pg_catalog.convert_to(
@@ -100,8 +106,8 @@ BEGIN
 
 	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
 	WITH o AS (
-		INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
-		VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
+		INSERT INTO oms.orders (id, customer_id, currency, total, metadata, timeline_seq, event_seq)
+		VALUES (v_id, p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
 		RETURNING *
 	), i AS (
 		INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
@@ -214,6 +220,7 @@ AS $$
 DECLARE
 	v_order oms.orders;
 BEGIN
+	PERFORM oms._own_id(oms_get_order.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_get_order.order_id);
 	SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = oms_get_order.order_id;
 	IF NOT FOUND THEN
@@ -224,6 +231,37 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_get_order(uuid) IS 'Returns the order document of an order';
+
+-- A customer's orders, newest first: the one read that spans shards by
+-- customer (the router merges every shard's answer).
+CREATE FUNCTION @extschema@.oms_customer_orders(customer_id text, max_orders integer DEFAULT 100)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._check_identifier('customer_id', oms_customer_orders.customer_id, 255);
+	PERFORM oms._check_not_null('max_orders', oms_customer_orders.max_orders);
+	IF oms_customer_orders.max_orders NOT BETWEEN 1 AND 1000 THEN
+		RAISE EXCEPTION 'max_orders must be between 1 and 1000, not %', oms_customer_orders.max_orders
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN QUERY
+	SELECT pg_catalog.jsonb_build_object(
+		'order_id', o.id, 'customer_id', o.customer_id, 'status', o.status,
+		'payment_status', o.payment_status, 'fulfillment_status', o.fulfillment_status,
+		'currency', o.currency, 'total', o.total, 'version', o.version,
+		'created_at', pg_catalog.to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+	FROM oms.orders AS o
+	WHERE o.customer_id = oms_customer_orders.customer_id
+	ORDER BY o.created_at DESC, o.id DESC
+	LIMIT oms_customer_orders.max_orders;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_customer_orders(text, integer) IS
+	'A customer''s orders, newest first: a summary per order (statuses, total, version, times), at most max_orders (1 to 1000)';
 
 CREATE FUNCTION @extschema@.oms_cancel_order(
 	order_id uuid,
@@ -240,6 +278,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_cancel_order.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
 	IF oms_cancel_order.reason IS NOT NULL AND pg_catalog.length(oms_cancel_order.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'
@@ -306,6 +345,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_order_timeline.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_order_timeline.order_id);
 	IF NOT EXISTS (SELECT FROM oms.orders AS o WHERE o.id = oms_order_timeline.order_id) THEN
 		RAISE EXCEPTION 'order "%" does not exist', oms_order_timeline.order_id
@@ -326,6 +366,7 @@ COMMENT ON FUNCTION @extschema@.oms_order_timeline(uuid) IS
 REVOKE ALL ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_create_order(text, jsonb, text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_create_order(text, text, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_customer_orders(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_get_order(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_order_timeline(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._create_order(text, jsonb, text, text, jsonb) FROM PUBLIC;
@@ -335,9 +376,11 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_create_order(text, text, text, text, jsonb),
 	@extschema@.oms_get_order(uuid),
 	@extschema@.oms_cancel_order(uuid, text, text),
-	@extschema@.oms_order_timeline(uuid)
+	@extschema@.oms_order_timeline(uuid),
+	@extschema@.oms_customer_orders(text, integer)
 TO oms_app;
 GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_get_order(uuid),
-	@extschema@.oms_order_timeline(uuid)
+	@extschema@.oms_order_timeline(uuid),
+	@extschema@.oms_customer_orders(text, integer)
 TO oms_reader;

@@ -436,6 +436,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_create_shipment.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_create_shipment.order_id);
 	PERFORM oms._check_text('location', v_location, 100);
 	PERFORM oms._check_text('carrier', oms_create_shipment.carrier, 100);
@@ -459,8 +460,8 @@ BEGIN
 			USING ERRCODE = 'no_data_found';
 	END IF;
 
-	INSERT INTO oms.shipments (order_id, location, carrier, tracking_number)
-	VALUES (v_order.id, v_location, oms_create_shipment.carrier, oms_create_shipment.tracking_number)
+	INSERT INTO oms.shipments (id, order_id, location, carrier, tracking_number)
+	VALUES (oms._child_id(v_order.id), v_order.id, v_location, oms_create_shipment.carrier, oms_create_shipment.tracking_number)
 	RETURNING * INTO v_shipment;
 	FOR v_line IN
 		SELECT q.line_no, q.sku, q.quantity
@@ -613,6 +614,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_ship.shipment_id, 'shipment');
 	RETURN oms._move_shipment('oms_ship', oms_ship.shipment_id, 'shipped', oms_ship.carrier,
 							  oms_ship.tracking_number, NULL, oms_ship.idempotency_key);
 END;
@@ -627,6 +629,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_mark_delivered.shipment_id, 'shipment');
 	RETURN oms._move_shipment('oms_mark_delivered', oms_mark_delivered.shipment_id, 'delivered', NULL, NULL, NULL,
 							  oms_mark_delivered.idempotency_key);
 END;
@@ -642,6 +645,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_cancel_shipment.shipment_id, 'shipment');
 	RETURN oms._move_shipment('oms_cancel_shipment', oms_cancel_shipment.shipment_id, 'canceled', NULL, NULL,
 							  oms_cancel_shipment.reason, oms_cancel_shipment.idempotency_key);
 END;
@@ -682,8 +686,8 @@ BEGIN
 	IF v_amount IS NULL OR v_amount <= 0 THEN
 		RETURN NULL;
 	END IF;
-	INSERT INTO oms.refunds (order_id, payment_id, amount, reason)
-	VALUES (p_order_id, v_payment.id, v_amount, p_reason)
+	INSERT INTO oms.refunds (id, order_id, payment_id, amount, reason)
+	VALUES (oms._child_id(p_order_id), p_order_id, v_payment.id, v_amount, p_reason)
 	RETURNING id INTO v_refund;
 	INSERT INTO oms.refund_lines (refund_id, order_id, line_no, quantity)
 	SELECT v_refund, p_order_id, (l ->> 'line_no')::integer, (l ->> 'quantity')::integer
@@ -763,6 +767,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_cancel_items.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_cancel_items.order_id);
 	IF pg_catalog.length(oms_cancel_items.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'

@@ -802,6 +802,7 @@ AS $$
 BEGIN
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_not_null('on_hand', p_on_hand);
+	PERFORM oms._own_sku(p_sku);
 	PERFORM oms._check_location(p_location);
 	-- Lock the row (or the slot it will take) before checking reservations.
 	INSERT INTO oms.stock AS s (sku, location, on_hand) VALUES (p_sku, p_location, 0)
@@ -826,6 +827,7 @@ DECLARE
 BEGIN
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_not_null('delta', p_delta);
+	PERFORM oms._own_sku(p_sku);
 	PERFORM oms._check_location(p_location);
 	SELECT * INTO v_row FROM oms.stock AS s WHERE s.sku = p_sku AND s.location = p_location FOR UPDATE;
 	IF NOT FOUND THEN

@@ -137,6 +137,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_request_return.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_request_return.order_id);
 	PERFORM oms._check_not_null('reason', oms_request_return.reason);
 	IF pg_catalog.length(oms_request_return.reason) NOT BETWEEN 1 AND 1000 THEN
@@ -156,7 +157,8 @@ BEGIN
 
 	v_order := oms._lock_order(oms_request_return.order_id);
 	PERFORM oms._check_fulfillable(v_order, 'take a return');
-	INSERT INTO oms.returns (order_id, reason) VALUES (v_order.id, oms_request_return.reason)
+	INSERT INTO oms.returns (id, order_id, reason)
+	VALUES (oms._child_id(v_order.id), v_order.id, oms_request_return.reason)
 	RETURNING * INTO v_return;
 	FOR v_line IN
 		SELECT i.line_no, i.sku, i.quantity_delivered - i.quantity_returning - i.quantity_returned AS free,
@@ -212,6 +214,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_receive_return.return_id, 'return');
 	PERFORM oms._check_not_null('return_id', oms_receive_return.return_id);
 	PERFORM oms._check_text('restock_location', oms_receive_return.restock_location, 100);
 	PERFORM oms._check_idempotency_key(oms_receive_return.idempotency_key);
@@ -288,6 +291,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_reject_return.return_id, 'return');
 	PERFORM oms._check_not_null('return_id', oms_reject_return.return_id);
 	IF pg_catalog.length(oms_reject_return.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'

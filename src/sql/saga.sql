@@ -113,8 +113,8 @@ AS $$
 DECLARE
 	v_id uuid;
 BEGIN
-	INSERT INTO oms.sagas (order_id, kind, refund_id, traceparent)
-	VALUES (p_order_id, p_kind, p_refund_id, NULLIF(pg_catalog.current_setting('oms.traceparent', true), ''))
+	INSERT INTO oms.sagas (id, order_id, kind, refund_id, traceparent)
+	VALUES (oms._child_id(p_order_id), p_order_id, p_kind, p_refund_id, NULLIF(pg_catalog.current_setting('oms.traceparent', true), ''))
 	RETURNING id INTO v_id;
 	INSERT INTO oms.saga_steps (saga_id, step_no, name)
 	SELECT v_id, s.n, s.name

@@ -18,6 +18,7 @@ DECLARE
 	v_hash bytea;
 	v_saga uuid;
 BEGIN
+	PERFORM oms._own_id(oms_pay_order.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_pay_order.order_id);
 	PERFORM oms._check_payment_method(oms_pay_order.payment_method);
 	PERFORM oms._check_idempotency_key(oms_pay_order.idempotency_key);
@@ -38,8 +39,8 @@ BEGIN
 				  HINT = 'Only pending orders can be paid.';
 	END IF;
 
-	INSERT INTO oms.payments (order_id, method, currency, amount)
-	VALUES (v_order.id, oms_pay_order.payment_method, v_order.currency, v_order.total);
+	INSERT INTO oms.payments (id, order_id, method, currency, amount)
+	VALUES (oms._child_id(v_order.id), v_order.id, oms_pay_order.payment_method, v_order.currency, v_order.total);
 	v_document := oms._change_status(v_order.id, 'processing', 'order.processing',
 		pg_catalog.jsonb_build_object('payment_method', oms_pay_order.payment_method,
 									  'idempotency_key', oms_pay_order.idempotency_key));
@@ -74,6 +75,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_refund_order.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_refund_order.order_id);
 	IF oms_refund_order.amount IS NOT NULL AND oms_refund_order.amount <= 0 THEN
 		RAISE EXCEPTION 'refund amount must be greater than zero'
@@ -128,8 +130,8 @@ BEGIN
 				  HINT = 'Refund at most the refundable amount.';
 	END IF;
 
-	INSERT INTO oms.refunds (order_id, payment_id, amount, reason)
-	VALUES (v_order.id, v_payment.id, v_amount, oms_refund_order.reason)
+	INSERT INTO oms.refunds (id, order_id, payment_id, amount, reason)
+	VALUES (oms._child_id(v_order.id), v_order.id, v_payment.id, v_amount, oms_refund_order.reason)
 	RETURNING id INTO v_refund;
 	PERFORM oms._timeline(v_order.id, 'refund.requested',
 		pg_catalog.jsonb_build_object('refund_id', v_refund, 'amount', v_amount, 'reason', oms_refund_order.reason,

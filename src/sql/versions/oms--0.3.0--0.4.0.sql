@@ -672,6 +672,7 @@ AS $$
 BEGIN
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_not_null('on_hand', p_on_hand);
+	PERFORM oms._own_sku(p_sku);
 	PERFORM oms._check_location(p_location);
 	-- Lock the row (or the slot it will take) before checking reservations.
 	INSERT INTO oms.stock AS s (sku, location, on_hand) VALUES (p_sku, p_location, 0)
@@ -696,6 +697,7 @@ DECLARE
 BEGIN
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_not_null('delta', p_delta);
+	PERFORM oms._own_sku(p_sku);
 	PERFORM oms._check_location(p_location);
 	SELECT * INTO v_row FROM oms.stock AS s WHERE s.sku = p_sku AND s.location = p_location FOR UPDATE;
 	IF NOT FOUND THEN
@@ -1512,6 +1514,8 @@ BEGIN
 	SELECT i.sku, i.line_no INTO v_sku, v_line
 	FROM pg_catalog.jsonb_to_recordset(p_items) AS i(line_no integer, sku text)
 	WHERE NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = i.sku)
+		-- A SKU homed on another shard has its stock record there.
+		AND oms._sku_is_home(i.sku)
 	ORDER BY i.line_no LIMIT 1;
 	IF FOUND THEN
 		RAISE EXCEPTION 'unknown SKU "%"', v_sku
@@ -1537,6 +1541,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 	v_trace text;
+	v_id uuid;
 BEGIN
 	PERFORM oms._check_identifier('customer_id', p_customer_id, 255);
 	IF p_items IS NULL THEN
@@ -1563,6 +1568,9 @@ BEGIN
 		PERFORM oms._refuse_unknown_skus(v_priced -> 'items');
 	END IF;
 
+	-- Before the key is claimed: a shard that does not serve the key's
+	-- partition refuses the create (OM020) and writes nothing.
+	v_id := oms._new_order_id(p_idempotency_key);
 	IF p_idempotency_key IS NOT NULL THEN
 		-- oms._request_hash
 		v_hash := pg_catalog.sha256(pg_catalog.convert_to(
@@ -1583,8 +1591,8 @@ BEGIN
 
 	v_trace := NULLIF(pg_catalog.current_setting('oms.traceparent', true), '');
 	WITH o AS (
-		INSERT INTO oms.orders (customer_id, currency, total, metadata, timeline_seq, event_seq)
-		VALUES (p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
+		INSERT INTO oms.orders (id, customer_id, currency, total, metadata, timeline_seq, event_seq)
+		VALUES (v_id, p_customer_id, p_currency, (v_priced ->> 'total')::bigint, p_metadata, 1, 1)
 		RETURNING *
 	), i AS (
 		INSERT INTO oms.order_items (order_id, line_no, sku, quantity, unit_price, line_total)
@@ -2106,6 +2114,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_create_shipment.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_create_shipment.order_id);
 	PERFORM oms._check_text('location', v_location, 100);
 	PERFORM oms._check_text('carrier', oms_create_shipment.carrier, 100);
@@ -2129,8 +2138,8 @@ BEGIN
 			USING ERRCODE = 'no_data_found';
 	END IF;
 
-	INSERT INTO oms.shipments (order_id, location, carrier, tracking_number)
-	VALUES (v_order.id, v_location, oms_create_shipment.carrier, oms_create_shipment.tracking_number)
+	INSERT INTO oms.shipments (id, order_id, location, carrier, tracking_number)
+	VALUES (oms._child_id(v_order.id), v_order.id, v_location, oms_create_shipment.carrier, oms_create_shipment.tracking_number)
 	RETURNING * INTO v_shipment;
 	FOR v_line IN
 		SELECT q.line_no, q.sku, q.quantity
@@ -2283,6 +2292,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_ship.shipment_id, 'shipment');
 	RETURN oms._move_shipment('oms_ship', oms_ship.shipment_id, 'shipped', oms_ship.carrier,
 							  oms_ship.tracking_number, NULL, oms_ship.idempotency_key);
 END;
@@ -2297,6 +2307,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_mark_delivered.shipment_id, 'shipment');
 	RETURN oms._move_shipment('oms_mark_delivered', oms_mark_delivered.shipment_id, 'delivered', NULL, NULL, NULL,
 							  oms_mark_delivered.idempotency_key);
 END;
@@ -2312,6 +2323,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM oms._own_id(oms_cancel_shipment.shipment_id, 'shipment');
 	RETURN oms._move_shipment('oms_cancel_shipment', oms_cancel_shipment.shipment_id, 'canceled', NULL, NULL,
 							  oms_cancel_shipment.reason, oms_cancel_shipment.idempotency_key);
 END;
@@ -2352,8 +2364,8 @@ BEGIN
 	IF v_amount IS NULL OR v_amount <= 0 THEN
 		RETURN NULL;
 	END IF;
-	INSERT INTO oms.refunds (order_id, payment_id, amount, reason)
-	VALUES (p_order_id, v_payment.id, v_amount, p_reason)
+	INSERT INTO oms.refunds (id, order_id, payment_id, amount, reason)
+	VALUES (oms._child_id(p_order_id), p_order_id, v_payment.id, v_amount, p_reason)
 	RETURNING id INTO v_refund;
 	INSERT INTO oms.refund_lines (refund_id, order_id, line_no, quantity)
 	SELECT v_refund, p_order_id, (l ->> 'line_no')::integer, (l ->> 'quantity')::integer
@@ -2433,6 +2445,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_cancel_items.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_cancel_items.order_id);
 	IF pg_catalog.length(oms_cancel_items.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'
@@ -2636,6 +2649,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_request_return.order_id, 'order');
 	PERFORM oms._check_not_null('order_id', oms_request_return.order_id);
 	PERFORM oms._check_not_null('reason', oms_request_return.reason);
 	IF pg_catalog.length(oms_request_return.reason) NOT BETWEEN 1 AND 1000 THEN
@@ -2655,7 +2669,8 @@ BEGIN
 
 	v_order := oms._lock_order(oms_request_return.order_id);
 	PERFORM oms._check_fulfillable(v_order, 'take a return');
-	INSERT INTO oms.returns (order_id, reason) VALUES (v_order.id, oms_request_return.reason)
+	INSERT INTO oms.returns (id, order_id, reason)
+	VALUES (oms._child_id(v_order.id), v_order.id, oms_request_return.reason)
 	RETURNING * INTO v_return;
 	FOR v_line IN
 		SELECT i.line_no, i.sku, i.quantity_delivered - i.quantity_returning - i.quantity_returned AS free,
@@ -2711,6 +2726,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_receive_return.return_id, 'return');
 	PERFORM oms._check_not_null('return_id', oms_receive_return.return_id);
 	PERFORM oms._check_text('restock_location', oms_receive_return.restock_location, 100);
 	PERFORM oms._check_idempotency_key(oms_receive_return.idempotency_key);
@@ -2787,6 +2803,7 @@ DECLARE
 	v_document jsonb;
 	v_hash bytea;
 BEGIN
+	PERFORM oms._own_id(oms_reject_return.return_id, 'return');
 	PERFORM oms._check_not_null('return_id', oms_reject_return.return_id);
 	IF pg_catalog.length(oms_reject_return.reason) > 1000 THEN
 		RAISE EXCEPTION 'reason is too long'
@@ -2870,3 +2887,559 @@ GRANT EXECUTE ON FUNCTION
 	@extschema@.oms_receive_return(uuid, text, text),
 	@extschema@.oms_reject_return(uuid, text, text)
 TO oms_app;
+
+--
+-- Shards (src/sql/shard.sql): partitions in ids, a shard's identity, the
+-- refusal of calls for partitions it does not serve, a customer's orders.
+--
+
+-- Ids carrying a partition (src/input.c).
+CREATE FUNCTION oms._uuid_v7(p_partition integer, p_partition_count integer)
+RETURNS uuid
+LANGUAGE c VOLATILE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'oms_uuid_v7_in';
+COMMENT ON FUNCTION oms._uuid_v7(integer, integer) IS
+	'A version 7 UUID whose low partition bits are p_partition (masked by p_partition_count - 1; NULL count: all 12 bits); NULL p_partition: random';
+
+CREATE TABLE oms.shard (
+	one			boolean PRIMARY KEY DEFAULT true CHECK (one),
+	shard		integer NOT NULL CHECK (shard BETWEEN 0 AND 4095),
+	partition_count integer NOT NULL
+		CHECK (partition_count BETWEEN 1 AND 4096 AND (partition_count & (partition_count - 1)) = 0),
+	partitions	integer[] NOT NULL
+		CHECK (pg_catalog.cardinality(partitions) >= 1 AND pg_catalog.array_position(partitions, NULL) IS NULL),
+	configured_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE oms.shard IS
+	'This database''s place in a sharded cluster (one row), or no row: a single node serving every partition';
+SELECT pg_catalog.pg_extension_config_dump('oms.shard', '');
+
+CREATE FUNCTION oms.partition_of_id(id uuid)
+RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
+	| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7);
+COMMENT ON FUNCTION oms.partition_of_id(uuid) IS
+	'The 12 partition bits of an oms id (0..4095); the partition is this value & (partition_count - 1)';
+
+CREATE FUNCTION oms.partition_of_text(value text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::bit(32)::integer;
+COMMENT ON FUNCTION oms.partition_of_text(text) IS
+	'A stable 32-bit hash of an idempotency key or SKU (the first 32 bits of its MD5); the partition is this value & (partition_count - 1)';
+
+-- Raises OM020 for a partition this shard does not serve.
+CREATE FUNCTION oms._refuse_partition(p_shard oms.shard, p_bits integer, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_partition integer := p_bits & (p_shard.partition_count - 1);
+BEGIN
+	IF v_partition = ANY (p_shard.partitions) THEN
+		RETURN;
+	END IF;
+	RAISE EXCEPTION '% belongs to partition %, which shard % does not serve', p_what, v_partition, p_shard.shard
+		USING ERRCODE = 'OM020',
+			  DETAIL = pg_catalog.format('Shard %s serves partitions %s of %s.', p_shard.shard,
+										 pg_catalog.array_to_string(p_shard.partitions, ', '),
+										 p_shard.partition_count),
+			  HINT = pg_catalog.format('Call through the router, or on the shard that serves partition %s.',
+									   v_partition);
+END;
+$$;
+COMMENT ON FUNCTION oms._refuse_partition(oms.shard, integer, text) IS
+	'Raises OM020 unless the shard serves the partition of p_bits';
+
+CREATE FUNCTION oms._own_id(p_id uuid, p_noun text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_shard oms.shard;
+BEGIN
+	SELECT * INTO v_shard FROM oms.shard;
+	IF FOUND AND p_id IS NOT NULL THEN
+		PERFORM oms._refuse_partition(v_shard, oms.partition_of_id(p_id),
+									  pg_catalog.format('%s "%s"', p_noun, p_id));
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._own_id(uuid, text) IS
+	'OM020 when a configured shard does not serve the partition of an order, shipment or return id';
+
+CREATE FUNCTION oms._own_sku(p_sku text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_shard oms.shard;
+BEGIN
+	SELECT * INTO v_shard FROM oms.shard;
+	IF FOUND AND p_sku IS NOT NULL THEN
+		PERFORM oms._refuse_partition(v_shard, oms.partition_of_text(p_sku),
+									  pg_catalog.format('SKU "%s"', p_sku));
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._own_sku(text) IS
+	'OM020 when a configured shard is not the home of a SKU (its stock lives on the shard serving its partition)';
+
+CREATE FUNCTION oms._sku_is_home(p_sku text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN NOT EXISTS (
+	SELECT FROM oms.shard AS s
+	WHERE NOT ((oms.partition_of_text(p_sku) & (s.partition_count - 1)) = ANY (s.partitions)));
+COMMENT ON FUNCTION oms._sku_is_home(text) IS
+	'Whether this database holds the stock of a SKU (always, on a single node)';
+
+-- The id of a new order: in the partition of its idempotency key, or in a
+-- random partition this shard serves when there is no key.
+CREATE FUNCTION oms._new_order_id(p_idempotency_key text)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_shard oms.shard;
+BEGIN
+	SELECT * INTO v_shard FROM oms.shard;
+	IF NOT FOUND THEN
+		RETURN oms._uuid_v7(NULL, NULL);
+	ELSIF p_idempotency_key IS NULL THEN
+		RETURN oms._uuid_v7(v_shard.partitions[1 + pg_catalog.floor(pg_catalog.random()
+						   * pg_catalog.cardinality(v_shard.partitions))::integer], v_shard.partition_count);
+	END IF;
+	PERFORM oms._refuse_partition(v_shard, oms.partition_of_text(p_idempotency_key),
+								  pg_catalog.format('idempotency key "%s"', p_idempotency_key));
+	RETURN oms._uuid_v7(oms.partition_of_text(p_idempotency_key), v_shard.partition_count);
+END;
+$$;
+COMMENT ON FUNCTION oms._new_order_id(text) IS
+	'A new order id in the partition of the idempotency key (OM020 when this shard does not serve it), or in one of this shard''s partitions';
+
+-- The id of anything an order hands out: in the order's partition.
+CREATE FUNCTION oms._child_id(p_order_id uuid)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+RETURN oms._uuid_v7(oms.partition_of_id(p_order_id), NULL);
+COMMENT ON FUNCTION oms._child_id(uuid) IS
+	'A new id (shipment, return, saga, payment, refund) carrying the partition bits of its order';
+
+CREATE FUNCTION @extschema@.oms_configure_shard(shard integer, partition_count integer, partitions integer[])
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_bad integer;
+BEGIN
+	IF shard IS NULL OR partition_count IS NULL OR partitions IS NULL THEN
+		RAISE EXCEPTION 'shard, partition_count and partitions must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	ELSIF shard NOT BETWEEN 0 AND 4095 THEN
+		RAISE EXCEPTION 'shard must be between 0 and 4095, not %', shard
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF partition_count NOT BETWEEN 1 AND 4096 OR (partition_count & (partition_count - 1)) <> 0 THEN
+		RAISE EXCEPTION 'partition_count must be a power of two between 1 and 4096, not %', partition_count
+			USING ERRCODE = 'invalid_parameter_value';
+	ELSIF pg_catalog.cardinality(partitions) = 0 THEN
+		RAISE EXCEPTION 'a shard must serve at least one partition'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT p INTO v_bad FROM pg_catalog.unnest(partitions) AS p
+	WHERE p IS NULL OR p NOT BETWEEN 0 AND partition_count - 1 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'partition % is not between 0 and %', v_bad, partition_count - 1
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF EXISTS (SELECT FROM oms.shard AS s WHERE s.partition_count <> oms_configure_shard.partition_count) THEN
+		RAISE EXCEPTION 'the partition count of a cluster does not change'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = pg_catalog.format('This shard was configured with %s partitions.',
+											 (SELECT s.partition_count FROM oms.shard AS s)),
+				  HINT = 'Move partitions between shards instead (docs/architecture.md, "Adding a shard").';
+	END IF;
+	INSERT INTO oms.shard (shard, partition_count, partitions)
+	VALUES (shard, partition_count,
+			(SELECT pg_catalog.array_agg(DISTINCT p ORDER BY p) FROM pg_catalog.unnest(partitions) AS p))
+	ON CONFLICT (one) DO UPDATE
+	SET shard = excluded.shard, partitions = excluded.partitions, configured_at = pg_catalog.now();
+	RETURN @extschema@.oms_shard_info();
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_configure_shard(integer, integer, integer[]) IS
+	'Makes this database shard number `shard` of a cluster of `partition_count` partitions, serving `partitions`';
+
+CREATE FUNCTION @extschema@.oms_shard_info()
+RETURNS jsonb
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN COALESCE(
+	(SELECT pg_catalog.jsonb_build_object('shard', s.shard, 'partition_count', s.partition_count,
+										  'partitions', pg_catalog.to_jsonb(s.partitions),
+										  'configured_at', s.configured_at)
+	 FROM oms.shard AS s),
+	'{"shard": null, "partition_count": 1, "partitions": [0]}'::jsonb);
+COMMENT ON FUNCTION @extschema@.oms_shard_info() IS
+	'This database''s shard number, partition count and partitions; shard null on a single node';
+
+REVOKE ALL ON TABLE oms.shard FROM PUBLIC;
+GRANT SELECT ON TABLE oms.shard TO oms_reader;
+REVOKE ALL ON FUNCTION oms._uuid_v7(integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms.partition_of_id(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms.partition_of_text(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._refuse_partition(oms.shard, integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._own_id(uuid, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._own_sku(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._sku_is_home(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._new_order_id(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._child_id(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_configure_shard(integer, integer, integer[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.oms_shard_info() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_configure_shard(integer, integer, integer[]) TO oms_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_shard_info() TO oms_app, oms_reader;
+GRANT EXECUTE ON FUNCTION oms.partition_of_id(uuid), oms.partition_of_text(text) TO oms_app, oms_reader;
+
+-- Calls about an order check that this shard serves its partition;
+-- sagas get ids in their order's partition.
+CREATE OR REPLACE FUNCTION @extschema@.oms_get_order(order_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+BEGIN
+	PERFORM oms._own_id(oms_get_order.order_id, 'order');
+	PERFORM oms._check_not_null('order_id', oms_get_order.order_id);
+	SELECT * INTO v_order FROM oms.orders AS o WHERE o.id = oms_get_order.order_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'order "%" does not exist', oms_get_order.order_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	RETURN oms._order_document(v_order, oms._order_items_json(v_order.id));
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_get_order(uuid) IS 'Returns the order document of an order';
+
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_cancel_order(
+	order_id uuid,
+	reason text DEFAULT NULL,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_from oms.order_status;
+	v_document jsonb;
+	v_hash bytea;
+BEGIN
+	PERFORM oms._own_id(oms_cancel_order.order_id, 'order');
+	PERFORM oms._check_not_null('order_id', oms_cancel_order.order_id);
+	IF oms_cancel_order.reason IS NOT NULL AND pg_catalog.length(oms_cancel_order.reason) > 1000 THEN
+		RAISE EXCEPTION 'reason is too long'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = pg_catalog.format('reason has at most 1000 characters, got %s.',
+											 pg_catalog.length(oms_cancel_order.reason));
+	END IF;
+	PERFORM oms._check_idempotency_key(oms_cancel_order.idempotency_key);
+
+	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_cancel_order.order_id, oms_cancel_order.reason));
+		v_document := oms._idempotency_begin(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	v_order := oms._lock_order(oms_cancel_order.order_id);
+	v_from := v_order.status;
+	IF v_from = 'pending' THEN
+		v_document := oms._change_status(v_order.id, 'canceled', 'order.canceled',
+			pg_catalog.jsonb_build_object('reason', oms_cancel_order.reason,
+										  'idempotency_key', oms_cancel_order.idempotency_key));
+	ELSIF v_from = 'processing' THEN
+		-- The saga stops at its next step and compensates what it did; the
+		-- order ends canceled then.  Wake it now if it is waiting.  This
+		-- waits for a runner that holds the saga row: one that locked it
+		-- without running it (its claim saw the row due, then rechecked a
+		-- newer version that is not) would otherwise leave the cancel to
+		-- the step's timeout.  No deadlock: a runner never waits for an
+		-- order, and we hold this one, so no runner runs this saga now.
+		v_document := oms._change_status(v_order.id, 'cancel_requested', 'order.cancel_requested',
+			pg_catalog.jsonb_build_object('reason', oms_cancel_order.reason,
+										  'idempotency_key', oms_cancel_order.idempotency_key));
+		UPDATE oms.sagas AS s SET next_run_at = pg_catalog.now()
+		WHERE s.order_id = v_order.id AND s.kind = 'fulfilment' AND s.status = 'running';
+		PERFORM oms._notify_worker();
+	ELSE
+		RAISE EXCEPTION 'order "%" cannot be canceled', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = pg_catalog.format('The order is %s.', v_from),
+				  HINT = CASE
+					WHEN v_from = 'canceled' THEN 'The order is already canceled.'
+					WHEN v_from = 'cancel_requested' THEN 'A cancel is already in progress.'
+					WHEN v_from IN ('confirmed', 'partially_refunded') THEN 'Refund the order instead with oms_refund_order().'
+					ELSE 'Only pending and processing orders can be canceled.' END;
+	END IF;
+
+	IF oms_cancel_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_cancel_order.idempotency_key, 'oms_cancel_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_cancel_order(uuid, text, text) IS
+	'Cancels an order: pending orders at once; processing orders are compensated by their saga and end canceled';
+
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_order_timeline(order_id uuid)
+RETURNS TABLE (seq integer, occurred_at timestamptz, event_type text,
+			   from_status oms.order_status, to_status oms.order_status, data jsonb,
+			   traceparent text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._own_id(oms_order_timeline.order_id, 'order');
+	PERFORM oms._check_not_null('order_id', oms_order_timeline.order_id);
+	IF NOT EXISTS (SELECT FROM oms.orders AS o WHERE o.id = oms_order_timeline.order_id) THEN
+		RAISE EXCEPTION 'order "%" does not exist', oms_order_timeline.order_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	RETURN QUERY
+		SELECT e.seq, e.occurred_at, e.event_type, e.from_status, e.to_status, e.data, e.traceparent
+		FROM oms.order_events AS e
+		WHERE e.order_id = oms_order_timeline.order_id
+		ORDER BY e.seq;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_order_timeline(uuid) IS
+	'The timeline of an order: every change, oldest first, with the W3C traceparent of the request that caused it';
+
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_pay_order(
+	order_id uuid,
+	payment_method text,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_document jsonb;
+	v_hash bytea;
+	v_saga uuid;
+BEGIN
+	PERFORM oms._own_id(oms_pay_order.order_id, 'order');
+	PERFORM oms._check_not_null('order_id', oms_pay_order.order_id);
+	PERFORM oms._check_payment_method(oms_pay_order.payment_method);
+	PERFORM oms._check_idempotency_key(oms_pay_order.idempotency_key);
+
+	IF oms_pay_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_pay_order.order_id, oms_pay_order.payment_method));
+		v_document := oms._idempotency_begin(oms_pay_order.idempotency_key, 'oms_pay_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	v_order := oms._lock_order(oms_pay_order.order_id);
+	IF v_order.status <> 'pending' THEN
+		RAISE EXCEPTION 'order "%" cannot be paid', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = pg_catalog.format('The order is %s.', v_order.status),
+				  HINT = 'Only pending orders can be paid.';
+	END IF;
+
+	INSERT INTO oms.payments (id, order_id, method, currency, amount)
+	VALUES (oms._child_id(v_order.id), v_order.id, oms_pay_order.payment_method, v_order.currency, v_order.total);
+	v_document := oms._change_status(v_order.id, 'processing', 'order.processing',
+		pg_catalog.jsonb_build_object('payment_method', oms_pay_order.payment_method,
+									  'idempotency_key', oms_pay_order.idempotency_key));
+	v_saga := oms._start_saga(v_order.id, 'fulfilment', NULL);
+	PERFORM oms._notify_worker();
+
+	IF oms_pay_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_pay_order.idempotency_key, 'oms_pay_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_pay_order(uuid, text, text) IS
+	'Pays a pending order: it becomes processing and the fulfilment saga (reserve, pay, confirm) starts';
+
+
+CREATE OR REPLACE FUNCTION @extschema@.oms_refund_order(
+	order_id uuid,
+	amount bigint DEFAULT NULL,
+	reason text DEFAULT NULL,
+	idempotency_key text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_order oms.orders;
+	v_payment oms.payments;
+	v_refundable bigint;
+	v_amount bigint;
+	v_refund uuid;
+	v_document jsonb;
+	v_hash bytea;
+BEGIN
+	PERFORM oms._own_id(oms_refund_order.order_id, 'order');
+	PERFORM oms._check_not_null('order_id', oms_refund_order.order_id);
+	IF oms_refund_order.amount IS NOT NULL AND oms_refund_order.amount <= 0 THEN
+		RAISE EXCEPTION 'refund amount must be greater than zero'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass NULL to refund everything that is left.';
+	END IF;
+	IF pg_catalog.length(oms_refund_order.reason) > 1000 THEN
+		RAISE EXCEPTION 'reason is too long'
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = pg_catalog.format('reason has at most 1000 characters, got %s.',
+											 pg_catalog.length(oms_refund_order.reason));
+	END IF;
+	PERFORM oms._check_idempotency_key(oms_refund_order.idempotency_key);
+
+	IF oms_refund_order.idempotency_key IS NOT NULL THEN
+		v_hash := oms._request_hash(pg_catalog.jsonb_build_array(oms_refund_order.order_id, oms_refund_order.amount,
+																 oms_refund_order.reason));
+		v_document := oms._idempotency_begin(oms_refund_order.idempotency_key, 'oms_refund_order', v_hash);
+		IF v_document IS NOT NULL THEN
+			RETURN v_document;
+		END IF;
+	END IF;
+
+	v_order := oms._lock_order(oms_refund_order.order_id);
+	IF v_order.status NOT IN ('confirmed', 'partially_refunded') THEN
+		RAISE EXCEPTION 'order "%" cannot be refunded', v_order.id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = pg_catalog.format('The order is %s.', v_order.status),
+				  HINT = CASE WHEN v_order.status IN ('pending', 'processing')
+							  THEN 'Cancel the order instead with oms_cancel_order().'
+							  ELSE 'Only confirmed or partially refunded orders can be refunded.' END;
+	END IF;
+
+	-- Pending refunds count: two concurrent refunds serialise on the
+	-- payment row and the second sees the first.
+	SELECT * INTO v_payment FROM oms.payments AS p WHERE p.order_id = v_order.id FOR UPDATE;
+	v_refundable := v_payment.captured - v_payment.refunded
+		- (SELECT coalesce(pg_catalog.sum(r.amount), 0) FROM oms.refunds AS r
+		   WHERE r.payment_id = v_payment.id AND r.status = 'pending');
+	IF v_refundable = 0 THEN
+		RAISE EXCEPTION 'order "%" has nothing left to refund', v_order.id
+			USING ERRCODE = 'OM002',
+				  DETAIL = pg_catalog.format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
+											 v_payment.refunded, v_payment.captured - v_payment.refunded);
+	END IF;
+	v_amount := coalesce(oms_refund_order.amount, v_refundable);
+	IF v_amount > v_refundable OR v_amount <= 0 THEN
+		RAISE EXCEPTION 'refund of % exceeds the refundable amount of %', v_amount, v_refundable
+			USING ERRCODE = 'OM002',
+				  DETAIL = pg_catalog.format('Captured %s, refunded %s, pending refunds %s.', v_payment.captured,
+											 v_payment.refunded, v_payment.captured - v_payment.refunded - v_refundable),
+				  HINT = 'Refund at most the refundable amount.';
+	END IF;
+
+	INSERT INTO oms.refunds (id, order_id, payment_id, amount, reason)
+	VALUES (oms._child_id(v_order.id), v_order.id, v_payment.id, v_amount, oms_refund_order.reason)
+	RETURNING id INTO v_refund;
+	PERFORM oms._timeline(v_order.id, 'refund.requested',
+		pg_catalog.jsonb_build_object('refund_id', v_refund, 'amount', v_amount, 'reason', oms_refund_order.reason,
+									  'idempotency_key', oms_refund_order.idempotency_key));
+	PERFORM oms._start_saga(v_order.id, 'refund', v_refund);
+	PERFORM oms._notify_worker();
+
+	v_document := oms._order_document((SELECT o FROM oms.orders AS o WHERE o.id = v_order.id),
+									  oms._order_items_json(v_order.id))
+				  || pg_catalog.jsonb_build_object('refund', pg_catalog.jsonb_build_object(
+						'refund_id', v_refund, 'amount', v_amount, 'status', 'pending'));
+	IF oms_refund_order.idempotency_key IS NOT NULL THEN
+		PERFORM oms._idempotency_finish(oms_refund_order.idempotency_key, 'oms_refund_order', v_hash, v_document);
+	END IF;
+	RETURN v_document;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_refund_order(uuid, bigint, text, text) IS
+	'Refunds a confirmed order in full (amount NULL) or in part; runs as a refund saga';
+
+
+CREATE OR REPLACE FUNCTION oms._start_saga(p_order_id uuid, p_kind text, p_refund_id uuid)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id uuid;
+BEGIN
+	INSERT INTO oms.sagas (id, order_id, kind, refund_id, traceparent)
+	VALUES (oms._child_id(p_order_id), p_order_id, p_kind, p_refund_id, NULLIF(pg_catalog.current_setting('oms.traceparent', true), ''))
+	RETURNING id INTO v_id;
+	INSERT INTO oms.saga_steps (saga_id, step_no, name)
+	SELECT v_id, s.n, s.name
+	FROM pg_catalog.unnest(oms._saga_step_names(p_kind)) WITH ORDINALITY AS s(name, n);
+	PERFORM oms._timeline(p_order_id, 'saga.started',
+		pg_catalog.jsonb_build_object('saga_id', v_id, 'kind', p_kind,
+									  'steps', pg_catalog.to_jsonb(oms._saga_step_names(p_kind))));
+	RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION oms._start_saga(uuid, text, uuid) IS 'Creates a saga with its steps, due now';
+
+
+CREATE FUNCTION @extschema@.oms_customer_orders(customer_id text, max_orders integer DEFAULT 100)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._check_identifier('customer_id', oms_customer_orders.customer_id, 255);
+	PERFORM oms._check_not_null('max_orders', oms_customer_orders.max_orders);
+	IF oms_customer_orders.max_orders NOT BETWEEN 1 AND 1000 THEN
+		RAISE EXCEPTION 'max_orders must be between 1 and 1000, not %', oms_customer_orders.max_orders
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN QUERY
+	SELECT pg_catalog.jsonb_build_object(
+		'order_id', o.id, 'customer_id', o.customer_id, 'status', o.status,
+		'payment_status', o.payment_status, 'fulfillment_status', o.fulfillment_status,
+		'currency', o.currency, 'total', o.total, 'version', o.version,
+		'created_at', pg_catalog.to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'updated_at', pg_catalog.to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+	FROM oms.orders AS o
+	WHERE o.customer_id = oms_customer_orders.customer_id
+	ORDER BY o.created_at DESC, o.id DESC
+	LIMIT oms_customer_orders.max_orders;
+END;
+$$;
+COMMENT ON FUNCTION @extschema@.oms_customer_orders(text, integer) IS
+	'A customer''s orders, newest first: a summary per order (statuses, total, version, times), at most max_orders (1 to 1000)';
+
+
+REVOKE ALL ON FUNCTION @extschema@.oms_customer_orders(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.oms_customer_orders(text, integer) TO oms_app, oms_reader;
