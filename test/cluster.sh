@@ -27,7 +27,7 @@ OMS_CLUSTER_OPTIONS="query_timeout '120', connection_lifetime '1800'"
 _oms_cluster_sql() {
 	local db=$1
 	shift
-	oms_psql -At -d "$db" "$@"
+	PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning" oms_psql -At -d "$db" "$@"
 }
 
 # True when the installed server knows the extension.
@@ -58,20 +58,6 @@ _oms_cluster_server() {
 	SQL
 }
 
-# Stand-in for oms core's oms_shard_info() on an oms without shard
-# identity (before issue 14's core part): the router names shards with it.
-# Test harness only; never created where oms has the real function.
-_oms_cluster_stand_in() {
-	local db=$1 k=$2 partitions=$3 parts=$4
-	_oms_cluster_sql "$db" >/dev/null <<-SQL
-		CREATE FUNCTION public.oms_shard_info() RETURNS jsonb LANGUAGE sql STABLE
-		SET search_path = pg_catalog, pg_temp
-		RETURN jsonb_build_object('shard', $k, 'partition_count', $partitions, 'partitions', '[$parts]'::jsonb);
-		REVOKE ALL ON FUNCTION public.oms_shard_info() FROM PUBLIC;
-		GRANT EXECUTE ON FUNCTION public.oms_shard_info() TO oms_app, oms_reader, oms_admin;
-	SQL
-}
-
 oms_cluster_create() {
 	local name=$1 n=$2 partitions=${3:-$OMS_CLUSTER_PARTITIONS_DEFAULT} k p db parts
 	OMS_CLUSTER_ROUTER=$name
@@ -90,12 +76,10 @@ oms_cluster_create() {
 		for ((p = k; p < partitions; p += n)); do
 			parts+="${parts:+,}$p"
 		done
-		# Until oms core has shard identity, a shard is an unconfigured
-		# node (it owns everything): only a one-shard cluster routes right.
+		# Guarded so that the harness also runs against an oms without shard
+		# identity (an unconfigured node owns everything: one shard only).
 		if [[ "$(_oms_cluster_sql "$db" -c "SELECT to_regprocedure('oms_configure_shard(integer,integer,integer[])') IS NOT NULL")" == t ]]; then
 			_oms_cluster_sql "$db" -c "SELECT oms_configure_shard($k, $partitions, '{$parts}')" >/dev/null
-		else
-			_oms_cluster_stand_in "$db" "$k" "$partitions" "$parts"
 		fi
 	done
 	PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning" oms_psql -d postgres \

@@ -251,7 +251,7 @@ BEGIN
 	-- the customer's newest over the cluster.
 	RETURN QUERY
 		SELECT o FROM oms._all_customer_orders(customer_id, max_orders) AS o
-		ORDER BY (o ->> 'created_at')::timestamp with time zone DESC, o ->> 'id' DESC
+		ORDER BY (o ->> 'created_at')::timestamp with time zone DESC, (o ->> 'order_id')::uuid DESC
 		LIMIT max_orders;
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,

@@ -58,7 +58,7 @@ COMMENT ON TYPE oms.order_status IS 'Order lifecycle status, the same labels as 
 
 CREATE FUNCTION oms.partition_of_id(id uuid)
 RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 -- The 12 rand_a bits of a UUIDv7: the low nibble of byte 6 and byte 7.
 RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
@@ -66,11 +66,11 @@ RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
 COMMENT ON FUNCTION oms.partition_of_id(uuid) IS
 	'The partition an oms id carries (12 bits of a UUIDv7, 0..4095); the router runs a call about that id on the shard owning it';
 
-CREATE FUNCTION oms.partition_of_text(key text)
+CREATE FUNCTION oms.partition_of_text(value text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ('x' || pg_catalog.left(pg_catalog.md5(key), 8))::pg_catalog.bit(32)::integer;
+RETURN ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::pg_catalog.bit(32)::integer;
 COMMENT ON FUNCTION oms.partition_of_text(text) IS
 	'The hash of an idempotency key or a SKU (may be negative); its partition is the hash & (partition count - 1)';
 
