@@ -429,6 +429,80 @@ def test_customer_orders(c):
     R.equal("oms_customer_orders keeps max_orders over the cluster", top, direct[:5])
 
 
+def test_stock_and_payments(c):
+    """The stock calls with a location, adjustments, and a payment reply."""
+    n = len(c.shards)
+    sku = f"ST-{RUN}"
+    home = c.shard_of_text(sku)
+    same_on_shard(c, "oms_set_stock with a location", "oms_set_stock",
+                  {"sku": sku, "on_hand": 7, "location": "default"}, home, ignore=("updated_at",))
+    for args in ({"sku": sku, "delta": 3}, {"sku": sku, "delta": 3, "location": "default"}):
+        r = first(outcome(c.router, "oms_adjust_stock", args))
+        d = first(outcome(c.shards[home], "oms_adjust_stock", {**args, "delta": -3}))
+        label = "oms_adjust_stock" + (" with a location" if "location" in args else "")
+        R.ok(f"{label} through the router changes the home shard's stock (the shard takes it back)",
+             r is not None and d is not None and r["on_hand"] - 3 == d["on_hand"]
+             and strip(r, ("on_hand", "available", "updated_at")) == strip(d, ("on_hand", "available", "updated_at")),
+             f"router: {r!r}\nshard:  {d!r}")
+    if n > 1 and c.configured:
+        other = (home + 1) % n
+        r = outcome(c.shards[other], "oms_set_stock", {"sku": sku, "on_hand": 1})
+        R.ok("a shard that is not a SKU's home refuses its stock with OM020", r[0] == "error" and r[1] == "OM020",
+             repr(r))
+    # A payment reply from a remote provider: the shard owning the saga.
+    k = key("kafka-pay")
+    owner = c.shard_of_text(k)
+    db = SHARDS[owner]
+    c.shards[owner].execute(f"ALTER DATABASE {db} SET oms.payment_provider = 'kafka'")
+    try:
+        with connect(ROUTER) as router:
+            doc = first(outcome(router, "oms_create_order", {"customer_id": f"cust-{RUN}",
+                                                            "items": local_items(c, owner), "idempotency_key": k}))
+            order = uuid.UUID(doc["order_id"])
+            outcome(router, "oms_pay_order", {"order_id": order, "payment_method": "test_ok"})
+            router.execute("SELECT oms_run_sagas()")
+            row = c.shards[owner].execute("SELECT correlation_id FROM oms.payment_commands WHERE order_id = %s",
+                                          [order]).fetchone()
+            if not R.ok("a kafka payment step sent its command on the owning shard", row is not None):
+                return
+            args = {"correlation_id": row[0], "outcome": "approved", "details": {"reference": "psp-1"}}
+            applied = first(outcome(router, "oms_payment_result", args))
+            R.ok("oms_payment_result through the router applies the reply on the owning shard",
+                 applied is not None and applied.get("result") == "applied", repr(applied))
+            again = outcome(router, "oms_payment_result", args)
+            direct = outcome(c.shards[owner], "oms_payment_result", args)
+            R.ok("same result through the router and on the shard: oms_payment_result (a replay)",
+                 again[0] == "ok" and again == direct, f"router: {again!r}\nshard:  {direct!r}")
+    finally:
+        c.shards[owner].execute(f"ALTER DATABASE {db} RESET oms.payment_provider")
+
+
+def test_dead_letters(c):
+    """oms_retry_dead_letter finds the shard holding the letter."""
+    n = len(c.shards)
+    a, b = 1 % n, 2 % n
+    insert = """INSERT INTO oms.dead_letters (id, kind, error, payload, status) OVERRIDING SYSTEM VALUE
+                VALUES (%s, %s, '{}', %s, 'open')"""
+    event = {"id": str(uuid.uuid4()), "aggregatetype": "order", "aggregateid": str(uuid.uuid4()),
+             "type": "order.test", "payload": {}, "seq": 1, "created_at": "2026-01-01T00:00:00Z",
+             "traceparent": None}
+    c.shards[a].execute(insert, [900001, "saga_failed", None])
+    c.shards[b].execute(insert, [900002, "publish", Jsonb(event)])
+    same_error(c, "oms_retry_dead_letter of a letter that cannot be replayed (found on its shard)",
+               "oms_retry_dead_letter", {"id": 900001}, a)
+    r = first(outcome(c.router, "oms_retry_dead_letter", {"id": 900002}))
+    row = c.shards[b].execute("SELECT to_jsonb(d) FROM oms.dead_letters d WHERE id = 900002").fetchone()[0]
+    R.ok("oms_retry_dead_letter through the router replays the letter on the shard holding it",
+         r is not None and r == row and row["status"] == "replayed", f"router: {r!r}\nshard:  {row!r}")
+    same_error(c, "oms_retry_dead_letter of a replayed letter", "oms_retry_dead_letter", {"id": 900002}, b)
+    if n > 1:
+        c.shards[0].execute(insert, [900003, "saga_failed", None])
+        c.shards[1].execute(insert, [900003, "saga_failed", None])
+        r = outcome(c.router, "oms_retry_dead_letter", {"id": 900003})
+        R.ok("a dead-letter id open on two shards is an error (21000) through the router",
+             r[0] == "error" and r[1] == "21000", repr(r))
+
+
 def test_unreachable(c):
     """A shard that does not answer is reported by oms_health, not an error."""
     r = c.router
@@ -449,7 +523,8 @@ def test_unreachable(c):
 
 
 TESTS = [test_api, test_order_life, test_cancels, test_pure_and_replicated, test_errors, test_creates,
-         test_cross_shard, test_customer_orders, test_unreachable]
+         test_cross_shard, test_customer_orders,
+         test_stock_and_payments, test_dead_letters, test_unreachable]
 
 
 def main():
