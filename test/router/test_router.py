@@ -176,6 +176,18 @@ def key(label):
 def test_api(c):
     rows = c.router.execute("SELECT function, problem FROM oms.api_differences()").fetchall()
     R.equal("oms.api_differences(): the router has oms's whole public API, same signatures", rows, [])
+    # The check sees a function oms gains: one added to oms on every shard.
+    for s in c.shards:
+        s.execute("CREATE FUNCTION oms_router_probe() RETURNS int LANGUAGE sql RETURN 1")
+        s.execute("ALTER EXTENSION oms ADD FUNCTION oms_router_probe()")
+    try:
+        rows = c.router.execute("SELECT function, problem FROM oms.api_differences()").fetchall()
+    finally:
+        for s in c.shards:
+            s.execute("ALTER EXTENSION oms DROP FUNCTION oms_router_probe()")
+            s.execute("DROP FUNCTION oms_router_probe()")
+    R.equal("oms.api_differences() reports a public function oms has and the router lacks", rows,
+            [("oms_router_probe()", "on the shards, not on the router")])
 
 
 def test_order_life(c):
