@@ -131,7 +131,7 @@ COMMENT ON FUNCTION oms._correlation_partition(text) IS
 -- the authority and the merged results report that.
 CREATE FUNCTION oms.cluster_shards()
 RETURNS TABLE (first_partition integer, partitions integer[])
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.min(o.part), pg_catalog.array_agg(o.part ORDER BY o.part)

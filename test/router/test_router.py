@@ -515,6 +515,30 @@ def test_dead_letters(c):
              r[0] == "error" and r[1] == "21000", repr(r))
 
 
+def test_roles(c):
+    """A login role granted oms_reader, through the router: PL/Proxy
+    connects to the shards as that role, and the shards' grants apply."""
+    role = f"router_reader_{RUN}"
+    c.router.execute(f"CREATE ROLE {role} LOGIN")
+    c.router.execute(f"GRANT oms_reader TO {role}")
+    try:
+        with psycopg.connect("", dbname=ROUTER, user=role, autocommit=True) as reader:
+            health = first(outcome(reader, "oms_health", {}))
+            R.ok("oms_reader reads oms_health of every shard through the router",
+                 health is not None and len(health["shards"]) == len(SHARDS)
+                 and all(s["status"] != "unreachable" for s in health["shards"]), repr(health)[:300])
+            try:
+                reader.execute("SELECT count(*) FROM oms.stock_levels").fetchone()
+                R.ok("oms_reader reads oms.stock_levels through the router", True)
+            except psycopg.Error as e:
+                R.ok("oms_reader reads oms.stock_levels through the router", False, str(e))
+            r = outcome(reader, "oms_create_order", {"customer_id": "c", "items": ITEMS})
+            R.ok("oms_reader may not create orders through the router (42501)",
+                 r[0] == "error" and r[1] == "42501", repr(r))
+    finally:
+        c.router.execute(f"DROP ROLE {role}")
+
+
 def test_unreachable(c):
     """A shard that does not answer is reported by oms_health, not an error."""
     r = c.router
@@ -536,7 +560,7 @@ def test_unreachable(c):
 
 TESTS = [test_api, test_order_life, test_cancels, test_pure_and_replicated, test_errors, test_creates,
          test_cross_shard, test_customer_orders,
-         test_stock_and_payments, test_dead_letters, test_unreachable]
+         test_stock_and_payments, test_dead_letters, test_roles, test_unreachable]
 
 
 def main():
