@@ -26,7 +26,7 @@ if [[ -z "${PG_CONFIG:-}" ]]; then
 fi
 export PG_CONFIG
 
-OMS_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron
+OMS_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-plproxy
 	librdkafka-dev kcat prometheus prometheus-postgres-exporter python3-psycopg python3-jsonschema python3-confluent-kafka graphviz make gcc)
 
 # Logs land in the repository (ignored by git) so they survive the run.
@@ -110,7 +110,8 @@ _oms_installed_current() {
 	libdir=$("$PG_CONFIG" --pkglibdir)
 	sharedir=$("$PG_CONFIG" --sharedir)/extension
 	cmp -s "$OMS_ROOT/oms.so" "$libdir/oms.so" || return 1
-	for f in "$OMS_ROOT"/oms.control "$OMS_ROOT"/oms--*.sql "$OMS_ROOT"/src/sql/versions/oms--*.sql; do
+	for f in "$OMS_ROOT"/oms.control "$OMS_ROOT"/oms--*.sql "$OMS_ROOT"/src/sql/versions/oms--*.sql \
+		"$OMS_ROOT"/oms_router.control "$OMS_ROOT"/oms_router--*.sql; do
 		[[ -e "$f" ]] || continue
 		cmp -s "$f" "$sharedir/$(basename "$f")" || return 1
 	done
