@@ -61,8 +61,10 @@ RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 -- The 12 rand_a bits of a UUIDv7: the low nibble of byte 6 and byte 7.
-RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
-	| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7);
+AS $$
+	SELECT ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
+		| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7)
+$$;
 COMMENT ON FUNCTION oms.partition_of_id(uuid) IS
 	'The partition an oms id carries (12 bits of a UUIDv7, 0..4095); the router runs a call about that id on the shard owning it';
 
@@ -70,7 +72,9 @@ CREATE FUNCTION oms.partition_of_text(value text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::pg_catalog.bit(32)::integer;
+AS $$
+	SELECT ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::pg_catalog.bit(32)::integer
+$$;
 COMMENT ON FUNCTION oms.partition_of_text(text) IS
 	'The hash of an idempotency key or a SKU (may be negative); its partition is the hash & (partition count - 1)';
 
@@ -80,7 +84,9 @@ CREATE FUNCTION oms._create_partition(p_key text)
 RETURNS integer
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-RETURN coalesce(oms.partition_of_text(p_key), (pg_catalog.random() * 4096)::integer);
+AS $$
+	SELECT coalesce(oms.partition_of_text(p_key), pg_catalog.floor(pg_catalog.random() * 4096)::integer)
+$$;
 COMMENT ON FUNCTION oms._create_partition(text) IS
 	'Hash PL/Proxy runs oms_create_order on: the idempotency key''s, or a random one without a key';
 
@@ -90,7 +96,9 @@ CREATE FUNCTION oms._id_partition(p_id uuid)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN coalesce(oms.partition_of_id(p_id), 0);
+AS $$
+	SELECT coalesce(oms.partition_of_id(p_id), 0)
+$$;
 COMMENT ON FUNCTION oms._id_partition(uuid) IS
 	'Hash PL/Proxy runs a call about an order, shipment or return id on (partition 0 for NULL)';
 
@@ -98,7 +106,9 @@ CREATE FUNCTION oms._text_partition(p_key text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN coalesce(oms.partition_of_text(p_key), 0);
+AS $$
+	SELECT coalesce(oms.partition_of_text(p_key), 0)
+$$;
 COMMENT ON FUNCTION oms._text_partition(text) IS
 	'Hash PL/Proxy runs a call about a SKU on, its home partition (partition 0 for NULL)';
 
