@@ -344,6 +344,11 @@ def test_errors(c):
         same_error(c, label[:120], func, args, shard)
 
 
+# Fixed keys, so the spread over shards is the same on every run (their
+# partitions are md5-based): 24 keys reach all three shards of the suite.
+SPREAD_KEYS = [f"router-spread-{i}" for i in range(24)]
+
+
 def test_creates(c):
     k = key("idem")
     args = {"customer_id": f"idem-{RUN}", "items": ITEMS, "idempotency_key": k}
@@ -358,11 +363,11 @@ def test_creates(c):
             where, [1 if i == home else 0 for i in range(len(c.shards))])
     counts = [0] * len(c.shards)
     for i in range(24):
-        outcome(c.router, "oms_create_order", {"customer_id": f"spread-{RUN}", "items": ITEMS[:1],
-                                               "idempotency_key": key(f"spread-{i}")})
+        outcome(c.router, "oms_create_order", {"customer_id": "router-spread", "items": ITEMS[:1],
+                                               "idempotency_key": SPREAD_KEYS[i]})
     for i, s in enumerate(c.shards):
         counts[i] = s.execute("SELECT count(*) FROM oms.orders WHERE customer_id = %s",
-                              [f"spread-{RUN}"]).fetchone()[0]
+                              ["router-spread"]).fetchone()[0]
     if len(c.shards) == 1 or not c.configured:
         R.skip("different keys reach every shard", "needs shard identity and more than one shard")
         R.skip("a shard that does not own a key's partition refuses the create with OM020",
@@ -429,7 +434,7 @@ def test_cross_shard(c):
 
 
 def test_customer_orders(c):
-    cust = f"spread-{RUN}"
+    cust = "router-spread"
     via_router = [r[0] for r in c.router.execute("SELECT * FROM oms_customer_orders(%s, 1000)", [cust])]
     direct = []
     for s in c.shards:
@@ -493,24 +498,25 @@ def test_dead_letters(c):
     """oms_retry_dead_letter finds the shard holding the letter."""
     n = len(c.shards)
     a, b = 1 % n, 2 % n
+    base = 1000000 + int(RUN[:5], 16) * 4      # fresh ids on every run
     insert = """INSERT INTO oms.dead_letters (id, kind, error, payload, status) OVERRIDING SYSTEM VALUE
                 VALUES (%s, %s, '{}', %s, 'open')"""
     event = {"id": str(uuid.uuid4()), "aggregatetype": "order", "aggregateid": str(uuid.uuid4()),
              "type": "order.test", "payload": {}, "seq": 1, "created_at": "2026-01-01T00:00:00Z",
              "traceparent": None}
-    c.shards[a].execute(insert, [900001, "saga_failed", None])
-    c.shards[b].execute(insert, [900002, "publish", Jsonb(event)])
+    c.shards[a].execute(insert, [base + 1, "saga_failed", None])
+    c.shards[b].execute(insert, [base + 2, "publish", Jsonb(event)])
     same_error(c, "oms_retry_dead_letter of a letter that cannot be replayed (found on its shard)",
-               "oms_retry_dead_letter", {"id": 900001}, a)
-    r = first(outcome(c.router, "oms_retry_dead_letter", {"id": 900002}))
-    row = c.shards[b].execute("SELECT to_jsonb(d) FROM oms.dead_letters d WHERE id = 900002").fetchone()[0]
+               "oms_retry_dead_letter", {"id": base + 1}, a)
+    r = first(outcome(c.router, "oms_retry_dead_letter", {"id": base + 2}))
+    row = c.shards[b].execute("SELECT to_jsonb(d) FROM oms.dead_letters d WHERE id = %s", [base + 2]).fetchone()[0]
     R.ok("oms_retry_dead_letter through the router replays the letter on the shard holding it",
          r is not None and r == row and row["status"] == "replayed", f"router: {r!r}\nshard:  {row!r}")
-    same_error(c, "oms_retry_dead_letter of a replayed letter", "oms_retry_dead_letter", {"id": 900002}, b)
+    same_error(c, "oms_retry_dead_letter of a replayed letter", "oms_retry_dead_letter", {"id": base + 2}, b)
     if n > 1:
-        c.shards[0].execute(insert, [900003, "saga_failed", None])
-        c.shards[1].execute(insert, [900003, "saga_failed", None])
-        r = outcome(c.router, "oms_retry_dead_letter", {"id": 900003})
+        c.shards[0].execute(insert, [base + 3, "saga_failed", None])
+        c.shards[1].execute(insert, [base + 3, "saga_failed", None])
+        r = outcome(c.router, "oms_retry_dead_letter", {"id": base + 3})
         R.ok("a dead-letter id open on two shards is an error (21000) through the router",
              r[0] == "error" and r[1] == "21000", repr(r))
 
