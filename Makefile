@@ -1,8 +1,11 @@
 # oms: PGXS build, install, tests, demo and benchmark.
 
-EXTENSION   = oms
-# The version being built is the control file's default_version.
-EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
+# oms, and oms_shard: the shard-to-shard stock calls of a sharded cluster
+# (PL/Proxy functions, docs/architecture.md), installed only on shards;
+# oms_router: the router database's oms API (docs/cluster.md).
+EXTENSION   = oms oms_shard oms_router
+# The version being built is oms.control's default_version.
+EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" oms.control)
 MODULE_big  = oms
 OBJS        = src/oms.o src/guc.o src/state.o src/money.o src/shmem.o src/worker.o src/launcher.o \
               src/kafka.o src/kafka_producer.o src/kafka_consumer.o src/kafka_config.o src/relay.o src/inbox.o src/log.o src/input.o src/xact.o src/trace.o
@@ -21,6 +24,7 @@ SQL_PARTS   = src/sql/roles.sql \
               src/sql/orders.sql \
               src/sql/api.sql \
               src/sql/inventory.sql \
+              src/sql/remote_stock.sql \
               src/sql/payment.sql \
               src/sql/saga.sql \
               src/sql/saga_api.sql \
@@ -35,10 +39,10 @@ SQL_PARTS   = src/sql/roles.sql \
               src/sql/health.sql \
               src/sql/analytics.sql \
               src/sql/checks.sql
-DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
+DATA_built  = oms--$(EXTVERSION).sql
 # Released scripts, frozen: the full script of 0.1.0 (so an old version can
 # still be installed and updated) and one upgrade script per release.
-DATA        = $(wildcard src/sql/versions/$(EXTENSION)--*.sql)
+DATA        = $(wildcard src/sql/versions/oms--*.sql) $(wildcard src/shard/oms_shard--*.sql)
 
 # The router extension (docs/cluster.md): installed in a router database
 # without oms, it routes the oms API to the shards through PL/Proxy.  Its
@@ -49,15 +53,14 @@ ROUTER_PARTS = src/router/routing.sql \
                src/router/views.sql \
                src/router/checks.sql
 DATA_built += oms_router--$(EXTVERSION).sql
-DATA       += oms_router.control
 
-REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations saga saga_at_once refund fulfillment returns relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
-REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations shard saga saga_at_once refund fulfillment returns relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
+REGRESS_OPTS = --inputdir=. --load-extension=oms
 # "make installcheck" runs the tests in the database test/run.sh uses (the
 # health test's output names it); PGXS would say contrib_regression.
 override CONTRIB_TESTDB = oms_regression
 ISOLATION      = idempotency_race cancel_race oversell cancel_vs_worker refund_race saga_workers_race reserve_expired locations_race ship_cancel_race return_race
-ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
+ISOLATION_OPTS = --inputdir=test --load-extension=oms
 
 # Process-level tests (crash, restart, broker outage) with PostgreSQL's
 # own TAP modules (docs/development.md).  "make installcheck" runs them as
@@ -93,7 +96,7 @@ ifeq ($(COVERAGE),1)
 override CPPFLAGS := $(filter-out -D_FORTIFY_SOURCE%,$(CPPFLAGS))
 endif
 
-$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+oms--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
 oms_router--$(EXTVERSION).sql: $(ROUTER_PARTS)
@@ -104,7 +107,7 @@ oms_router--$(EXTVERSION).sql: $(ROUTER_PARTS)
 # rebuild when a header changes.  OMS_VERSION comes from the control file.
 # The bitcode files (for JIT inlining) are built from the same sources.
 OMS_HEADERS = $(wildcard src/*.h)
-$(OBJS) $(OBJS:.o=.bc): $(OMS_HEADERS) $(EXTENSION).control
+$(OBJS) $(OBJS:.o=.bc): $(OMS_HEADERS) oms.control
 
 # The objects depend on the build flags in effect: switching COVERAGE on or
 # off rebuilds everything, so a normal build after "make coverage" (and the

@@ -80,7 +80,9 @@ COMMENT ON TYPE oms.reservation_status IS
 	'held: counts against availability until expires_at; consumed: turned into a stock decrement at confirm; released/expired: given back';
 
 CREATE TABLE oms.reservations (
-	order_id	uuid NOT NULL REFERENCES oms.orders (id) ON DELETE CASCADE,
+	-- No foreign key to oms.orders: a shard also holds units of its SKUs
+	-- for orders of other shards (src/sql/remote_stock.sql).
+	order_id	uuid NOT NULL,
 	sku			text NOT NULL,
 	quantity	integer NOT NULL CHECK (quantity > 0),
 	status		oms.reservation_status NOT NULL DEFAULT 'held',
@@ -97,6 +99,24 @@ CREATE TABLE oms.reservations (
 CREATE INDEX reservations_held_sku_expiry_idx ON oms.reservations (sku, location, expires_at) WHERE status = 'held';
 CREATE INDEX reservations_held_expiry_idx ON oms.reservations (expires_at) WHERE status = 'held';
 COMMENT ON TABLE oms.reservations IS 'Units of a SKU held at a location for an order until expires_at';
+
+-- What the foreign key's ON DELETE CASCADE did before reservations could
+-- belong to another shard's order: an order deleted takes its
+-- reservations along.
+CREATE FUNCTION oms._order_deleted()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM oms.reservations AS r WHERE r.order_id = OLD.id;
+	RETURN OLD;
+END;
+$$;
+COMMENT ON FUNCTION oms._order_deleted() IS
+	'Trigger: deletes the reservations of a deleted order (what the foreign key''s cascade did before 0.4.0)';
+CREATE TRIGGER order_deleted AFTER DELETE ON oms.orders
+	FOR EACH ROW EXECUTE FUNCTION oms._order_deleted();
 COMMENT ON COLUMN oms.reservations.shipped IS
 	'Units of this consumed allocation that are in shipments (oms._ship_from)';
 
@@ -337,8 +357,10 @@ BEGIN
 		RETURN;
 	END IF;
 	-- A step run again: rows of the earlier attempt.
+	-- Only the SKUs given: a shard holding stock for another shard's order
+	-- gets one call per partition of the basket.
 	DELETE FROM oms.reservations AS r
-	WHERE r.order_id = p_order_id
+	WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus)
 	  AND (r.sku, r.location) NOT IN (SELECT a.sku, a.location
 									  FROM ROWS FROM (pg_catalog.unnest(p_skus),
 													  pg_catalog.unnest(p_locations)) AS a(sku, location));
@@ -440,32 +462,55 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
+	v_lines text[];
+	v_line_quantities bigint[];
+BEGIN
+	-- Lines homed on other shards first, on their shards
+	-- (src/sql/remote_stock.sql; nothing on a single node): no stock row
+	-- of this shard is locked while another shard is called.
+	PERFORM oms._hold_remote_lines(p_order_id, p_now);
+	SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku), pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
+	INTO v_lines, v_line_quantities
+	FROM oms.order_items AS i WHERE i.order_id = p_order_id AND oms._sku_is_home(i.sku);
+	IF v_lines IS NOT NULL THEN
+		PERFORM oms._reserve_lines(p_order_id, v_lines, v_line_quantities, p_now);
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._reserve_order(uuid, timestamptz) IS
+	'Reserves all lines of an order: those homed on other shards there, the others here (oms._reserve_lines), all or nothing (OM011 when short)';
+
+CREATE FUNCTION oms._reserve_lines(p_order_id uuid, p_lines text[], p_line_quantities bigint[],
+								   p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
 	v_unknown text;
 	v_location text;
 	v_pair record;
 	v_swept integer := 0;
 	v_short record;
-	v_lines text[];
-	v_line_quantities bigint[];
+	v_lines text[] := p_lines;
+	v_line_quantities bigint[] := p_line_quantities;
 	v_skus text[];
 	v_locations text[];
 	v_quantities bigint[];
 	v_expires_at timestamptz := p_now + pg_catalog.current_setting('oms.reservation_ttl')::interval;
 BEGIN
-	SELECT i.sku INTO v_unknown
-	FROM oms.order_items AS i
-	WHERE i.order_id = p_order_id
-	  AND NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = i.sku)
-	ORDER BY i.sku LIMIT 1;
+	SELECT l.sku INTO v_unknown
+	FROM pg_catalog.unnest(v_lines) AS l(sku)
+	WHERE NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = l.sku)
+	ORDER BY l.sku LIMIT 1;
 	IF FOUND THEN
 		RAISE EXCEPTION 'unknown SKU "%"', v_unknown
 			USING ERRCODE = 'OM011',
 				  DETAIL = 'The SKU has no stock record.',
 				  HINT = 'Set its stock with oms_set_stock().';
 	END IF;
-	SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku), pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
-	INTO v_lines, v_line_quantities
-	FROM oms.order_items AS i WHERE i.order_id = p_order_id;
 	PERFORM FROM oms.stock AS s WHERE s.sku = ANY (v_lines) ORDER BY s.sku, s.location FOR UPDATE OF s;
 
 	v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
@@ -545,8 +590,8 @@ BEGIN
 	PERFORM oms._hold_allocation(p_order_id, v_skus, v_locations, v_quantities, p_now, v_expires_at);
 END;
 $$;
-COMMENT ON FUNCTION oms._reserve_order(uuid, timestamptz) IS
-	'Reserves all lines of an order from one location if one serves the basket, else split by (priority, code), all or nothing (OM011 when short)';
+COMMENT ON FUNCTION oms._reserve_lines(uuid, text[], bigint[], timestamptz) IS
+	'Reserves lines (SKUs sorted, quantities) of an order from one location if one serves them all, else split by (priority, code), all or nothing (OM011 when short)';
 
 /*
  * The saga's one-move path (oms._fulfil_at_once): when one active location
@@ -618,6 +663,7 @@ AS $$
 DECLARE
 	v_count integer;
 BEGIN
+	PERFORM oms._release_remote_lines(p_order_id);
 	PERFORM oms._lock_order_stock(p_order_id);
 	UPDATE oms.reservations AS r SET status = 'released', updated_at = pg_catalog.now()
 	WHERE r.order_id = p_order_id AND r.status = 'held';
@@ -625,7 +671,7 @@ BEGIN
 	RETURN v_count;
 END;
 $$;
-COMMENT ON FUNCTION oms._release_order(uuid) IS 'Gives back the held reservations of an order';
+COMMENT ON FUNCTION oms._release_order(uuid) IS 'Gives back the held reservations of an order, on the shards that hold its remote lines too';
 
 /*
  * Moves an order's reservations from one status to another and their units
@@ -648,6 +694,11 @@ DECLARE
 	v_locations text[];
 	v_units bigint[];
 BEGIN
+	IF p_from = 'held' AND p_to = 'consumed' THEN
+		-- Lines homed on other shards are consumed there first, before
+		-- this shard's stock rows are locked.
+		PERFORM oms._consume_remote_lines(p_order_id);
+	END IF;
 	PERFORM oms._lock_order_stock(p_order_id);
 	-- The pay step checks the expiry at its batch's clock and then pins the
 	-- reservations; one that expired in between may have been swept by a
@@ -656,7 +707,7 @@ BEGIN
 	-- Per SKU, the held units over all locations must cover the line.
 	IF p_from = 'held' AND EXISTS (
 		SELECT FROM oms.order_items AS i
-		WHERE i.order_id = p_order_id
+		WHERE i.order_id = p_order_id AND oms._sku_is_home(i.sku)
 		  AND i.quantity > coalesce((SELECT pg_catalog.sum(r.quantity) FROM oms.reservations AS r
 									 WHERE r.order_id = i.order_id AND r.sku = i.sku AND r.status = 'held'), 0)) THEN
 		RAISE EXCEPTION 'the reservations of the order expired before payment'
@@ -916,6 +967,11 @@ AS $$
 DECLARE
 	v_on_hand bigint;
 BEGIN
+	-- A SKU homed on another shard: its stock and allocation are there.
+	IF NOT oms._sku_is_home(p_sku) THEN
+		PERFORM oms._call_shard('restock', p_sku => p_sku, p_location => p_location, p_units => p_units);
+		RETURN;
+	END IF;
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_location(p_location);
 	PERFORM oms._check_not_null('units', p_units);
@@ -959,6 +1015,10 @@ DECLARE
 	v_unshipped bigint;
 	v_taken jsonb;
 BEGIN
+	-- A SKU homed on another shard: its stock and allocation are there.
+	IF NOT oms._sku_is_home(p_sku) THEN
+		RETURN oms._call_shard('release_allocation', p_order_id => p_order_id, p_sku => p_sku, p_units => p_units);
+	END IF;
 	PERFORM oms._check_not_null('order_id', p_order_id);
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_not_null('units', p_units);
@@ -1030,6 +1090,12 @@ DECLARE
 	v_quantity integer;
 	v_shipped integer;
 BEGIN
+	-- A SKU homed on another shard: its stock and allocation are there.
+	IF NOT oms._sku_is_home(p_sku) THEN
+		PERFORM oms._call_shard('ship_from', p_order_id => p_order_id, p_sku => p_sku, p_location => p_location,
+								p_units => p_units);
+		RETURN;
+	END IF;
 	PERFORM oms._check_not_null('order_id', p_order_id);
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_location(p_location);
@@ -1101,6 +1167,8 @@ REVOKE ALL ON FUNCTION oms._release_expired_reservations() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._release_order(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._reservations_count() FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._reserve_order(uuid, timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._order_deleted() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._reserve_lines(uuid, text[], bigint[], timestamp with time zone) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._reserved(text, timestamp with time zone) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._restock(text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._set_stock(text, bigint, text) FROM PUBLIC;

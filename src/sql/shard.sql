@@ -43,8 +43,10 @@ CREATE FUNCTION oms.partition_of_id(id uuid)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
-	| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7);
+AS $$
+	SELECT ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
+		| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7)
+$$;
 COMMENT ON FUNCTION oms.partition_of_id(uuid) IS
 	'The 12 partition bits of an oms id (0..4095); the partition is this value & (partition_count - 1)';
 
@@ -52,7 +54,9 @@ CREATE FUNCTION oms.partition_of_text(value text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::bit(32)::integer;
+AS $$
+	SELECT ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::bit(32)::integer
+$$;
 COMMENT ON FUNCTION oms.partition_of_text(text) IS
 	'A stable 32-bit hash of an idempotency key or SKU (the first 32 bits of its MD5); the partition is this value & (partition_count - 1)';
 
@@ -120,9 +124,11 @@ CREATE FUNCTION oms._sku_is_home(p_sku text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-RETURN NOT EXISTS (
-	SELECT FROM oms.shard AS s
-	WHERE NOT ((oms.partition_of_text(p_sku) & (s.partition_count - 1)) = ANY (s.partitions)));
+AS $$
+	SELECT NOT EXISTS (
+		SELECT FROM oms.shard AS s
+		WHERE NOT ((oms.partition_of_text(p_sku) & (s.partition_count - 1)) = ANY (s.partitions)))
+$$;
 COMMENT ON FUNCTION oms._sku_is_home(text) IS
 	'Whether this database holds the stock of a SKU (always, on a single node)';
 
@@ -156,7 +162,9 @@ CREATE FUNCTION oms._child_id(p_order_id uuid)
 RETURNS uuid
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-RETURN oms._uuid_v7(oms.partition_of_id(p_order_id), NULL);
+AS $$
+	SELECT oms._uuid_v7(oms.partition_of_id(p_order_id), NULL)
+$$;
 COMMENT ON FUNCTION oms._child_id(uuid) IS
 	'A new id (shipment, return, saga, payment, refund) carrying the partition bits of its order';
 
@@ -210,12 +218,14 @@ CREATE FUNCTION oms._shard_info()
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-RETURN COALESCE(
-	(SELECT pg_catalog.jsonb_build_object('shard', s.shard, 'partition_count', s.partition_count,
-										  'partitions', pg_catalog.to_jsonb(s.partitions),
-										  'configured_at', s.configured_at)
-	 FROM oms.shard AS s),
-	'{"shard": null, "partition_count": 1, "partitions": [0]}'::jsonb);
+AS $$
+	SELECT COALESCE(
+		(SELECT pg_catalog.jsonb_build_object('shard', s.shard, 'partition_count', s.partition_count,
+											  'partitions', pg_catalog.to_jsonb(s.partitions),
+											  'configured_at', s.configured_at)
+		 FROM oms.shard AS s),
+		'{"shard": null, "partition_count": 1, "partitions": [0]}'::jsonb)
+$$;
 COMMENT ON FUNCTION oms._shard_info() IS 'The body of oms_shard_info()';
 
 CREATE FUNCTION @extschema@.oms_shard_info()
@@ -223,7 +233,9 @@ RETURNS jsonb
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN oms._shard_info();
+AS $$
+	SELECT oms._shard_info()
+$$;
 COMMENT ON FUNCTION @extschema@.oms_shard_info() IS
 	'This database''s shard number, partition count and partitions; shard null on a single node';
 

@@ -268,8 +268,10 @@ BEGIN
 		RETURN;
 	END IF;
 	-- A step run again: rows of the earlier attempt.
+	-- Only the SKUs given: a shard holding stock for another shard's order
+	-- gets one call per partition of the basket.
 	DELETE FROM oms.reservations AS r
-	WHERE r.order_id = p_order_id
+	WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus)
 	  AND (r.sku, r.location) NOT IN (SELECT a.sku, a.location
 									  FROM ROWS FROM (pg_catalog.unnest(p_skus),
 													  pg_catalog.unnest(p_locations)) AS a(sku, location));
@@ -341,113 +343,23 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
-	v_unknown text;
-	v_location text;
-	v_pair record;
-	v_swept integer := 0;
-	v_short record;
 	v_lines text[];
 	v_line_quantities bigint[];
-	v_skus text[];
-	v_locations text[];
-	v_quantities bigint[];
-	v_expires_at timestamptz := p_now + pg_catalog.current_setting('oms.reservation_ttl')::interval;
 BEGIN
-	SELECT i.sku INTO v_unknown
-	FROM oms.order_items AS i
-	WHERE i.order_id = p_order_id
-	  AND NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = i.sku)
-	ORDER BY i.sku LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'unknown SKU "%"', v_unknown
-			USING ERRCODE = 'OM011',
-				  DETAIL = 'The SKU has no stock record.',
-				  HINT = 'Set its stock with oms_set_stock().';
-	END IF;
+	-- Lines homed on other shards first, on their shards
+	-- (src/sql/remote_stock.sql; nothing on a single node): no stock row
+	-- of this shard is locked while another shard is called.
+	PERFORM oms._hold_remote_lines(p_order_id, p_now);
 	SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku), pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
 	INTO v_lines, v_line_quantities
-	FROM oms.order_items AS i WHERE i.order_id = p_order_id;
-	PERFORM FROM oms.stock AS s WHERE s.sku = ANY (v_lines) ORDER BY s.sku, s.location FOR UPDATE OF s;
-
-	v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
-	IF v_location IS NULL THEN
-		-- No location serves the basket alone: the units of expired
-		-- reservations may be free.  Then split if need be.
-		FOR v_pair IN
-			SELECT s.sku, s.location
-			FROM oms.stock AS s JOIN oms.locations AS l ON l.code = s.location
-			WHERE l.active AND s.sku = ANY (v_lines)
-			ORDER BY s.sku, s.location
-		LOOP
-			v_swept := v_swept + oms._sweep_expired(v_pair.sku, v_pair.location, p_now);
-		END LOOP;
-		IF v_swept > 0 THEN
-			v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
-		END IF;
+	FROM oms.order_items AS i WHERE i.order_id = p_order_id AND oms._sku_is_home(i.sku);
+	IF v_lines IS NOT NULL THEN
+		PERFORM oms._reserve_lines(p_order_id, v_lines, v_line_quantities, p_now);
 	END IF;
-	IF v_location IS NOT NULL THEN
-		PERFORM oms._hold_allocation(p_order_id, v_lines,
-									 pg_catalog.array_fill(v_location, ARRAY[pg_catalog.cardinality(v_lines)]),
-									 v_line_quantities, p_now, v_expires_at);
-		RETURN;
-	END IF;
-
-	-- Split: the free units of each (SKU, active location), own held ones
-	-- included, taken in (priority, code) order until the line is served.
-	WITH free AS (
-		SELECT i.sku, i.quantity, s.location, l.priority,
-			   s.on_hand - s.reserved + coalesce(r.quantity, 0) AS units
-		FROM oms.stock AS s
-		JOIN ROWS FROM (pg_catalog.unnest(v_lines), pg_catalog.unnest(v_line_quantities)) AS i(sku, quantity)
-			ON i.sku = s.sku
-		JOIN oms.locations AS l ON l.code = s.location
-		LEFT JOIN oms.reservations AS r
-			ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
-		WHERE s.sku = ANY (v_lines) AND l.active
-	), taken AS (
-		SELECT f.sku, f.location, f.priority,
-			   least(f.units, f.quantity - ((pg_catalog.sum(f.units) OVER w)::bigint - f.units)) AS units
-		FROM free AS f
-		WINDOW w AS (PARTITION BY f.sku ORDER BY f.priority, f.location ROWS UNBOUNDED PRECEDING)
-	)
-	SELECT pg_catalog.array_agg(t.sku ORDER BY t.sku, t.priority, t.location),
-		   pg_catalog.array_agg(t.location ORDER BY t.sku, t.priority, t.location),
-		   pg_catalog.array_agg(t.units ORDER BY t.sku, t.priority, t.location)
-	INTO v_skus, v_locations, v_quantities
-	FROM taken AS t WHERE t.units > 0;
-
-	-- All or nothing: the first SKU (in SKU order) the active locations
-	-- cannot serve together.
-	SELECT i.sku, i.quantity, coalesce(a.units, 0) AS available, a.places INTO v_short
-	FROM ROWS FROM (pg_catalog.unnest(v_lines), pg_catalog.unnest(v_line_quantities)) AS i(sku, quantity)
-	LEFT JOIN LATERAL (
-		SELECT pg_catalog.sum(s.on_hand - s.reserved + coalesce(r.quantity, 0))::bigint AS units,
-			   pg_catalog.count(*) AS locations,
-			   pg_catalog.string_agg(pg_catalog.format('%s: %s', s.location,
-													   s.on_hand - s.reserved + coalesce(r.quantity, 0)),
-									 ', ' ORDER BY l.priority, s.location) AS places
-		FROM oms.stock AS s
-		JOIN oms.locations AS l ON l.code = s.location
-		LEFT JOIN oms.reservations AS r
-			ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
-		WHERE s.sku = i.sku AND l.active
-	) AS a ON true
-	WHERE coalesce(a.units, 0) < i.quantity
-	ORDER BY i.sku LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'SKU "%" is out of stock', v_short.sku
-			USING ERRCODE = 'OM011',
-				  DETAIL = CASE WHEN v_short.places LIKE '%,%'
-							   THEN pg_catalog.format('%s requested, %s available across locations (%s).',
-													  v_short.quantity, v_short.available, v_short.places)
-							   ELSE pg_catalog.format('%s requested, %s available.', v_short.quantity,
-													  v_short.available) END;
-	END IF;
-	PERFORM oms._hold_allocation(p_order_id, v_skus, v_locations, v_quantities, p_now, v_expires_at);
 END;
 $$;
 COMMENT ON FUNCTION oms._reserve_order(uuid, timestamptz) IS
-	'Reserves all lines of an order from one location if one serves the basket, else split by (priority, code), all or nothing (OM011 when short)';
+	'Reserves all lines of an order: those homed on other shards there, the others here (oms._reserve_lines), all or nothing (OM011 when short)';
 
 CREATE OR REPLACE FUNCTION oms._consume_at_once(p_order_id uuid, p_now timestamptz)
 RETURNS boolean
@@ -507,6 +419,7 @@ AS $$
 DECLARE
 	v_count integer;
 BEGIN
+	PERFORM oms._release_remote_lines(p_order_id);
 	PERFORM oms._lock_order_stock(p_order_id);
 	UPDATE oms.reservations AS r SET status = 'released', updated_at = pg_catalog.now()
 	WHERE r.order_id = p_order_id AND r.status = 'held';
@@ -514,7 +427,7 @@ BEGIN
 	RETURN v_count;
 END;
 $$;
-COMMENT ON FUNCTION oms._release_order(uuid) IS 'Gives back the held reservations of an order';
+COMMENT ON FUNCTION oms._release_order(uuid) IS 'Gives back the held reservations of an order, on the shards that hold its remote lines too';
 
 CREATE OR REPLACE FUNCTION oms._move_reserved_stock(p_order_id uuid, p_from oms.reservation_status,
 										 p_to oms.reservation_status, p_sign integer)
@@ -527,6 +440,11 @@ DECLARE
 	v_locations text[];
 	v_units bigint[];
 BEGIN
+	IF p_from = 'held' AND p_to = 'consumed' THEN
+		-- Lines homed on other shards are consumed there first, before
+		-- this shard's stock rows are locked.
+		PERFORM oms._consume_remote_lines(p_order_id);
+	END IF;
 	PERFORM oms._lock_order_stock(p_order_id);
 	-- The pay step checks the expiry at its batch's clock and then pins the
 	-- reservations; one that expired in between may have been swept by a
@@ -535,7 +453,7 @@ BEGIN
 	-- Per SKU, the held units over all locations must cover the line.
 	IF p_from = 'held' AND EXISTS (
 		SELECT FROM oms.order_items AS i
-		WHERE i.order_id = p_order_id
+		WHERE i.order_id = p_order_id AND oms._sku_is_home(i.sku)
 		  AND i.quantity > coalesce((SELECT pg_catalog.sum(r.quantity) FROM oms.reservations AS r
 									 WHERE r.order_id = i.order_id AND r.sku = i.sku AND r.status = 'held'), 0)) THEN
 		RAISE EXCEPTION 'the reservations of the order expired before payment'
@@ -782,6 +700,11 @@ AS $$
 DECLARE
 	v_on_hand bigint;
 BEGIN
+	-- A SKU homed on another shard: its stock and allocation are there.
+	IF NOT oms._sku_is_home(p_sku) THEN
+		PERFORM oms._call_shard('restock', p_sku => p_sku, p_location => p_location, p_units => p_units);
+		RETURN;
+	END IF;
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_location(p_location);
 	PERFORM oms._check_not_null('units', p_units);
@@ -815,6 +738,10 @@ DECLARE
 	v_unshipped bigint;
 	v_taken jsonb;
 BEGIN
+	-- A SKU homed on another shard: its stock and allocation are there.
+	IF NOT oms._sku_is_home(p_sku) THEN
+		RETURN oms._call_shard('release_allocation', p_order_id => p_order_id, p_sku => p_sku, p_units => p_units);
+	END IF;
 	PERFORM oms._check_not_null('order_id', p_order_id);
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_not_null('units', p_units);
@@ -880,6 +807,12 @@ DECLARE
 	v_quantity integer;
 	v_shipped integer;
 BEGIN
+	-- A SKU homed on another shard: its stock and allocation are there.
+	IF NOT oms._sku_is_home(p_sku) THEN
+		PERFORM oms._call_shard('ship_from', p_order_id => p_order_id, p_sku => p_sku, p_location => p_location,
+								p_units => p_units);
+		RETURN;
+	END IF;
 	PERFORM oms._check_not_null('order_id', p_order_id);
 	PERFORM oms._check_identifier('sku', p_sku, 100);
 	PERFORM oms._check_location(p_location);
@@ -2919,8 +2852,10 @@ CREATE FUNCTION oms.partition_of_id(id uuid)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
-	| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7);
+AS $$
+	SELECT ((pg_catalog.get_byte(pg_catalog.uuid_send(id), 6) & 15) << 8)
+		| pg_catalog.get_byte(pg_catalog.uuid_send(id), 7)
+$$;
 COMMENT ON FUNCTION oms.partition_of_id(uuid) IS
 	'The 12 partition bits of an oms id (0..4095); the partition is this value & (partition_count - 1)';
 
@@ -2928,7 +2863,9 @@ CREATE FUNCTION oms.partition_of_text(value text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-RETURN ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::bit(32)::integer;
+AS $$
+	SELECT ('x' || pg_catalog.left(pg_catalog.md5(value), 8))::bit(32)::integer
+$$;
 COMMENT ON FUNCTION oms.partition_of_text(text) IS
 	'A stable 32-bit hash of an idempotency key or SKU (the first 32 bits of its MD5); the partition is this value & (partition_count - 1)';
 
@@ -2996,9 +2933,11 @@ CREATE FUNCTION oms._sku_is_home(p_sku text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-RETURN NOT EXISTS (
-	SELECT FROM oms.shard AS s
-	WHERE NOT ((oms.partition_of_text(p_sku) & (s.partition_count - 1)) = ANY (s.partitions)));
+AS $$
+	SELECT NOT EXISTS (
+		SELECT FROM oms.shard AS s
+		WHERE NOT ((oms.partition_of_text(p_sku) & (s.partition_count - 1)) = ANY (s.partitions)))
+$$;
 COMMENT ON FUNCTION oms._sku_is_home(text) IS
 	'Whether this database holds the stock of a SKU (always, on a single node)';
 
@@ -3032,7 +2971,9 @@ CREATE FUNCTION oms._child_id(p_order_id uuid)
 RETURNS uuid
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-RETURN oms._uuid_v7(oms.partition_of_id(p_order_id), NULL);
+AS $$
+	SELECT oms._uuid_v7(oms.partition_of_id(p_order_id), NULL)
+$$;
 COMMENT ON FUNCTION oms._child_id(uuid) IS
 	'A new id (shipment, return, saga, payment, refund) carrying the partition bits of its order';
 
@@ -3076,23 +3017,34 @@ BEGIN
 			(SELECT pg_catalog.array_agg(DISTINCT p ORDER BY p) FROM pg_catalog.unnest(partitions) AS p))
 	ON CONFLICT (one) DO UPDATE
 	SET shard = excluded.shard, partitions = excluded.partitions, configured_at = pg_catalog.now();
-	RETURN @extschema@.oms_shard_info();
+	RETURN oms._shard_info();
 END;
 $$;
 COMMENT ON FUNCTION @extschema@.oms_configure_shard(integer, integer, integer[]) IS
 	'Makes this database shard number `shard` of a cluster of `partition_count` partitions, serving `partitions`';
+
+CREATE FUNCTION oms._shard_info()
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT COALESCE(
+		(SELECT pg_catalog.jsonb_build_object('shard', s.shard, 'partition_count', s.partition_count,
+											  'partitions', pg_catalog.to_jsonb(s.partitions),
+											  'configured_at', s.configured_at)
+		 FROM oms.shard AS s),
+		'{"shard": null, "partition_count": 1, "partitions": [0]}'::jsonb)
+$$;
+COMMENT ON FUNCTION oms._shard_info() IS 'The body of oms_shard_info()';
 
 CREATE FUNCTION @extschema@.oms_shard_info()
 RETURNS jsonb
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN COALESCE(
-	(SELECT pg_catalog.jsonb_build_object('shard', s.shard, 'partition_count', s.partition_count,
-										  'partitions', pg_catalog.to_jsonb(s.partitions),
-										  'configured_at', s.configured_at)
-	 FROM oms.shard AS s),
-	'{"shard": null, "partition_count": 1, "partitions": [0]}'::jsonb);
+AS $$
+	SELECT oms._shard_info()
+$$;
 COMMENT ON FUNCTION @extschema@.oms_shard_info() IS
 	'This database''s shard number, partition count and partitions; shard null on a single node';
 
@@ -3109,6 +3061,7 @@ REVOKE ALL ON FUNCTION oms._new_order_id(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._child_id(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_configure_shard(integer, integer, integer[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_shard_info() FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._shard_info() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_configure_shard(integer, integer, integer[]) TO oms_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_shard_info() TO oms_app, oms_reader;
 GRANT EXECUTE ON FUNCTION oms.partition_of_id(uuid), oms.partition_of_text(text) TO oms_app, oms_reader;
@@ -3441,5 +3394,443 @@ COMMENT ON FUNCTION @extschema@.oms_customer_orders(text, integer) IS
 	'A customer''s orders, newest first: a summary per order (statuses, total, version, times), at most max_orders (1 to 1000)';
 
 
+
+--
+-- Stock homed on other shards (src/sql/remote_stock.sql): a shard keeps
+-- units for other shards' orders in its reservations, so they no longer
+-- reference oms.orders.
+--
+ALTER TABLE oms.reservations DROP CONSTRAINT reservations_order_id_fkey;
+-- What the foreign key's ON DELETE CASCADE did before reservations could
+-- belong to another shard's order: an order deleted takes its
+-- reservations along.
+CREATE FUNCTION oms._order_deleted()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM oms.reservations AS r WHERE r.order_id = OLD.id;
+	RETURN OLD;
+END;
+$$;
+COMMENT ON FUNCTION oms._order_deleted() IS
+	'Trigger: deletes the reservations of a deleted order (what the foreign key''s cascade did before 0.4.0)';
+CREATE TRIGGER order_deleted AFTER DELETE ON oms.orders
+	FOR EACH ROW EXECUTE FUNCTION oms._order_deleted();
+REVOKE ALL ON FUNCTION oms._order_deleted() FROM PUBLIC;
+
+CREATE FUNCTION oms._reserve_lines(p_order_id uuid, p_lines text[], p_line_quantities bigint[],
+								   p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
+	v_unknown text;
+	v_location text;
+	v_pair record;
+	v_swept integer := 0;
+	v_short record;
+	v_lines text[] := p_lines;
+	v_line_quantities bigint[] := p_line_quantities;
+	v_skus text[];
+	v_locations text[];
+	v_quantities bigint[];
+	v_expires_at timestamptz := p_now + pg_catalog.current_setting('oms.reservation_ttl')::interval;
+BEGIN
+	SELECT l.sku INTO v_unknown
+	FROM pg_catalog.unnest(v_lines) AS l(sku)
+	WHERE NOT EXISTS (SELECT FROM oms.stock AS s WHERE s.sku = l.sku)
+	ORDER BY l.sku LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'unknown SKU "%"', v_unknown
+			USING ERRCODE = 'OM011',
+				  DETAIL = 'The SKU has no stock record.',
+				  HINT = 'Set its stock with oms_set_stock().';
+	END IF;
+	PERFORM FROM oms.stock AS s WHERE s.sku = ANY (v_lines) ORDER BY s.sku, s.location FOR UPDATE OF s;
+
+	v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
+	IF v_location IS NULL THEN
+		-- No location serves the basket alone: the units of expired
+		-- reservations may be free.  Then split if need be.
+		FOR v_pair IN
+			SELECT s.sku, s.location
+			FROM oms.stock AS s JOIN oms.locations AS l ON l.code = s.location
+			WHERE l.active AND s.sku = ANY (v_lines)
+			ORDER BY s.sku, s.location
+		LOOP
+			v_swept := v_swept + oms._sweep_expired(v_pair.sku, v_pair.location, p_now);
+		END LOOP;
+		IF v_swept > 0 THEN
+			v_location := oms._single_location(p_order_id, v_lines, v_line_quantities);
+		END IF;
+	END IF;
+	IF v_location IS NOT NULL THEN
+		PERFORM oms._hold_allocation(p_order_id, v_lines,
+									 pg_catalog.array_fill(v_location, ARRAY[pg_catalog.cardinality(v_lines)]),
+									 v_line_quantities, p_now, v_expires_at);
+		RETURN;
+	END IF;
+
+	-- Split: the free units of each (SKU, active location), own held ones
+	-- included, taken in (priority, code) order until the line is served.
+	WITH free AS (
+		SELECT i.sku, i.quantity, s.location, l.priority,
+			   s.on_hand - s.reserved + coalesce(r.quantity, 0) AS units
+		FROM oms.stock AS s
+		JOIN ROWS FROM (pg_catalog.unnest(v_lines), pg_catalog.unnest(v_line_quantities)) AS i(sku, quantity)
+			ON i.sku = s.sku
+		JOIN oms.locations AS l ON l.code = s.location
+		LEFT JOIN oms.reservations AS r
+			ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
+		WHERE s.sku = ANY (v_lines) AND l.active
+	), taken AS (
+		SELECT f.sku, f.location, f.priority,
+			   least(f.units, f.quantity - ((pg_catalog.sum(f.units) OVER w)::bigint - f.units)) AS units
+		FROM free AS f
+		WINDOW w AS (PARTITION BY f.sku ORDER BY f.priority, f.location ROWS UNBOUNDED PRECEDING)
+	)
+	SELECT pg_catalog.array_agg(t.sku ORDER BY t.sku, t.priority, t.location),
+		   pg_catalog.array_agg(t.location ORDER BY t.sku, t.priority, t.location),
+		   pg_catalog.array_agg(t.units ORDER BY t.sku, t.priority, t.location)
+	INTO v_skus, v_locations, v_quantities
+	FROM taken AS t WHERE t.units > 0;
+
+	-- All or nothing: the first SKU (in SKU order) the active locations
+	-- cannot serve together.
+	SELECT i.sku, i.quantity, coalesce(a.units, 0) AS available, a.places INTO v_short
+	FROM ROWS FROM (pg_catalog.unnest(v_lines), pg_catalog.unnest(v_line_quantities)) AS i(sku, quantity)
+	LEFT JOIN LATERAL (
+		SELECT pg_catalog.sum(s.on_hand - s.reserved + coalesce(r.quantity, 0))::bigint AS units,
+			   pg_catalog.count(*) AS locations,
+			   pg_catalog.string_agg(pg_catalog.format('%s: %s', s.location,
+													   s.on_hand - s.reserved + coalesce(r.quantity, 0)),
+									 ', ' ORDER BY l.priority, s.location) AS places
+		FROM oms.stock AS s
+		JOIN oms.locations AS l ON l.code = s.location
+		LEFT JOIN oms.reservations AS r
+			ON r.order_id = p_order_id AND r.sku = s.sku AND r.location = s.location AND r.status = 'held'
+		WHERE s.sku = i.sku AND l.active
+	) AS a ON true
+	WHERE coalesce(a.units, 0) < i.quantity
+	ORDER BY i.sku LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'SKU "%" is out of stock', v_short.sku
+			USING ERRCODE = 'OM011',
+				  DETAIL = CASE WHEN v_short.places LIKE '%,%'
+							   THEN pg_catalog.format('%s requested, %s available across locations (%s).',
+													  v_short.quantity, v_short.available, v_short.places)
+							   ELSE pg_catalog.format('%s requested, %s available.', v_short.quantity,
+													  v_short.available) END;
+	END IF;
+	PERFORM oms._hold_allocation(p_order_id, v_skus, v_locations, v_quantities, p_now, v_expires_at);
+END;
+$$;
+COMMENT ON FUNCTION oms._reserve_lines(uuid, text[], bigint[], timestamptz) IS
+	'Reserves lines (SKUs sorted, quantities) of an order from one location if one serves them all, else split by (priority, code), all or nothing (OM011 when short)';
+
+
+REVOKE ALL ON FUNCTION oms._reserve_lines(uuid, text[], bigint[], timestamp with time zone) FROM PUBLIC;
+
+-- The basket's lines homed on other shards, one row per home partition.
+CREATE FUNCTION oms._remote_lines(p_order_id uuid)
+RETURNS TABLE(part integer, skus text[], quantities bigint[])
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT l.part, pg_catalog.array_agg(l.sku ORDER BY l.sku), pg_catalog.array_agg(l.quantity ORDER BY l.sku)
+	FROM (SELECT oms.partition_of_text(i.sku) & (s.partition_count - 1) AS part, i.sku,
+				 i.quantity::bigint AS quantity, s.partitions
+		  FROM oms.shard AS s CROSS JOIN oms.order_items AS i
+		  WHERE i.order_id = p_order_id) AS l
+	WHERE NOT (l.part = ANY (l.partitions))
+	GROUP BY l.part
+	ORDER BY l.part
+$$;
+COMMENT ON FUNCTION oms._remote_lines(uuid) IS
+	'The lines of an order whose SKUs are homed on other shards, grouped by home partition (none on a single node)';
+
+/*
+ * One call to the shard serving partition p_part (the functions of
+ * extension oms_shard).  A shard that cannot be reached, or that is
+ * shutting down, is OM010 (try again later); errors the other shard raises
+ * (OM011 out of stock, OM008, OM020) keep their SQLSTATE and text.
+ */
+CREATE FUNCTION oms._call_shard(p_call text, p_part integer DEFAULT NULL, p_order_id uuid DEFAULT NULL,
+								p_skus text[] DEFAULT NULL, p_quantities bigint[] DEFAULT NULL,
+								p_now timestamptz DEFAULT NULL, p_sku text DEFAULT NULL,
+								p_location text DEFAULT NULL, p_units bigint DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_part integer := coalesce(p_part, oms.partition_of_text(p_sku));
+	v_message text;
+BEGIN
+	IF pg_catalog.to_regnamespace('oms_shard') IS NULL THEN
+		RAISE EXCEPTION 'stock of partition % is on another shard, and extension oms_shard is not installed', v_part
+			USING ERRCODE = 'OM011',
+				  HINT = 'Run CREATE EXTENSION oms_shard on every shard (docs/cluster.md).';
+	END IF;
+	CASE p_call
+		WHEN 'hold' THEN
+			RETURN oms_shard.remote_hold(v_part, p_order_id, p_skus, p_quantities, p_now);
+		WHEN 'consume' THEN
+			RETURN oms_shard.remote_consume(v_part, p_order_id, p_skus, p_quantities);
+		WHEN 'release' THEN
+			RETURN oms_shard.remote_release(v_part, p_order_id);
+		WHEN 'release_allocation' THEN
+			RETURN oms_shard.remote_release_allocation(v_part, p_order_id, p_sku, p_units::integer);
+		WHEN 'ship_from' THEN
+			RETURN oms_shard.remote_ship_from(v_part, p_order_id, p_sku, p_location, p_units::integer);
+		WHEN 'restock' THEN
+			RETURN oms_shard.remote_restock(v_part, p_sku, p_location, p_units);
+	END CASE;
+EXCEPTION
+	WHEN connection_exception OR admin_shutdown OR crash_shutdown OR cannot_connect_now OR internal_error THEN
+		GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
+		IF SQLSTATE = 'XX000' AND v_message NOT LIKE 'PL/Proxy function%' THEN
+			RAISE;
+		END IF;
+		RAISE EXCEPTION 'the shard serving partition % cannot be reached', v_part
+			USING ERRCODE = 'OM010',
+				  DETAIL = v_message,
+				  HINT = 'The call is tried again later; held units on that shard expire if it never is.';
+END;
+$$;
+COMMENT ON FUNCTION oms._call_shard(text, integer, uuid, text[], bigint[], timestamptz, text, text, bigint) IS
+	'Calls the shard serving a partition through oms_shard (hold, consume, release, release_allocation, ship_from, restock); OM010 when it cannot be reached';
+
+CREATE FUNCTION oms._hold_remote_lines(p_order_id uuid, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_group record;
+BEGIN
+	FOR v_group IN SELECT * FROM oms._remote_lines(p_order_id) LOOP
+		PERFORM oms._call_shard('hold', v_group.part, p_order_id, v_group.skus, v_group.quantities, p_now);
+	END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION oms._hold_remote_lines(uuid, timestamptz) IS
+	'Reserves an order''s lines homed on other shards, there (the reserve step; compensated by oms._release_remote_lines)';
+
+CREATE FUNCTION oms._consume_remote_lines(p_order_id uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_group record;
+BEGIN
+	FOR v_group IN SELECT * FROM oms._remote_lines(p_order_id) LOOP
+		PERFORM oms._call_shard('consume', v_group.part, p_order_id, v_group.skus, v_group.quantities);
+	END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION oms._consume_remote_lines(uuid) IS
+	'Turns the held units of an order''s remote lines into a stock decrement on their shards (the confirm step)';
+
+CREATE FUNCTION oms._release_remote_lines(p_order_id uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_group record;
+BEGIN
+	FOR v_group IN SELECT * FROM oms._remote_lines(p_order_id) LOOP
+		PERFORM oms._call_shard('release', v_group.part, p_order_id);
+	END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION oms._release_remote_lines(uuid) IS
+	'Gives back the held units of an order''s remote lines on their shards (compensation of the reserve step)';
+
+--
+-- The home shard's side: what oms_shard's functions call.
+--
+
+-- OM020 unless this shard serves p_part and every SKU is homed in it.
+CREATE FUNCTION oms._serve_remote(p_part integer, p_skus text[])
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_shard oms.shard;
+	v_sku text;
+BEGIN
+	SELECT * INTO v_shard FROM oms.shard;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'this database is not a shard of a cluster'
+			USING ERRCODE = 'OM020',
+				  HINT = 'Configure it with oms_configure_shard().';
+	END IF;
+	PERFORM oms._refuse_partition(v_shard, p_part, 'a stock call');
+	SELECT k INTO v_sku FROM pg_catalog.unnest(p_skus) AS k
+	WHERE (oms.partition_of_text(k) & (v_shard.partition_count - 1)) <> (p_part & (v_shard.partition_count - 1))
+	LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'SKU "%" is not homed in partition %', v_sku, p_part
+			USING ERRCODE = 'OM020';
+	END IF;
+END;
+$$;
+COMMENT ON FUNCTION oms._serve_remote(integer, text[]) IS
+	'OM020 unless this shard serves partition p_part and every SKU given is homed in it';
+
+CREATE FUNCTION oms._remote_hold(p_part integer, p_order_id uuid, p_skus text[], p_quantities bigint[],
+								 p_now timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._serve_remote(p_part, p_skus);
+	-- Consumed already: a confirm that ran, seen by a late retry.
+	IF NOT EXISTS (SELECT FROM oms.reservations AS r
+				   WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus) AND r.status = 'consumed') THEN
+		PERFORM oms._reserve_lines(p_order_id, p_skus, p_quantities, p_now);
+	END IF;
+	RETURN oms._remote_allocation(p_order_id, p_skus);
+END;
+$$;
+COMMENT ON FUNCTION oms._remote_hold(integer, uuid, text[], bigint[], timestamptz) IS
+	'Home shard: holds units of SKUs of partition p_part for another shard''s order (again: the same allocation)';
+
+CREATE FUNCTION oms._remote_allocation(p_order_id uuid, p_skus text[])
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+								'sku', r.sku, 'location', r.location, 'quantity', r.quantity,
+								'shipped', r.shipped, 'status', r.status) ORDER BY r.sku, r.location), '[]'::jsonb)
+			FROM oms.reservations AS r WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus))
+$$;
+COMMENT ON FUNCTION oms._remote_allocation(uuid, text[]) IS
+	'Home shard: an order''s reservations of the SKUs given, as [{sku, location, quantity, shipped, status}]';
+
+CREATE FUNCTION oms._remote_consume(p_part integer, p_order_id uuid, p_skus text[], p_quantities bigint[])
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_skus text[];
+	v_locations text[];
+	v_units bigint[];
+BEGIN
+	PERFORM oms._serve_remote(p_part, p_skus);
+	PERFORM FROM oms.reservations AS r
+	JOIN oms.stock AS s ON s.sku = r.sku AND s.location = r.location
+	WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus)
+	ORDER BY s.sku, s.location
+	FOR UPDATE OF s;
+	-- Every SKU's units held or consumed (a retry of a confirm that ran);
+	-- else they expired before payment, as on a single node.
+	IF EXISTS (
+		SELECT FROM ROWS FROM (pg_catalog.unnest(p_skus), pg_catalog.unnest(p_quantities)) AS l(sku, quantity)
+		WHERE l.quantity > coalesce((SELECT pg_catalog.sum(r.quantity) FROM oms.reservations AS r
+									 WHERE r.order_id = p_order_id AND r.sku = l.sku
+									   AND r.status IN ('held', 'consumed')), 0)) THEN
+		RAISE EXCEPTION 'the reservations of the order expired before payment'
+			USING ERRCODE = 'OM011',
+				  DETAIL = 'A reservation on the SKU''s home shard was no longer held at confirmation.';
+	END IF;
+	WITH moved AS (
+		UPDATE oms.reservations AS r SET status = 'consumed', updated_at = pg_catalog.now()
+		WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus) AND r.status = 'held'
+		RETURNING r.sku, r.location, r.quantity
+	)
+	SELECT pg_catalog.array_agg(m.sku), pg_catalog.array_agg(m.location), pg_catalog.array_agg(m.quantity::bigint)
+	INTO v_skus, v_locations, v_units
+	FROM moved AS m;
+	UPDATE oms.stock AS s SET on_hand = s.on_hand - u.units, updated_at = pg_catalog.now()
+	FROM ROWS FROM (pg_catalog.unnest(v_skus), pg_catalog.unnest(v_locations), pg_catalog.unnest(v_units))
+		AS u(sku, location, units)
+	WHERE s.sku = u.sku AND s.location = u.location;
+	RETURN oms._remote_allocation(p_order_id, p_skus);
+END;
+$$;
+COMMENT ON FUNCTION oms._remote_consume(integer, uuid, text[], bigint[]) IS
+	'Home shard: held units of another shard''s order become a stock decrement (OM011 when they expired; again: nothing)';
+
+CREATE FUNCTION oms._remote_release(p_part integer, p_order_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._serve_remote(p_part, '{}');
+	RETURN pg_catalog.jsonb_build_object('released', oms._release_order(p_order_id));
+END;
+$$;
+COMMENT ON FUNCTION oms._remote_release(integer, uuid) IS
+	'Home shard: gives back the held units of another shard''s order (again: nothing)';
+
+CREATE FUNCTION oms._remote_release_allocation(p_part integer, p_order_id uuid, p_sku text, p_units integer)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._serve_remote(p_part, ARRAY[p_sku]);
+	RETURN oms._release_allocation(p_order_id, p_sku, p_units);
+END;
+$$;
+COMMENT ON FUNCTION oms._remote_release_allocation(integer, uuid, text, integer) IS
+	'Home shard: gives back consumed, unshipped units of another shard''s order (oms._release_allocation)';
+
+CREATE FUNCTION oms._remote_ship_from(p_part integer, p_order_id uuid, p_sku text, p_location text,
+									  p_units integer)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._serve_remote(p_part, ARRAY[p_sku]);
+	PERFORM oms._ship_from(p_order_id, p_sku, p_location, p_units);
+	RETURN oms._remote_allocation(p_order_id, ARRAY[p_sku]);
+END;
+$$;
+COMMENT ON FUNCTION oms._remote_ship_from(integer, uuid, text, text, integer) IS
+	'Home shard: counts units of another shard''s order as shipped from a location (oms._ship_from)';
+
+CREATE FUNCTION oms._remote_restock(p_part integer, p_sku text, p_location text, p_units bigint)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM oms._serve_remote(p_part, ARRAY[p_sku]);
+	PERFORM oms._restock(p_sku, p_location, p_units);
+	RETURN oms._stock_level_json(p_sku, p_location);
+END;
+$$;
+COMMENT ON FUNCTION oms._remote_restock(integer, text, text, bigint) IS
+	'Home shard: puts returned units of a SKU back on hand at a location (oms._restock)';
+
+REVOKE ALL ON FUNCTION oms._remote_lines(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._call_shard(text, integer, uuid, text[], bigint[], timestamptz, text, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._hold_remote_lines(uuid, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._consume_remote_lines(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._release_remote_lines(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._serve_remote(integer, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_hold(integer, uuid, text[], bigint[], timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_allocation(uuid, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_consume(integer, uuid, text[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_release(integer, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_release_allocation(integer, uuid, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_ship_from(integer, uuid, text, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._remote_restock(integer, text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.oms_customer_orders(text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.oms_customer_orders(text, integer) TO oms_app, oms_reader;
