@@ -152,13 +152,13 @@ def same_error(c, label, func, args, shard=None):
 ITEMS = [{"sku": "RT-A", "quantity": 2, "unit_price": 1000}, {"sku": "RT-B", "quantity": 1, "unit_price": 250}]
 
 
-def local_items(c, shard):
+def local_items(c, shard, prefix="RT"):
     """Two lines whose SKUs are homed on the shard (stock on it, set through
     the router): orders here do not depend on stock held by other shards."""
     skus = []
     i = 0
     while len(skus) < 2:
-        sku = f"RT-{RUN}-{i}"
+        sku = f"{prefix}-{RUN}-{i}"
         if c.shard_of_text(sku) == shard:
             skus.append(sku)
         i += 1
@@ -400,11 +400,11 @@ def test_cross_shard(c):
         R.equal("oms_metrics: samples from every shard", shards_seen, {str(i) for i in range(n)})
     else:
         R.skip("oms_metrics: samples from every shard", "needs shard identity")
-    skus = [f"XS-{RUN}-{i}" for i in range(8)]
+    skus = [f"router-xs-{i}" for i in range(8)]     # fixed: homed on all three shards
     for i, sku in enumerate(skus):
         c.router.execute("SELECT oms_set_stock(%s, %s)", [sku, i + 1])
     rows = c.router.execute("SELECT sku, on_hand FROM oms.stock_levels WHERE sku LIKE %s ORDER BY sku",
-                            [f"XS-{RUN}-%"]).fetchall()
+                            ["router-xs-%"]).fetchall()
     R.equal("oms.stock_levels on the router covers every shard's SKUs", rows,
             [(sku, i + 1) for i, sku in enumerate(skus)])
     if c.configured and n > 1:
@@ -545,6 +545,33 @@ def test_roles(c):
         c.router.execute(f"DROP ROLE {role}")
 
 
+def test_remote_basket(c):
+    """An order whose SKUs are homed on other shards, paid through the
+    router and driven by oms_run_sagas through the router (which runs every
+    shard's due steps): confirmed, stock taken on the SKUs' home shards."""
+    n = len(c.shards)
+    if n == 1 or not c.configured:
+        R.skip("a basket of SKUs homed on other shards is confirmed through the router", "needs more shards")
+        return
+    k = key("remote-basket")
+    owner = c.shard_of_text(k)
+    items = local_items(c, (owner + 1) % n, "RB")[:1] + local_items(c, (owner + 2) % n, "RB")[1:]
+    doc = first(outcome(c.router, "oms_create_order", {"customer_id": f"cust-{RUN}", "items": items,
+                                                       "idempotency_key": k}))
+    order = uuid.UUID(doc["order_id"])
+    outcome(c.router, "oms_pay_order", {"order_id": order, "payment_method": "test_ok"})
+    for _ in range(10):
+        if c.router.execute("SELECT oms_run_sagas()").fetchone()[0] == 0:
+            break
+    doc = first(outcome(c.router, "oms_get_order", {"order_id": order}))
+    R.equal("a basket of SKUs homed on other shards is confirmed through the router",
+            (doc or {}).get("status"), "confirmed")
+    levels = dict(c.router.execute("SELECT sku, on_hand FROM oms.stock_levels WHERE sku = ANY (%s)",
+                                   [[i["sku"] for i in items]]).fetchall())
+    R.equal("...its units left the stock of the SKUs' home shards",
+            levels, {i["sku"]: 50 - i["quantity"] for i in items})
+
+
 def test_unreachable(c):
     """A shard that does not answer is reported by oms_health, not an error."""
     r = c.router
@@ -566,7 +593,8 @@ def test_unreachable(c):
 
 TESTS = [test_api, test_order_life, test_cancels, test_pure_and_replicated, test_errors, test_creates,
          test_cross_shard, test_customer_orders,
-         test_stock_and_payments, test_dead_letters, test_roles, test_unreachable]
+         test_stock_and_payments, test_dead_letters, test_roles,
+         test_remote_basket, test_unreachable]
 
 
 def main():
