@@ -18,6 +18,10 @@
 # router has the extension oms_router.  Router and shards get the same
 # SQL/MED server oms_cluster (PL/Proxy's cluster) and a user mapping for
 # PUBLIC: PL/Proxy then connects as the calling role (docs/cluster.md).
+# Workers: the test server's workers serve only the databases named in
+# oms.database_name (oms_start_cluster "oms.database_name = 'demo_s0,
+# demo_s1, demo_s2'" to have them); without that, drive sagas with
+# oms_run_sagas() through the router, which runs every shard's.
 
 OMS_CLUSTER_PARTITIONS_DEFAULT=16
 # PL/Proxy's cluster options (docs/cluster.md, "PL/Proxy options").
