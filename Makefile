@@ -1,8 +1,9 @@
 # oms: PGXS build, install, tests, demo and benchmark.
 
 # oms, and oms_shard: the shard-to-shard stock calls of a sharded cluster
-# (PL/Proxy functions, docs/architecture.md), installed only on shards.
-EXTENSION   = oms oms_shard
+# (PL/Proxy functions, docs/architecture.md), installed only on shards;
+# oms_router: the router database's oms API (docs/cluster.md).
+EXTENSION   = oms oms_shard oms_router
 # The version being built is oms.control's default_version.
 EXTVERSION  = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" oms.control)
 MODULE_big  = oms
@@ -42,6 +43,16 @@ DATA_built  = oms--$(EXTVERSION).sql
 # Released scripts, frozen: the full script of 0.1.0 (so an old version can
 # still be installed and updated) and one upgrade script per release.
 DATA        = $(wildcard src/sql/versions/oms--*.sql) $(wildcard src/shard/oms_shard--*.sql)
+
+# The router extension (docs/cluster.md): installed in a router database
+# without oms, it routes the oms API to the shards through PL/Proxy.  Its
+# script is generated the same way, from src/router/ in this order.
+ROUTER_PARTS = src/router/routing.sql \
+               src/router/api.sql \
+               src/router/merge.sql \
+               src/router/views.sql \
+               src/router/checks.sql
+DATA_built += oms_router--$(EXTVERSION).sql
 
 REGRESS      = install state money orders idempotency bad_input privileges timeline_outbox inventory locations shard saga saga_at_once refund fulfillment returns relay kafka_config payment_kafka compensation input_rules tracing maintenance metrics health analytics
 REGRESS_OPTS = --inputdir=. --load-extension=oms
@@ -86,6 +97,9 @@ override CPPFLAGS := $(filter-out -D_FORTIFY_SOURCE%,$(CPPFLAGS))
 endif
 
 oms--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
+
+oms_router--$(EXTVERSION).sql: $(ROUTER_PARTS)
 	cat $^ > $@
 
 # Every object depends on every header of src/ (one per module, see

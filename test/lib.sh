@@ -110,7 +110,8 @@ _oms_installed_current() {
 	libdir=$("$PG_CONFIG" --pkglibdir)
 	sharedir=$("$PG_CONFIG" --sharedir)/extension
 	cmp -s "$OMS_ROOT/oms.so" "$libdir/oms.so" || return 1
-	for f in "$OMS_ROOT"/oms.control "$OMS_ROOT"/oms--*.sql "$OMS_ROOT"/src/sql/versions/oms--*.sql; do
+	for f in "$OMS_ROOT"/oms.control "$OMS_ROOT"/oms--*.sql "$OMS_ROOT"/src/sql/versions/oms--*.sql \
+		"$OMS_ROOT"/oms_router.control "$OMS_ROOT"/oms_router--*.sql; do
 		[[ -e "$f" ]] || continue
 		cmp -s "$f" "$sharedir/$(basename "$f")" || return 1
 	done

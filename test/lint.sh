@@ -138,7 +138,7 @@ run_format() {
 run_sql() {
 	local out=$LINT_TMP/sql.txt version n files
 	version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" oms.control)
-	files=(src/sql/*.sql src/sql/versions/oms--*--"$version".sql)
+	files=(src/sql/*.sql src/sql/versions/oms--*--"$version".sql src/router/*.sql)
 	if python3 test/lint_sql.py "${files[@]}" >"$out" 2>&1; then
 		n=0
 	else

@@ -22,6 +22,15 @@ status 1 if any check failed, else 0.  Re-runnable: every run uses fresh
 customer ids and idempotency keys, and the login role is dropped at the end
 (and at the start, if a previous run died).
 
+Through the router (docs/cluster.md): OMS_CLIENT_SHARDS names the shard
+databases (space-separated) of the cluster whose router PGDATABASE is.
+Every call under test then goes through the router; what the script reads
+from oms's tables to see what a call stored (footprint(), the race checks)
+it reads on the shards directly, summed, and the race holds its first,
+uncommitted session on the shard that owns the key.  The router database
+has no oms tables, so the oms_app refusals are checked on the router's
+own objects.
+
 Only the standard library and psycopg are used.  There are no sleeps: the
 race test waits for the server to report the blocked session
 (pg_blocking_pids), and thread joins have a generous timeout that only
@@ -29,6 +38,7 @@ guards against hangs.
 """
 
 import datetime
+import os
 import sys
 import threading
 import time
@@ -43,6 +53,7 @@ APP_ROLE = "oms_client_app"
 HANG_GUARD_SECONDS = 30
 RUN = uuid.uuid4().hex[:12]          # makes every customer id and key unique
 JSONB_ARGS = {"items", "metadata"}
+SHARDS = os.environ.get("OMS_CLIENT_SHARDS", "").split()
 
 ITEMS = [
     {"sku": "SKU-1", "quantity": 2, "unit_price": 1999},
@@ -140,9 +151,26 @@ def key(label):
     return f"client-key-{RUN}-{label}"
 
 
+def store(su):
+    """The connections that hold oms's tables: su, or each shard's."""
+    if not SHARDS:
+        return [su]
+    return [connect(dbname=db) for db in SHARDS]
+
+
+def stored(su, sql, params):
+    """One row of counts, summed over every database holding oms's tables."""
+    rows = []
+    for conn in store(su):
+        rows.append(conn.execute(sql, params).fetchone())
+        if conn is not su:
+            conn.close()
+    return tuple(sum(column) for column in zip(*rows))
+
+
 def footprint(su, customer_id, idempotency_key=None):
     """Rows oms holds for one customer (and one key): what a call wrote."""
-    return su.execute(
+    return stored(su, 
         """
         SELECT (SELECT count(*) FROM oms.orders o WHERE o.customer_id = %(c)s),
                (SELECT count(*) FROM oms.order_items i
@@ -152,7 +180,7 @@ def footprint(su, customer_id, idempotency_key=None):
                (SELECT count(*) FROM oms.outbox x
                   WHERE x.payload -> 'order' ->> 'customer_id' = %(c)s),
                (SELECT count(*) FROM oms.idempotency_keys k WHERE k.key = %(k)s)
-        """, {"c": customer_id, "k": idempotency_key}).fetchone()
+        """, {"c": customer_id, "k": idempotency_key})
 
 
 def footprint_text(rows):
@@ -163,10 +191,11 @@ def footprint_text(rows):
 # Tests: documents and types
 
 def test_extension_installed(su):
+    extension = "oms_router" if SHARDS else "oms"
     version = su.execute(
-        "SELECT extversion FROM pg_extension WHERE extname = 'oms'").fetchone()
-    R.ok("extension oms is installed in the test database", version is not None,
-         "pg_extension has no row for oms")
+        "SELECT extversion FROM pg_extension WHERE extname = %s", [extension]).fetchone()
+    R.ok(f"extension {extension} is installed in the test database", version is not None,
+         f"pg_extension has no row for {extension}")
     R.ok("server is PostgreSQL 15 or later", su.info.server_version >= 150000,
          f"server_version {su.info.server_version}")
 
@@ -496,6 +525,9 @@ def check_app_role(app):
             [r[0] for r in app.execute("SELECT seq FROM oms_order_timeline(%s)", [order_id])],
             [1, 2])
 
+    if SHARDS:
+        check_router_refusals(app)
+        return
     denied = [
         ("INSERT into oms.orders",
          "INSERT INTO oms.orders (customer_id, currency, total) VALUES (%s, 'USD', 0)",
@@ -514,31 +546,73 @@ def check_app_role(app):
         R.error(f"oms_app is refused {name} with 42501", app, statement, params, "42501")
 
 
+def check_router_refusals(app):
+    """The router has no oms tables; oms_app may not read the views nor
+    call what is for oms_reader or oms_admin."""
+    denied = [
+        ("SELECT from oms.stock_levels", "SELECT count(*) FROM oms.stock_levels", None),
+        ("a proxy helper of an admin function (oms._all_purge_idempotency_keys)",
+         "SELECT oms._all_purge_idempotency_keys()", None),
+        ("the router's API check (oms.api_differences)",
+         "SELECT count(*) FROM oms.api_differences()", None),
+        ("the admin function oms_purge_idempotency_keys",
+         "SELECT oms_purge_idempotency_keys()", None),
+    ]
+    for name, statement, params in denied:
+        R.error(f"oms_app is refused {name} with 42501", app, statement, params, "42501")
+
+
 # --------------------------------------------------------------------------
 # Tests: two sessions racing on one idempotency key
 
 def wait_until_blocked(observer, waiter_pid, holder_pid, thread):
-    """Polls the server until waiter_pid waits for holder_pid.  Returns False
-    if the waiter's thread ended first or the hang guard ran out."""
+    """Polls the server until waiter_pid waits for holder_pid (through the
+    router: until any session waits for holder_pid, the router's call on
+    the shard).  Returns False if the waiter's thread ended first or the
+    hang guard ran out."""
     deadline = time.monotonic() + HANG_GUARD_SECONDS
     while time.monotonic() < deadline:
         if not thread.is_alive():
             return False
-        blocked = observer.execute("SELECT %s = ANY (pg_blocking_pids(%s))",
-                                   [holder_pid, waiter_pid]).fetchone()[0]
+        if SHARDS:
+            blocked = observer.execute(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid)))",
+                [holder_pid]).fetchone()[0]
+        else:
+            blocked = observer.execute("SELECT %s = ANY (pg_blocking_pids(%s))",
+                                       [holder_pid, waiter_pid]).fetchone()[0]
         if blocked:
             return True
     return False
 
 
+def shard_of_key(su, k):
+    """The shard database owning an idempotency key's partition (each shard
+    names its partitions in oms_shard_info())."""
+    if len(SHARDS) == 1:
+        return SHARDS[0]
+    for db in SHARDS:
+        with connect(dbname=db) as conn:
+            if conn.execute("""SELECT (oms.partition_of_text(%s) & ((i ->> 'partition_count')::int - 1))
+                                      IN (SELECT jsonb_array_elements_text(i -> 'partitions')::int)
+                               FROM oms_shard_info() AS i""", [k]).fetchone()[0]:
+                return db
+    raise AssertionError(f"no shard owns key {k}")
+
+
 def race_same_key(su, outcome):
     """Session 1 creates an order with a new key and keeps its transaction
     open; session 2 calls with the same key and blocks; session 1 then
-    commits or rolls back.  Returns (first doc, second doc or exception)."""
+    commits or rolls back.  Returns (first doc, second doc or exception).
+    Through the router, a call is a transaction on the shard of its own:
+    session 1 then holds its transaction on the owning shard directly and
+    session 2 goes through the router."""
     c, k = customer(f"race-{outcome}"), key(f"race-{outcome}")
     args = {"customer_id": c, "items": ITEMS, "idempotency_key": k}
     result = {}
-    with connect(autocommit=False) as first, connect() as second:
+    first_db = {"dbname": shard_of_key(su, k)} if SHARDS else {}
+    with connect(autocommit=False, **first_db) as first, connect() as second, \
+            connect(**first_db) as observer:
         def second_call():
             try:
                 result["doc"] = call(second, "oms_create_order", **args)
@@ -548,7 +622,7 @@ def race_same_key(su, outcome):
         first_doc = call(first, "oms_create_order", **args)     # not committed
         thread = threading.Thread(target=second_call, daemon=True)
         thread.start()
-        blocked = wait_until_blocked(su, second.info.backend_pid, first.info.backend_pid, thread)
+        blocked = wait_until_blocked(observer, second.info.backend_pid, first.info.backend_pid, thread)
         R.ok(f"[{outcome}] second session blocks on the uncommitted key", blocked,
              f"pg_blocking_pids never showed the wait; second session result: "
              f"{result.get('doc', 'still running')!r}")
@@ -574,9 +648,9 @@ def test_race_commit(su):
             second_doc["order_id"], first_doc["order_id"])
     R.equal("[commit] second session gets the identical response", second_doc, first_doc)
     R.equal("[commit] exactly one order was created for the key",
-            su.execute("""SELECT count(*) FROM oms.order_events
+            stored(su, """SELECT count(*) FROM oms.order_events
                           WHERE event_type = 'order.created' AND data ->> 'idempotency_key' = %s""",
-                       [k]).fetchone()[0], 1)
+                   [k])[0], 1)
     R.equal("[commit] one order, one event, one outbox row, one key",
             footprint_text(footprint(su, c, k)), "orders=1 items=2 events=1 outbox=1 keys=1")
 
