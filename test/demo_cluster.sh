@@ -54,7 +54,7 @@ main() {
 	if ! oms_psql -e -P pager=off -d "$DEMO_ROUTER" -v partitions="$DEMO_PARTITIONS" \
 		-f "$OMS_ROOT/test/demo_cluster.sql"; then
 		oms_server_log_tail 40
-		oms_die "the cluster demo stopped on an unexpected error"
+		oms_die "the cluster demo stopped: a check failed or a call raised an error (see above)"
 	fi
 }
 

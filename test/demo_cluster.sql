@@ -53,10 +53,12 @@ AS $$
 	ORDER BY i LIMIT 1;
 $$;
 
--- The orders of the demo, by a name to show.
+-- The orders of the demo, by a name to show, with what their create
+-- returned.
 CREATE TABLE pg_temp.demo_orders (
 	name		text PRIMARY KEY,
-	order_id	uuid NOT NULL UNIQUE,
+	created_doc	jsonb NOT NULL,
+	order_id	uuid GENERATED ALWAYS AS ((created_doc ->> 'order_id')::uuid) STORED UNIQUE,
 	created		integer GENERATED ALWAYS AS IDENTITY
 );
 
@@ -199,9 +201,9 @@ FROM (VALUES (:'sku0'), (:'sku1'), (:'sku2')) AS v(sku), LATERAL oms_set_stock(v
 \echo 'a create runs on the shard of oms.partition_of_text(key) & (P - 1); the shard mints an id that'
 \echo 'carries that partition (oms.partition_of_id), so every later call about the order finds it:'
 SELECT pg_temp.name_on('order', 0) AS key0, pg_temp.name_on('order', 1) AS key1, pg_temp.name_on('order', 2) AS key2 \gset
-INSERT INTO pg_temp.demo_orders (name, order_id)
-SELECT v.name, (oms_create_order('cust-demo', format('[{"sku": "%s", "quantity": 1, "unit_price": 1500}]', v.sku),
-	'USD', v.key) ->> 'order_id')::uuid
+INSERT INTO pg_temp.demo_orders (name, created_doc)
+SELECT v.name, oms_create_order('cust-demo', format('[{"sku": "%s", "quantity": 1, "unit_price": 1500}]', v.sku),
+	'USD', v.key)
 FROM (VALUES ('order A', :'key0', :'sku0'), ('order B', :'key1', :'sku1'), ('order C', :'key2', :'sku2')) AS v(name, key, sku)
 RETURNING name, order_id;
 SELECT d.name, v.key, oms.partition_of_text(v.key) & (:partitions - 1) AS key_partition,
@@ -220,21 +222,27 @@ JOIN (VALUES ('order A', 0), ('order B', 1), ('order C', 2)) AS v(name, shard) U
 \echo '== 4. A retried create returns the first result =='
 \echo 'the same call with the same key (a client that lost the answer tries again) goes to the same'
 \echo 'shard, which replays the stored answer: the same order, no second one:'
+CREATE TEMPORARY TABLE retried AS
 SELECT oms_create_order('cust-demo', format('[{"sku": "%s", "quantity": 1, "unit_price": 1500}]', :'sku1'),
-	'USD', :'key1') ->> 'order_id' AS retried_order_id,
-	(SELECT order_id FROM pg_temp.demo_orders WHERE name = 'order B') AS first_order_id \gset
-SELECT :'retried_order_id' AS retried_order_id, :'first_order_id' AS first_order_id;
-SELECT pg_temp.verify(:'retried_order_id' = :'first_order_id', 'the retry returned the first order') AS checked;
+	'USD', :'key1') AS created_doc;
+SELECT v.call, v.doc ->> 'order_id' AS order_id, v.doc ->> 'status' AS status, v.doc ->> 'version' AS version,
+	v.doc ->> 'created_at' AS created_at
+FROM (SELECT 1, 'first', created_doc FROM pg_temp.demo_orders WHERE name = 'order B'
+	  UNION ALL SELECT 2, 'retry', created_doc FROM retried) AS v(n, call, doc)
+ORDER BY v.n;
+SELECT pg_temp.verify(r.created_doc = d.created_doc, 'the retry returned the first result (the whole document)') AS checked
+FROM retried AS r, pg_temp.demo_orders AS d WHERE d.name = 'order B';
+SELECT pg_temp.verify(count(*) = 3, 'no second order was made') AS checked FROM oms_customer_orders('cust-demo');
 
 \echo
 \echo '== 5. A basket that spans shards, paid and confirmed through the router =='
 \echo 'an order on shard 0 whose SKUs are homed on shards 1 and 2: its saga (run by shard 0''s worker)'
 \echo 'reserves and then takes the units on their home shards, through PL/Proxy (oms_shard):'
 SELECT pg_temp.name_on('basket', 0) AS basket_key \gset
-INSERT INTO pg_temp.demo_orders (name, order_id)
-SELECT 'basket', (oms_create_order('cust-demo',
+INSERT INTO pg_temp.demo_orders (name, created_doc)
+SELECT 'basket', oms_create_order('cust-demo',
 	format('[{"sku": "%s", "quantity": 2, "unit_price": 1200}, {"sku": "%s", "quantity": 3, "unit_price": 800}]', :'sku1', :'sku2'),
-	'USD', :'basket_key') ->> 'order_id')::uuid
+	'USD', :'basket_key')
 RETURNING order_id AS basket \gset
 SELECT :'basket_key' AS key, pg_temp.shard_of(oms.partition_of_id(:'basket')) AS order_shard,
 	i ->> 'sku' AS sku, pg_temp.shard_of(oms.partition_of_text(i ->> 'sku')) AS sku_home_shard, i ->> 'quantity' AS quantity
@@ -259,10 +267,10 @@ SELECT pg_temp.verify(
 \echo 'an order on shard 1 with SKUs homed on shards 0 and 2, paid with test_hang (the payment never'
 \echo 'answers): the saga has reserved the units on their home shards and waits:'
 SELECT pg_temp.name_on('cancel', 1) AS cancel_key \gset
-INSERT INTO pg_temp.demo_orders (name, order_id)
-SELECT 'canceled', (oms_create_order('cust-demo',
+INSERT INTO pg_temp.demo_orders (name, created_doc)
+SELECT 'canceled', oms_create_order('cust-demo',
 	format('[{"sku": "%s", "quantity": 4, "unit_price": 1500}, {"sku": "%s", "quantity": 1, "unit_price": 800}]', :'sku0', :'sku2'),
-	'USD', :'cancel_key') ->> 'order_id')::uuid
+	'USD', :'cancel_key')
 RETURNING order_id AS canceled \gset
 SELECT oms_pay_order(:'canceled', 'test_hang') ->> 'status' AS status;
 SELECT pg_temp.wait_for(:'canceled', 'saga.step_waiting') AS waited;
@@ -315,13 +323,15 @@ ORDER BY d.created, k.ce_omsseq;
 SELECT d.name AS demo_order, p.records, p.seqs, p.kafka_partitions, p.gapless_in_order, p.timeline_events
 FROM pg_temp.demo_orders AS d LEFT JOIN kafka_per_order AS p ON p.key = d.order_id::text
 ORDER BY d.created;
-SELECT pg_temp.verify(
-	NOT EXISTS (SELECT FROM pg_temp.demo_orders AS d LEFT JOIN kafka_per_order AS p ON p.key = d.order_id::text
-				WHERE p.key IS NULL OR NOT p.gapless_in_order OR p.kafka_partitions <> 1
-				   OR p.records <> p.timeline_events)
-	AND NOT EXISTS (SELECT FROM kafka_per_order AS p
-					WHERE p.key NOT IN (SELECT d.order_id::text FROM pg_temp.demo_orders AS d)),
-	'every order''s events are in Kafka once each, seqs 1..n in order, in one partition') AS checked;
+SELECT pg_temp.verify(count(*) = 0,
+	'every order''s events are in Kafka once each, seqs 1..n in order, in one partition'
+	|| coalesce('; wrong: ' || string_agg(f.what, ', '), '')) AS checked
+FROM (SELECT d.name AS what
+	  FROM pg_temp.demo_orders AS d LEFT JOIN kafka_per_order AS p ON p.key = d.order_id::text
+	  WHERE p.key IS NULL OR NOT p.gapless_in_order OR p.kafka_partitions <> 1 OR p.records <> p.timeline_events
+	  UNION ALL
+	  SELECT 'unknown key ' || p.key FROM kafka_per_order AS p
+	  WHERE p.key NOT IN (SELECT d.order_id::text FROM pg_temp.demo_orders AS d)) AS f;
 
 \echo
 \echo 'cluster demo finished'
