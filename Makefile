@@ -117,9 +117,13 @@ src/build-flags.stamp: FORCE
 $(OBJS): src/build-flags.stamp
 FORCE:
 
-.PHONY: demo test bench valgrind lint format-check coverage FORCE
+.PHONY: demo demo-cluster test bench valgrind lint format-check coverage FORCE
 demo:
 	bash test/demo.sh
+
+# A router and three shards in one throwaway server (test/demo_cluster.sh).
+demo-cluster:
+	bash test/demo_cluster.sh
 
 test:
 	bash test/run.sh
