@@ -29,8 +29,11 @@
 #     through oms_shard).  remote - local, per line, is the cost of a
 #     remote line; the CPU of shard 1's processes is its home side, the
 #     rest the caller's.
+#     The shards run with jit = off; a JIT probe (cl_jit_probe) shows what
+#     PostgreSQL's default jit = on costs the saga on a configured shard.
 # (3) The model (docs/cluster.md, "Throughput and scaling"): a table for
-#     N = BENCH_CLUSTER_SHARDS shards, computed from (1) and (2).
+#     N = BENCH_CLUSTER_SHARDS shards (default "1 2 4 8 16") and baskets of
+#     BENCH_CLUSTER_BASKET SKUs (default 2), computed from (1) and (2).
 #
 # CPU time is read from /proc (utime + stime of the postmaster's children,
 # and the postmaster's cutime + cstime for those that exited), so it
@@ -318,10 +321,10 @@ bench_cluster_costs() {
 # prices the scan of the one-row oms.shard table above jit_above_cost.  The
 # runs above use jit = off on the shards (ALTER DATABASE) so that they
 # measure the design, not the compiler; this probe measures what the
-# default costs.  CLUSTER_PROBE_ORDERS orders of two SKUs (local or remote)
+# default costs.  BENCH_CLUSTER_PROBE_ORDERS orders of two SKUs (local or remote)
 # are created and paid with the worker paused, then one session drives
 # them with oms_run_sagas(100) until none is due, with jit on and off.
-CLUSTER_PROBE_ORDERS=${CLUSTER_PROBE_ORDERS:-40}
+BENCH_CLUSTER_PROBE_ORDERS=${BENCH_CLUSTER_PROBE_ORDERS:-40}
 
 cl_jit_probe() {
 	local jit key home start end calls i script="$BENCH_LOG_DIR/cluster.probe.sql"
@@ -330,15 +333,15 @@ cl_jit_probe() {
 	for jit in on off; do
 		for key in local remote; do
 			[[ $key == local ]] && home=0 || home=1
-			printf 'running JIT probe jit = %-3s %-6s %s orders ... ' "$jit" "$key" "$CLUSTER_PROBE_ORDERS"
+			printf 'running JIT probe jit = %-3s %-6s %s orders ... ' "$jit" "$key" "$BENCH_CLUSTER_PROBE_ORDERS"
 			cl_reset_shard bench_x2_s0 0
 			cl_reset_shard bench_x2_s1 1
 			cl_sql bench_x2_s0 -c "SELECT count(oms_pay_order((oms_create_order('probe-' || i,
 					(SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('sku', s.sku, 'quantity', 1, 'unit_price', 1999))
 					 FROM public.bench_skus AS s WHERE s.home = $home AND s.n IN (2 * i - 1, 2 * i)),
 					'USD', NULL) ->> 'order_id')::uuid, 'test_ok', NULL))
-				FROM generate_series(1, $CLUSTER_PROBE_ORDERS) AS i" >/dev/null
-			calls=$((CLUSTER_PROBE_ORDERS * 3 / 100 + 5))
+				FROM generate_series(1, $BENCH_CLUSTER_PROBE_ORDERS) AS i" >/dev/null
+			calls=$((BENCH_CLUSTER_PROBE_ORDERS * 3 / 100 + 5))
 			{
 				echo "SET jit = $jit;"
 				for ((i = 0; i < calls; i++)); do echo "SELECT oms_run_sagas(100);"; done
@@ -419,7 +422,7 @@ report_cluster() {
 	printf 'local: both SKUs homed on shard 0; remote: both homed on shard 1 (reserve and confirm call it).\n'
 	printf 'CPU busy: share of the %s cores the server used (pgbench takes the rest).  jit = off on the shards.\n' "$cores"
 	printf '\nJIT probe: %s orders driven by oms_run_sagas(100) in one session (worker paused), ms per order\n' \
-		"$CLUSTER_PROBE_ORDERS"
+		"$BENCH_CLUSTER_PROBE_ORDERS"
 	printf '%-10s %12s %12s\n' "" local remote
 	for n in on off; do
 		printf 'jit = %-4s %12s %12s\n' "$n" "${CL[probe.$n.local.ms]}" "${CL[probe.$n.remote.ms]}"

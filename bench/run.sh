@@ -33,7 +33,8 @@
 # 200000; 0 skips it) orders created before the "history" run of the create
 # part (the figure is at 1,000,000: BENCH_HISTORY_ORDERS=1000000);
 # the relay part's own settings
-# (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh.
+# (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh,
+# the cluster part's (BENCH_CLUSTER_SHARDS, ...) in bench/cluster.sh.
 # The create part ends with the history run: BENCH_HISTORY_ORDERS orders
 # created through the API (outbox emptied, vacuumed, checkpointed), then
 # oms_create_order and the raw baseline measured again on top of them.
