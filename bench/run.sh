@@ -22,15 +22,19 @@
 # Then (part "flash", bench/flash_sale.sh) reserving on a hot SKU: the saga
 # engine's confirmations/s on a SKU holding 0 to 20,000 live reservations
 # against idle SKUs, and a 64-buyer single-SKU flash sale.
+# Then (part "cluster", bench/cluster.sh) the router's overhead (orders/s
+# through a PL/Proxy router against one shard directly) and a model of
+# throughput with N shards from measured per-shard costs.
 # Environment: BENCH_SECONDS (default 20) per measured run, BENCH_WARMUP
-# (default 3) per warm-up run, BENCH_PARTS (default "create saga workers relay flash")
-# the parts to run (create: oms_create_order vs raw SQL; saga; workers; relay; flash;
-# remote, not in the default),
+# (default 3) per warm-up run, BENCH_PARTS (default "create saga workers relay flash
+# cluster") the parts to run (create: oms_create_order vs raw SQL; saga; workers; relay;
+# flash; cluster; remote, not in the default),
 # BENCH_SAGA=0 also skips the saga runs; BENCH_HISTORY_ORDERS (default
 # 200000; 0 skips it) orders created before the "history" run of the create
 # part (the issue's figure is at 1,000,000: BENCH_HISTORY_ORDERS=1000000);
 # the relay part's own settings
-# (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh.
+# (BENCH_SUSTAIN_SECONDS, BENCH_RELAY_EVENTS, ...) are listed in bench/relay.sh,
+# the cluster part's (BENCH_CLUSTER_SHARDS, ...) in bench/cluster.sh.
 # The create part ends with the history run: BENCH_HISTORY_ORDERS orders
 # created through the API (outbox emptied, vacuumed, checkpointed), then
 # oms_create_order and the raw baseline measured again on top of them.
@@ -55,7 +59,7 @@ BENCH_LOG_DIR="$OMS_LOG_DIR/bench"
 RUNS=(baseline create_order baseline_multi)
 BENCH_SAGA=${BENCH_SAGA:-1}
 BENCH_HISTORY_ORDERS=${BENCH_HISTORY_ORDERS:-200000}
-BENCH_PARTS=${BENCH_PARTS:-create saga workers relay flash}
+BENCH_PARTS=${BENCH_PARTS:-create saga workers relay flash cluster}
 [[ "$BENCH_SAGA" != 0 ]] || BENCH_PARTS=${BENCH_PARTS//saga/}
 # The saga run: SKUs in stock (each with plenty on hand) and how long the
 # worker may take to drain the backlog after a run.
@@ -71,6 +75,8 @@ source "$BENCH_DIR/payment_remote.sh"
 source "$BENCH_DIR/saga_workers.sh"
 # shellcheck source=bench/flash_sale.sh
 source "$BENCH_DIR/flash_sale.sh"
+# shellcheck source=bench/cluster.sh
+source "$BENCH_DIR/cluster.sh"
 
 declare -A TPS=() ROWS=()
 # Per saga run (max, half): create+pay tps, confirmed/s, p50/p99 ms, ...
@@ -410,8 +416,8 @@ main() {
 	[[ "$BENCH_HISTORY_ORDERS" =~ ^[0-9]+$ ]] || oms_die "BENCH_HISTORY_ORDERS must be a number of orders"
 	local name
 	for name in $BENCH_PARTS; do
-		[[ "$name" =~ ^(create|saga|workers|relay|remote|flash)$ ]] ||
-			oms_die "unknown part '$name' in BENCH_PARTS (create, saga, workers, relay, remote, flash)"
+		[[ "$name" =~ ^(create|saga|workers|relay|remote|flash|cluster)$ ]] ||
+			oms_die "unknown part '$name' in BENCH_PARTS (create, saga, workers, relay, remote, flash, cluster)"
 	done
 	oms_ensure_packages
 	oms_build_install
@@ -435,12 +441,14 @@ main() {
 	if part relay; then bench_relay; fi
 	if part remote; then bench_remote; fi
 	if part flash; then bench_flash_sale; fi
+	if part cluster; then bench_cluster; fi
 	if part create; then report; fi
 	if part saga; then report_saga; fi
 	if part workers; then report_saga_workers; fi
 	if part relay; then report_relay; fi
 	if part remote; then report_remote; fi
 	if part flash; then report_flash_sale; fi
+	if part cluster; then report_cluster; fi
 }
 
 main "$@"
