@@ -29,8 +29,8 @@
 #     through oms_shard).  remote - local, per line, is the cost of a
 #     remote line; the CPU of shard 1's processes is its home side, the
 #     rest the caller's.
-#     The shards run with jit = off; a JIT probe (cl_jit_probe) shows what
-#     PostgreSQL's default jit = on costs the saga on a configured shard.
+#     A JIT probe (cl_jit_probe) then drives the same orders with jit on
+#     (PostgreSQL's default) and off: they must cost the same.
 # (3) The model (docs/cluster.md, "Throughput and scaling"): a table for
 #     N = BENCH_CLUSTER_SHARDS shards (default "1 2 4 8 16") and baskets of
 #     BENCH_CLUSTER_BASKET SKUs (default 2), computed from (1) and (2).
@@ -285,9 +285,6 @@ bench_cluster_costs() {
 	oms_cluster_create bench_x2 2 "$CLUSTER_PARTITIONS"
 	cl_skus bench_x2_s0
 	cl_skus bench_x2_s1
-	# JIT off in the shards (see the JIT probe below for why).
-	cl_sql bench_x2_s0 -c "ALTER DATABASE bench_x2_s0 SET jit = off" >/dev/null
-	cl_sql bench_x2_s1 -c "ALTER DATABASE bench_x2_s1 SET jit = off" >/dev/null
 	# Their workers (only theirs: max_worker_processes is 8); oms.database_name
 	# is read at server start.
 	oms_psql -c "ALTER SYSTEM SET oms.database_name = 'bench_x2_s0, bench_x2_s1'" >/dev/null
@@ -315,13 +312,12 @@ bench_cluster_costs() {
 }
 
 # ---------------------------------------------------------- the JIT probe
-# With PostgreSQL's default jit = on, the saga's queries about remote lines
-# (oms._remote_lines, oms._sku_is_home) are JIT-compiled on every call:
-# they run under the reserve and confirm steps' enable_seqscan = off, which
-# prices the scan of the one-row oms.shard table above jit_above_cost.  The
-# runs above use jit = off on the shards (ALTER DATABASE) so that they
-# measure the design, not the compiler; this probe measures what the
-# default costs.  BENCH_CLUSTER_PROBE_ORDERS orders of two SKUs (local or remote)
+# The saga's queries about remote lines (oms._remote_lines,
+# oms._sku_is_home, ...) run under the reserve and confirm steps'
+# enable_seqscan = off; unless they pin it on, the scan of the one-row
+# oms.shard table is priced above jit_above_cost and every call is
+# JIT-compiled (about 200 ms).  This probe shows jit = on (the default)
+# costing what jit = off costs.  BENCH_CLUSTER_PROBE_ORDERS orders of two SKUs (local or remote)
 # are created and paid with the worker paused, then one session drives
 # them with oms_run_sagas(100) until none is due, with jit on and off.
 BENCH_CLUSTER_PROBE_ORDERS=${BENCH_CLUSTER_PROBE_ORDERS:-40}

@@ -27,6 +27,7 @@ CREATE FUNCTION oms._remote_lines(p_order_id uuid)
 RETURNS TABLE(part integer, skus text[], quantities bigint[])
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = on
 AS $$
 	SELECT l.part, pg_catalog.array_agg(l.sku ORDER BY l.sku), pg_catalog.array_agg(l.quantity ORDER BY l.sku)
 	FROM (SELECT oms.partition_of_text(i.sku) & (s.partition_count - 1) AS part, i.sku,
@@ -149,6 +150,7 @@ CREATE FUNCTION oms._serve_remote(p_part integer, p_skus text[])
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = on
 AS $$
 DECLARE
 	v_shard oms.shard;

@@ -584,6 +584,50 @@ def gen_dead_letter_id(ctx):
     return V(int_text(rng))
 
 
+def gen_max_orders(ctx):
+    rng = ctx.rng
+    if ctx.sane:
+        return V(str(rng.randint(1, 1000)))
+    if rng.random() < 0.05:
+        return V(None, "NULL")
+    s = int_text(rng, 1, 1000)
+    n = parse_int(s)
+    return V(s, "not between 1 and 1000" if n is not None and not 1 <= n <= 1000 else None)
+
+
+def gen_shard(ctx):
+    rng = ctx.rng
+    if rng.random() < 0.05:
+        return V(None, "NULL")
+    s = int_text(rng, 0, 4095)
+    n = parse_int(s)
+    return V(s, "not between 0 and 4095" if n is not None and not 0 <= n <= 4095 else None)
+
+
+def gen_partition_count(ctx):
+    rng = ctx.rng
+    if rng.random() < 0.05:
+        return V(None, "NULL")
+    s = rng.choice(["1", "2", "16", "4096"]) if rng.random() < 0.5 else int_text(rng, 0, 5000)
+    n = parse_int(s)
+    ok = n is not None and 1 <= n <= 4096 and n & (n - 1) == 0
+    return V(s, None if ok or n is None else "not a power of two between 1 and 4096")
+
+
+def gen_partitions(ctx):
+    """Always a set of partitions oms_configure_shard refuses: the fuzz
+    database must stay a single node, or every later call about an order
+    of a partition it would not serve gets OM020."""
+    rng = ctx.rng
+    return rng.choice([
+        V(None, "NULL"),
+        V("{}", "no partition"),
+        V("{1,NULL}", "a NULL partition"),
+        V("{-1}", "a negative partition"),
+        V("{4096}", "a partition above every partition count"),
+    ])
+
+
 def gen_task(ctx):
     rng = ctx.rng
     r = rng.random() * (0.7 if ctx.sane else 1)
@@ -987,6 +1031,10 @@ SPECS = {
     "oms_release_expired_reservations()": {},
     "oms_run_sagas(integer)": {"max_steps": gen_max_steps},
     "oms_retry_dead_letter(bigint)": {"id": gen_dead_letter_id},
+    "oms_customer_orders(text, integer)": {"customer_id": gen_customer_id, "max_orders": gen_max_orders},
+    "oms_configure_shard(integer, integer, integer[])": {
+        "shard": gen_shard, "partition_count": gen_partition_count, "partitions": gen_partitions},
+    "oms_shard_info()": {},
     "oms_worker_status()": {},
     "oms_saga_worker_status()": {},
     "oms_relay_status()": {},
