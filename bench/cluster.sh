@@ -250,14 +250,14 @@ cl_wait_workers() {
 # Usage: cl_order_run KEY HOME SECONDS: orders of SKUs homed on shard HOME
 # created and paid on shard 0 at the maximum rate, confirmed by its worker.
 cl_order_run() {
-	local key=$1 home=$2 seconds=$3 s0=bench_x2_s0 s1=bench_x2_s1 before after out t0 t1 t2 cpu
+	local key=$1 home=$2 seconds=$3 target=${4:-bench_x2_s0} s0=bench_x2_s0 s1=bench_x2_s1 before after out t0 t1 t2 cpu
 	cl_reset_shard "$s0" 0
 	cl_reset_shard "$s1" 1
 	before="$BENCH_LOG_DIR/cluster.order.$key.cpu0"
 	after="$BENCH_LOG_DIR/cluster.order.$key.cpu1"
 	cl_cpu_sample "$before"
 	t0=$EPOCHREALTIME
-	out=$(cl_pgbench "order.$key" "$s0" "$seconds" cluster_order.sql -D nskus="$CLUSTER_SKUS" -D home="$home" \
+	out=$(cl_pgbench "order.$key" "$target" "$seconds" cluster_order.sql -D nskus="$CLUSTER_SKUS" -D home="$home" \
 		-D shard=0 -D shards=2 -D partitions="$CLUSTER_PARTITIONS")
 	t1=$EPOCHREALTIME
 	cl_wait_drained "$s0" || CL[order.$key.timeout]=1
@@ -285,22 +285,26 @@ bench_cluster_costs() {
 	oms_cluster_create bench_x2 2 "$CLUSTER_PARTITIONS"
 	cl_skus bench_x2_s0
 	cl_skus bench_x2_s1
+	# The router's copy, for the orders sent through it.
+	cl_skus bench_x2
 	# Their workers (only theirs: max_worker_processes is 8); oms.database_name
 	# is read at server start.
 	oms_psql -c "ALTER SYSTEM SET oms.database_name = 'bench_x2_s0, bench_x2_s1'" >/dev/null
 	oms_restart_cluster
 	cl_wait_workers bench_x2_s0 bench_x2_s1
 	printf 'done\n'
-	for key in local remote; do
-		[[ $key == local ]] && home=0 || home=1
+	# routed: the local orders again, created and paid through the router
+	# (bench_x2): orders/s end to end through the router against directly.
+	for key in local remote routed; do
+		[[ $key == remote ]] && home=1 || home=0
 		printf 'running orders %-6s   warm-up %ss ... ' "$key" "$BENCH_WARMUP"
-		cl_order_run "warmup.$key" "$home" "$BENCH_WARMUP"
+		cl_order_run "warmup.$key" "$home" "$BENCH_WARMUP" "$([[ $key == routed ]] && echo bench_x2 || echo bench_x2_s0)"
 		printf 'done\n'
 	done
-	for key in local remote; do
-		[[ $key == local ]] && home=0 || home=1
+	for key in local remote routed; do
+		[[ $key == remote ]] && home=1 || home=0
 		printf 'running orders %-6s   measure %ss ... ' "$key" "$BENCH_SECONDS"
-		cl_order_run "$key" "$home" "$BENCH_SECONDS"
+		cl_order_run "$key" "$home" "$BENCH_SECONDS" "$([[ $key == routed ]] && echo bench_x2 || echo bench_x2_s0)"
 		printf '%s create+pay/s; %s confirmed in %s s (drain %s s): %s s of server CPU, %s ms per order\n' \
 			"${CL[order.$key.tps]}" "${CL[order.$key.orders]}" "${CL[order.$key.wall]}" "${CL[order.$key.drain]}" \
 			"${CL[order.$key.cpu_s]}" "${CL[order.$key.cpu_ms]}"
@@ -410,23 +414,25 @@ report_cluster() {
 	printf '    at the maximum rate, the worker confirms; server CPU from the first create to the last confirmation\n'
 	printf '%-8s %12s %10s %10s %10s %10s %14s %14s\n' SKUs "create+pay/s" confirmed "not conf" "seconds" "CPU busy" \
 		"CPU ms/order" "shard 1 ms/ord"
-	for n in local remote; do
+	for n in local remote routed; do
 		printf '%-8s %12.1f %10s %10s %10s %9s%% %14s %14s\n' "$n" "${CL[order.$n.tps]}" "${CL[order.$n.orders]}" \
 			"${CL[order.$n.other]}" "${CL[order.$n.wall]}" "${CL[order.$n.busy]}" "${CL[order.$n.cpu_ms]}" "${CL[order.$n.s1_ms]}"
 		[[ -z "${CL[order.$n.timeout]:-}" ]] || printf '  (the %s run did not drain within %s s)\n' "$n" "$SAGA_DRAIN_LIMIT"
 	done
-	printf 'local: both SKUs homed on shard 0; remote: both homed on shard 1 (reserve and confirm call it).\n'
-	printf 'CPU busy: share of the %s cores the server used (pgbench takes the rest).  jit = off on the shards.\n' "$cores"
+	printf 'local: both SKUs homed on shard 0; remote: both homed on shard 1 (reserve and confirm call it);\n'
+	printf 'routed: local, created and paid through the router.  CPU busy: share of the %s cores the server\n' "$cores"
+	printf 'used (pgbench takes the rest).\n'
+	printf 'orders through the router / directly (confirmed orders/s, create to last confirmation): %s (goal >= 0.8)\n' \
+		"$(ratio "${CL[order.routed.rate]}" "${CL[order.local.rate]}")"
 	printf '\nJIT probe: %s orders driven by oms_run_sagas(100) in one session (worker paused), ms per order\n' \
 		"$BENCH_CLUSTER_PROBE_ORDERS"
 	printf '%-10s %12s %12s\n' "" local remote
 	for n in on off; do
 		printf 'jit = %-4s %12s %12s\n' "$n" "${CL[probe.$n.local.ms]}" "${CL[probe.$n.remote.ms]}"
 	done
-	printf 'remote with jit = on / jit = off: %s.  With the default jit = on, every remote line pays a JIT\n' \
+	printf 'remote with jit = on / jit = off: %s (about 1: the functions reading oms.shard pin\n' \
 		"$(ratio "${CL[probe.on.remote.ms]}" "${CL[probe.off.remote.ms]}")"
-	printf 'compilation of oms._remote_lines / oms._sku_is_home (planned under enable_seqscan = off, which\n'
-	printf 'prices oms.shard over jit_above_cost); the model below uses the jit = off costs.\n'
+	printf 'enable_seqscan = on; without it every remote line paid a JIT compilation of about 200 ms).\n'
 
 	printf '\n(3) model of throughput with N shards (a MODEL from the costs above, not a measurement:\n'
 	printf '    %s cores cannot show N shards scaling)\n' "$cores"
