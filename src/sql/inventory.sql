@@ -468,7 +468,7 @@ BEGIN
 	-- Lines homed on other shards first, on their shards
 	-- (src/sql/remote_stock.sql; nothing on a single node): no stock row
 	-- of this shard is locked while another shard is called.
-	PERFORM oms._hold_remote_lines(p_order_id, p_now);
+	PERFORM oms._call_remote_lines('hold', p_order_id, p_now);
 	SELECT pg_catalog.array_agg(i.sku ORDER BY i.sku), pg_catalog.array_agg(i.quantity::bigint ORDER BY i.sku)
 	INTO v_lines, v_line_quantities
 	FROM oms.order_items AS i WHERE i.order_id = p_order_id AND oms._sku_is_home(i.sku);
@@ -663,7 +663,7 @@ AS $$
 DECLARE
 	v_count integer;
 BEGIN
-	PERFORM oms._release_remote_lines(p_order_id);
+	PERFORM oms._call_remote_lines('release', p_order_id);
 	PERFORM oms._lock_order_stock(p_order_id);
 	UPDATE oms.reservations AS r SET status = 'released', updated_at = pg_catalog.now()
 	WHERE r.order_id = p_order_id AND r.status = 'held';
@@ -697,7 +697,7 @@ BEGIN
 	IF p_from = 'held' AND p_to = 'consumed' THEN
 		-- Lines homed on other shards are consumed there first, before
 		-- this shard's stock rows are locked.
-		PERFORM oms._consume_remote_lines(p_order_id);
+		PERFORM oms._call_remote_lines('consume', p_order_id);
 	END IF;
 	PERFORM oms._lock_order_stock(p_order_id);
 	-- The pay step checks the expiry at its batch's clock and then pins the

@@ -93,7 +93,10 @@ $$;
 COMMENT ON FUNCTION oms._call_shard(text, integer, uuid, text[], bigint[], timestamptz, text, text, bigint) IS
 	'Calls the shard serving a partition through oms_shard (hold, consume, release, release_allocation, ship_from, restock); OM010 when it cannot be reached';
 
-CREATE FUNCTION oms._hold_remote_lines(p_order_id uuid, p_now timestamptz)
+-- One call per home partition of the order's remote lines: 'hold' (the
+-- reserve step), 'consume' (confirm) or 'release' (the reserve step's
+-- compensation).
+CREATE FUNCTION oms._call_remote_lines(p_call text, p_order_id uuid, p_now timestamptz DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -102,44 +105,12 @@ DECLARE
 	v_group record;
 BEGIN
 	FOR v_group IN SELECT * FROM oms._remote_lines(p_order_id) LOOP
-		PERFORM oms._call_shard('hold', v_group.part, p_order_id, v_group.skus, v_group.quantities, p_now);
+		PERFORM oms._call_shard(p_call, v_group.part, p_order_id, v_group.skus, v_group.quantities, p_now);
 	END LOOP;
 END;
 $$;
-COMMENT ON FUNCTION oms._hold_remote_lines(uuid, timestamptz) IS
-	'Reserves an order''s lines homed on other shards, there (the reserve step; compensated by oms._release_remote_lines)';
-
-CREATE FUNCTION oms._consume_remote_lines(p_order_id uuid)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_group record;
-BEGIN
-	FOR v_group IN SELECT * FROM oms._remote_lines(p_order_id) LOOP
-		PERFORM oms._call_shard('consume', v_group.part, p_order_id, v_group.skus, v_group.quantities);
-	END LOOP;
-END;
-$$;
-COMMENT ON FUNCTION oms._consume_remote_lines(uuid) IS
-	'Turns the held units of an order''s remote lines into a stock decrement on their shards (the confirm step)';
-
-CREATE FUNCTION oms._release_remote_lines(p_order_id uuid)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_group record;
-BEGIN
-	FOR v_group IN SELECT * FROM oms._remote_lines(p_order_id) LOOP
-		PERFORM oms._call_shard('release', v_group.part, p_order_id);
-	END LOOP;
-END;
-$$;
-COMMENT ON FUNCTION oms._release_remote_lines(uuid) IS
-	'Gives back the held units of an order''s remote lines on their shards (compensation of the reserve step)';
+COMMENT ON FUNCTION oms._call_remote_lines(text, uuid, timestamptz) IS
+	'Holds, consumes or releases an order''s lines homed on other shards, there (one call per home partition; nothing on a single node)';
 
 --
 -- The home shard's side: what oms_shard's functions call.
@@ -199,10 +170,9 @@ RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-								'sku', r.sku, 'location', r.location, 'quantity', r.quantity,
-								'shipped', r.shipped, 'status', r.status) ORDER BY r.sku, r.location), '[]'::jsonb)
-			FROM oms.reservations AS r WHERE r.order_id = p_order_id AND r.sku = ANY (p_skus))
+	SELECT coalesce(pg_catalog.jsonb_agg(a.item ORDER BY a.n), '[]'::jsonb)
+	FROM pg_catalog.jsonb_array_elements(oms._order_allocation(p_order_id)) WITH ORDINALITY AS a(item, n)
+	WHERE a.item ->> 'sku' = ANY (p_skus)
 $$;
 COMMENT ON FUNCTION oms._remote_allocation(uuid, text[]) IS
 	'Home shard: an order''s reservations of the SKUs given, as [{sku, location, quantity, shipped, status}]';
@@ -309,9 +279,7 @@ COMMENT ON FUNCTION oms._remote_restock(integer, text, text, bigint) IS
 
 REVOKE ALL ON FUNCTION oms._remote_lines(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._call_shard(text, integer, uuid, text[], bigint[], timestamptz, text, text, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION oms._hold_remote_lines(uuid, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION oms._consume_remote_lines(uuid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION oms._release_remote_lines(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oms._call_remote_lines(text, uuid, timestamp with time zone) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._serve_remote(integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._remote_hold(integer, uuid, text[], bigint[], timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oms._remote_allocation(uuid, text[]) FROM PUBLIC;
