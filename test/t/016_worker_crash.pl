@@ -54,21 +54,34 @@ sub postmaster_pid
 sub mid_run
 {
 	my ($target) = @_;
-	my $found;
 	my $low = int($n / 10);
-	oms_wait_until(
-		120,
-		sub {
-			$found = oms_sql_quiet($node, $db, "
-				SELECT a.pid || ' ' || c.n
+	# The server polls, every 2 ms, for up to 120 s: a backlog of $n orders
+	# lasts well under a second with three saga workers, which a poll from
+	# here (oms_wait_until, every 100 ms plus a connection) can miss.
+	# pg_stat_clear_snapshot: pg_stat_activity is otherwise read once per
+	# transaction.
+	my $found = oms_sql_quiet($node, $db, qq{
+		DO \$\$
+		DECLARE
+			v_found text;
+			v_deadline timestamptz := clock_timestamp() + interval '120 s';
+		BEGIN
+			LOOP
+				PERFORM pg_stat_clear_snapshot();
+				SELECT a.pid || ' ' || c.n INTO v_found
 				FROM pg_stat_activity AS a,
 					 (SELECT count(*) FILTER (WHERE status = 'confirmed') AS n FROM oms.orders) AS c
 				WHERE a.backend_type = '$target' AND a.datname = current_database()
 				  AND a.state = 'active' AND c.n BETWEEN $low AND $n - 1
-				LIMIT 1");
-			return defined $found && $found ne '';
-		});
-	return $found;
+				LIMIT 1;
+				EXIT WHEN v_found IS NOT NULL OR clock_timestamp() > v_deadline;
+				PERFORM pg_sleep(0.002);
+			END LOOP;
+			PERFORM set_config('wt.mid_run', coalesce(v_found, ''), false);
+		END
+		\$\$;
+		SELECT current_setting('wt.mid_run');});
+	return defined $found && $found ne '' ? $found : undef;
 }
 
 # The pid of a TARGET process other than OLD once all saga workers are back.
